@@ -1,0 +1,81 @@
+"""The record itself: one append-only row per event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from audit_service.kit.models import Base, UTCDateTime
+
+ACTOR_TYPES = ("user", "service", "system", "anonymous")
+OUTCOMES = ("success", "failure", "denied", "error")
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; Postgres gets a real bigint identity.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(BigIntId, Identity(always=False), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid(), unique=True, default=uuid.uuid4)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str] = mapped_column(String(100))
+    tenant_id: Mapped[str | None] = mapped_column(String(100))
+    actor_type: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[str | None] = mapped_column(String(200))
+    actor_name: Mapped[str | None] = mapped_column(String(200))
+    actor_role: Mapped[str | None] = mapped_column(String(50))
+    action: Mapped[str] = mapped_column(String(100))
+    module: Mapped[str] = mapped_column(String(50))
+    outcome: Mapped[str] = mapped_column(String(10))
+    description: Mapped[str | None] = mapped_column(Text)
+    target_type: Mapped[str | None] = mapped_column(String(100))
+    target_id: Mapped[str | None] = mapped_column(String(200))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    ip_bytes: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    method: Mapped[str | None] = mapped_column(String(10))
+    path: Mapped[str | None] = mapped_column(String(512))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column()
+    event_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONDocument, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+
+    __table_args__ = (
+        CheckConstraint(f"actor_type IN {ACTOR_TYPES!r}", name="actor_type"),
+        CheckConstraint(f"outcome IN {OUTCOMES!r}", name="outcome"),
+        # Idempotency: one event per (source, key), forever; NULL keys never collide.
+        Index("uq_audit_event_source_idempotency_key", "source", "idempotency_key", unique=True),
+        Index("ix_audit_event_occurred_at_id", "occurred_at", "id"),
+        Index("ix_audit_event_actor_id_occurred_at", "actor_id", "occurred_at"),
+        Index("ix_audit_event_actor_name_occurred_at", "actor_name", "occurred_at"),
+        Index("ix_audit_event_action_occurred_at", "action", "occurred_at"),
+        Index("ix_audit_event_module_occurred_at", "module", "occurred_at"),
+        Index("ix_audit_event_ip_bytes", "ip_bytes"),
+        # Trigram index behind `q` (case-insensitive substring search); Postgres only.
+        Index(
+            "ix_audit_event_description_trgm", "description",
+            postgresql_using="gin", postgresql_ops={"description": "gin_trgm_ops"},
+            info={"postgresql_only": True},
+        ).ddl_if(dialect="postgresql"),
+    )

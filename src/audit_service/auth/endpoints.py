@@ -1,0 +1,168 @@
+"""/login, /logout, /me and /admin/users."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from audit_service.audit_log.dependencies import RecorderDep, SessionDep
+from audit_service.audit_log.recorder import audited
+from audit_service.auth import service
+from audit_service.auth.dependencies import (
+    AdminUser,
+    Credentials,
+    CurrentUser,
+    Principal,
+    limit_login_by_ip,
+)
+from audit_service.auth.schemas import LoginRequest, TokenResponse, UserCreate, UserOut, UserPage, UserUpdate
+from audit_service.core.dependencies import SettingsDep, SigningKeyDep
+from audit_service.core.errors import problem_responses
+
+_LOGIN_SCHEMA = LoginRequest.model_json_schema()
+_LOGIN_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": _LOGIN_SCHEMA},
+        "application/x-www-form-urlencoded": {"schema": _LOGIN_SCHEMA},
+    },
+}
+
+public_router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"])
+admin_router = APIRouter(prefix="/admin/users", tags=["users"])
+
+PageSize = Annotated[int, Query(ge=1, le=100, description="Users per page")]
+PageNo = Annotated[int, Query(ge=1, le=1_000_000)]
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@public_router.post(
+    "/login",
+    response_model=TokenResponse,
+    operation_id="login",
+    dependencies=[Depends(limit_login_by_ip)],
+    responses=problem_responses(401, 422, 429),
+    openapi_extra={"requestBody": _LOGIN_BODY, **audited("auth.login", "auth")},
+)
+async def login(
+    credentials: Credentials, session: SessionDep, audit: RecorderDep, settings: SettingsDep,
+    key: SigningKeyDep,
+) -> TokenResponse:
+    """Exchange a username and password (JSON or OAuth2 form) for a bearer token."""
+    return await service.login(
+        session, audit, settings, key,
+        username=credentials.username, password=credentials.password,
+    )
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    operation_id="logout",
+    responses=problem_responses(401),
+    openapi_extra=audited("auth.logout", "auth"),
+)
+async def logout(principal: Principal, session: SessionDep, audit: RecorderDep) -> None:
+    """Revoke the token used for this request."""
+    await service.logout(session, audit, *principal)
+
+
+@router.get(
+    "/me",
+    response_model=UserOut,
+    operation_id="get_me",
+    responses=problem_responses(401),
+    openapi_extra=audited("auth.profile_viewed", "auth"),
+)
+async def me(user: CurrentUser) -> UserOut:
+    """The signed-in user."""
+    return UserOut.model_validate(user)
+
+
+@admin_router.post(
+    "",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_user",
+    responses=problem_responses(401, 403, 409, 422),
+    openapi_extra=audited("user.created", "users"),
+)
+async def create_user(
+    data: UserCreate, _: AdminUser, session: SessionDep, audit: RecorderDep
+) -> UserOut:
+    """Create a user (admin only)."""
+    return await service.create_user(session, audit, data)
+
+
+@admin_router.get(
+    "",
+    response_model=UserPage,
+    operation_id="list_users",
+    responses=problem_responses(401, 403, 422),
+    openapi_extra=audited("user.listed", "users"),
+)
+async def list_users(
+    _: AdminUser, session: SessionDep, audit: RecorderDep, page: PageNo = 1,
+    page_size: PageSize = 20,
+) -> UserPage:
+    """List users, oldest first (admin only)."""
+    return await service.list_users(session, audit, page, page_size)
+
+
+@admin_router.get(
+    "/{user_id}",
+    response_model=UserOut,
+    operation_id="get_user",
+    responses=problem_responses(401, 403, 404, 422),
+    openapi_extra=audited("user.viewed", "users"),
+)
+async def get_user(user_id: UserId, _: AdminUser, session: SessionDep, audit: RecorderDep) -> UserOut:
+    """One user (admin only)."""
+    return await service.get_user(session, audit, user_id)
+
+
+@admin_router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    operation_id="update_user",
+    responses=problem_responses(401, 403, 404, 409, 422),
+    openapi_extra=audited("user.updated", "users"),
+)
+async def update_user(
+    user_id: UserId, data: UserUpdate, admin: AdminUser, session: SessionDep, audit: RecorderDep
+) -> UserOut:
+    """Change a user's name, e-mail, role or active flag (admin only)."""
+    return await service.update_user(session, audit, admin, user_id, data)
+
+
+@admin_router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    operation_id="delete_user",
+    responses=problem_responses(401, 403, 404, 409, 422),
+    openapi_extra=audited("user.deleted", "users"),
+)
+async def delete_user(
+    user_id: UserId, admin: AdminUser, session: SessionDep, audit: RecorderDep
+) -> None:
+    """Delete a user; their past events keep the name and role they had (admin only)."""
+    await service.delete_user(session, audit, admin, user_id)
+
+
+@admin_router.post(
+    "/{user_id}/revoke-sessions",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    operation_id="revoke_user_sessions",
+    responses=problem_responses(401, 403, 404, 422),
+    openapi_extra=audited("user.sessions_revoked", "users"),
+)
+async def revoke_sessions(
+    user_id: UserId, _: AdminUser, session: SessionDep, audit: RecorderDep
+) -> None:
+    """End every session of a user: all their tokens stop working at once (admin only)."""
+    await service.revoke_sessions(session, audit, user_id)

@@ -1,0 +1,70 @@
+"""All SQL about principals. Flushes so constraint errors surface here; never commits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit_service.auth.models import RevokedToken, User
+
+
+class DuplicateUsername(Exception):
+    pass
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
+    return await session.scalar(select(User).where(User.username == username))
+
+
+async def add_user(session: AsyncSession, user: User) -> User:
+    session.add(user)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise DuplicateUsername(user.username) from exc
+    return user
+
+
+async def list_users(session: AsyncSession, *, offset: int, limit: int) -> list[User]:
+    stmt = select(User).order_by(User.id).offset(offset).limit(limit)
+    return list((await session.scalars(stmt)).all())
+
+
+async def count_users(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+async def count_active_admins(session: AsyncSession) -> int:
+    stmt = select(func.count()).where(User.role == "admin", User.is_active.is_(True))
+    return int(await session.scalar(stmt) or 0)
+
+
+async def delete_user(session: AsyncSession, user: User) -> None:
+    await session.delete(user)
+    await session.flush()
+
+
+async def flush(session: AsyncSession) -> None:
+    await session.flush()
+
+
+async def is_token_revoked(session: AsyncSession, jti: str) -> bool:
+    return bool(await session.scalar(select(exists().where(RevokedToken.jti == jti))))
+
+
+async def revoke_token(session: AsyncSession, *, jti: str, user_id: int, expires_at: datetime) -> None:
+    if not await is_token_revoked(session, jti):
+        session.add(RevokedToken(jti=jti, user_id=user_id, expires_at=expires_at))
+        await session.flush()
+
+
+async def purge_expired_revocations(session: AsyncSession, now: datetime) -> None:
+    await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))

@@ -1,0 +1,221 @@
+"""Login, tokens and user administration: rules, permissions and what each event says."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit_service.audit_log import repository as events
+from audit_service.audit_log.recorder import Actor, RequestAudit
+from audit_service.auth import repository as repo
+from audit_service.auth.models import User
+from audit_service.auth.schemas import TokenResponse, UserCreate, UserPage, UserOut, UserUpdate
+from audit_service.core.config import Settings
+from audit_service.core.errors import Conflict, NotFound, RateLimited, Unauthorized
+from audit_service.core.security import (
+    TokenClaims,
+    create_access_token,
+    decode_access_token,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+from audit_service.kit.models import utcnow
+
+LOGIN_FAILED = "auth.login_failed"
+BAD_CREDENTIALS = "Incorrect username or password"
+
+
+def actor_of(user: User) -> Actor:
+    return Actor(type="user", id=str(user.id), name=user.username, role=user.role)
+
+
+async def login(
+    session: AsyncSession, audit: RequestAudit, settings: Settings, key: str,
+    *, username: str, password: str,
+) -> TokenResponse:
+    # The attempted name is recorded (never the password) so failures can be investigated.
+    audit.actor = Actor(type="anonymous", name=username[:200])
+    await _refuse_if_locked_out(session, settings, username)
+    user = await repo.get_user_by_username(session, username)
+    # Always verify (a dummy hash stands in for a missing user): same time, same answer.
+    valid = verify_password(password, user.password_hash if user else None)
+    if user is None or not valid or not user.is_active:
+        audit.describe(action=LOGIN_FAILED, outcome="failure",
+                       description=f"Failed login for '{username[:200]}'")
+        raise Unauthorized(BAD_CREDENTIALS)
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        await repo.flush(session)
+    token, claims = create_access_token(
+        subject=str(user.id), role=user.role, version=user.token_version, key=key,
+        ttl_seconds=settings.access_token_ttl,
+    )
+    audit.actor = actor_of(user)
+    audit.describe(description=f"User '{user.username}' logged in", target_type="user",
+                   target_id=str(user.id), token_id=claims.jti)
+    return TokenResponse(access_token=token, expires_in=settings.access_token_ttl)
+
+
+async def _refuse_if_locked_out(session: AsyncSession, settings: Settings, username: str) -> None:
+    """Lock a username after N failures in the window; the audit log itself is the counter.
+
+    Counting recorded `auth.login_failed` events works the same for unknown usernames (no
+    enumeration through the lockout) and across replicas; a successful login resets it.
+    """
+    now = utcnow()
+    since = now - timedelta(seconds=settings.login_lockout_window)
+    last_ok = await events.latest_time(
+        session, action="auth.login", actor_name=username, outcome="success", since=since
+    )
+    failures, oldest = await events.count_recent(
+        session, action=LOGIN_FAILED, actor_name=username, since=max(since, last_ok or since)
+    )
+    if failures >= settings.login_lockout_failures and oldest is not None:
+        retry = oldest + timedelta(seconds=settings.login_lockout_window) - now
+        raise RateLimited(
+            "Too many failed logins for this account. Try again later.",
+            int(retry.total_seconds()) + 1,
+        )
+
+
+async def authenticate(
+    session: AsyncSession, audit: RequestAudit, key: str, token: str | None
+) -> tuple[User, TokenClaims]:
+    """The active user a bearer token belongs to; any doubt is a 401."""
+    if not token:
+        raise Unauthorized()
+    claims = decode_access_token(token, key)
+    if claims is None or not claims.sub.isdigit():
+        audit.describe(auth_error="invalid_token")
+        raise Unauthorized("Invalid or expired token")
+    user = await repo.get_user(session, int(claims.sub))
+    if user is None:
+        audit.describe(auth_error="unknown_user")
+        raise Unauthorized("Invalid or expired token")
+    # The signature is ours, so the token really names this user: record them as the actor
+    # even when the token is no longer honoured.
+    audit.actor = actor_of(user)
+    reason = (
+        "user_inactive" if not user.is_active
+        else "sessions_revoked" if claims.ver != user.token_version
+        else "token_revoked" if await repo.is_token_revoked(session, claims.jti)
+        else None
+    )
+    if reason:
+        audit.describe(auth_error=reason)
+        raise Unauthorized("Invalid or expired token")
+    return user, claims
+
+
+async def logout(session: AsyncSession, audit: RequestAudit, user: User, claims: TokenClaims) -> None:
+    await repo.revoke_token(session, jti=claims.jti, user_id=user.id, expires_at=claims.exp)
+    await repo.purge_expired_revocations(session, utcnow())
+    audit.describe(description=f"User '{user.username}' logged out", target_type="user",
+                   target_id=str(user.id), token_id=claims.jti)
+
+
+# --- administration -----------------------------------------------------------------------
+
+def _target(audit: RequestAudit, user: User, description: str, **metadata: Any) -> None:
+    audit.describe(target_type="user", target_id=str(user.id), description=description, **metadata)
+
+
+async def create_user(session: AsyncSession, audit: RequestAudit, data: UserCreate) -> UserOut:
+    user = User(
+        username=data.username, full_name=data.full_name, email=data.email, role=data.role,
+        password_hash=hash_password(data.password), is_active=True, token_version=0,
+    )
+    try:
+        await repo.add_user(session, user)
+    except repo.DuplicateUsername:
+        audit.describe(username=data.username)
+        raise Conflict(f"Username '{data.username}' is taken") from None
+    _target(audit, user, f"Created user '{user.username}' with role {user.role}", role=user.role)
+    return UserOut.model_validate(user)
+
+
+async def list_users(session: AsyncSession, audit: RequestAudit, page: int, page_size: int) -> UserPage:
+    users = await repo.list_users(session, offset=(page - 1) * page_size, limit=page_size)
+    audit.describe(page=page, page_size=page_size)
+    return UserPage(items=[UserOut.model_validate(u) for u in users], page=page,
+                    page_size=page_size, total=await repo.count_users(session))
+
+
+async def _get(session: AsyncSession, audit: RequestAudit, user_id: int) -> User:
+    audit.describe(target_type="user", target_id=str(user_id))
+    user = await repo.get_user(session, user_id)
+    if user is None:
+        raise NotFound(f"No user with id {user_id}")
+    return user
+
+
+async def get_user(session: AsyncSession, audit: RequestAudit, user_id: int) -> UserOut:
+    return UserOut.model_validate(await _get(session, audit, user_id))
+
+
+async def _keep_an_admin(session: AsyncSession, user: User, admin: User, what: str) -> None:
+    if user.id == admin.id:
+        raise Conflict(f"You cannot {what} your own account")
+    if user.role == "admin" and user.is_active and await repo.count_active_admins(session) <= 1:
+        raise Conflict(f"Cannot {what} the last active admin")
+
+
+async def update_user(
+    session: AsyncSession, audit: RequestAudit, admin: User, user_id: int, data: UserUpdate
+) -> UserOut:
+    user = await _get(session, audit, user_id)
+    changes = {
+        name: value for name, value in data.model_dump(exclude_unset=True).items()
+        if getattr(user, name) != value
+    }
+    if changes.get("is_active") is False or (changes.get("role") not in (None, "admin")):
+        await _keep_an_admin(session, user, admin, "demote or deactivate")
+    before = {name: getattr(user, name) for name in changes}
+    for name, value in changes.items():
+        setattr(user, name, value)
+    if "role" in changes or changes.get("is_active") is False:
+        user.token_version += 1  # a changed role or a disabled account ends every session now
+    await repo.flush(session)
+    action = (
+        "user.deactivated" if changes.get("is_active") is False
+        else "user.activated" if changes.get("is_active") is True
+        else "user.updated"
+    )
+    audit.describe(action=action)
+    _target(audit, user, f"Updated user '{user.username}': {', '.join(changes) or 'no change'}",
+            changed=sorted(changes), before=before, after=changes)
+    return UserOut.model_validate(user)
+
+
+async def delete_user(session: AsyncSession, audit: RequestAudit, admin: User, user_id: int) -> None:
+    user = await _get(session, audit, user_id)
+    await _keep_an_admin(session, user, admin, "delete")
+    _target(audit, user, f"Deleted user '{user.username}'", username=user.username, role=user.role)
+    await repo.delete_user(session, user)
+
+
+async def revoke_sessions(session: AsyncSession, audit: RequestAudit, user_id: int) -> None:
+    user = await _get(session, audit, user_id)
+    user.token_version += 1
+    await repo.flush(session)
+    _target(audit, user, f"Revoked every session of '{user.username}'")
+
+
+async def ensure_bootstrap_admin(
+    session: AsyncSession, username: str, password: str | None
+) -> tuple[User, str | None] | None:
+    """Create the first admin when none exists; returns it and a generated password, if any."""
+    if await repo.count_active_admins(session) > 0:
+        return None
+    if await repo.get_user_by_username(session, username) is not None:
+        return None  # an inactive admin or another role holds the name: leave it to a human
+    generated = None if password else secrets.token_urlsafe(15)
+    user = User(username=username, full_name="Bootstrap administrator", role="admin",
+                password_hash=hash_password(password or generated or ""), is_active=True,
+                token_version=0)
+    await repo.add_user(session, user)
+    return user, generated

@@ -1,0 +1,165 @@
+"""`audit-service`: serve, migrate, users …"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit_service.audit_log import repository as events
+from audit_service.audit_log.recorder import Actor, system_event
+from audit_service.auth import repository as users
+from audit_service.auth.models import ROLES, User
+from audit_service.core import migrations
+from audit_service.core.config import Settings
+from audit_service.core.db import create_engine, create_sessionmaker
+from audit_service.core.security import hash_password
+
+CLI_ACTOR = Actor(type="system", id="cli", name=f"cli:{getpass.getuser()}", role=None)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """From stdin or an interactive prompt; never from argv, where `ps` and history see it."""
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat: ") != password:
+            raise SystemExit("passwords differ")
+    if len(password) < 12:
+        raise SystemExit("a password needs at least 12 characters")
+    return password
+
+
+def _with_session(
+    work: Callable[[AsyncSession, argparse.Namespace], Awaitable[Any]],
+) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
+        async def main() -> None:
+            engine = create_engine(Settings().database_url)
+            try:
+                async with create_sessionmaker(engine)() as session:
+                    await work(session, args)
+                    await session.commit()
+            finally:
+                await engine.dispose()
+
+        asyncio.run(main())
+
+    return run
+
+
+async def _record(session: AsyncSession, action: str, user: User, description: str) -> None:
+    # The CLI changes users too; it leaves the same trace the API would, in the same commit.
+    await events.insert_events(session, [system_event(
+        action, "users", description, actor=CLI_ACTOR, target_type="user", target_id=str(user.id),
+    )])
+
+
+async def _get(session: AsyncSession, username: str) -> User:
+    user = await users.get_user_by_username(session, username)
+    if user is None:
+        raise SystemExit(f"no user '{username}'")
+    return user
+
+
+async def users_create(session: AsyncSession, args: argparse.Namespace) -> None:
+    user = User(username=args.username, full_name=args.full_name, role=args.role,
+                password_hash=hash_password(_read_password(args)), is_active=True, token_version=0)
+    try:
+        await users.add_user(session, user)
+    except users.DuplicateUsername:
+        raise SystemExit(f"username '{args.username}' is taken") from None
+    await _record(session, "user.created", user, f"Created user '{user.username}' ({user.role})")
+    print(f"created user {user.id} '{user.username}' with role {user.role}")
+
+
+async def users_list(session: AsyncSession, _args: argparse.Namespace) -> None:
+    print(f"{'id':>5}  {'username':<30} {'role':<8} active")
+    for u in await users.list_users(session, offset=0, limit=100_000):
+        print(f"{u.id:>5}  {u.username:<30} {u.role:<8} {'yes' if u.is_active else 'no'}")
+
+
+async def users_set_password(session: AsyncSession, args: argparse.Namespace) -> None:
+    user = await _get(session, args.username)
+    user.password_hash = hash_password(_read_password(args))
+    user.token_version += 1  # a new password ends the old sessions
+    await users.flush(session)
+    await _record(session, "user.updated", user, f"Password of '{user.username}' reset")
+    print(f"password of '{user.username}' changed; existing sessions revoked")
+
+
+async def users_disable(session: AsyncSession, args: argparse.Namespace) -> None:
+    user = await _get(session, args.username)
+    user.is_active = False
+    user.token_version += 1
+    await users.flush(session)
+    await _record(session, "user.deactivated", user, f"Deactivated '{user.username}'")
+    print(f"user '{user.username}' deactivated")
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from audit_service.main import create_app
+
+    settings = Settings()
+    if not args.no_migrate:
+        migrations.upgrade(settings.database_url)
+    uvicorn.run(
+        create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+        proxy_headers=False,  # client IPs are resolved by our own trusted-proxy rules
+        log_level=args.log_level,
+    )
+
+
+def migrate(_args: argparse.Namespace) -> None:
+    migrations.upgrade(Settings().database_url)
+    print("database schema is up to date")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audit-service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the HTTP service (migrates first)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--no-migrate", action="store_true", help="skip `migrate` before starting")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=serve)
+
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=migrate)
+
+    users_parser = sub.add_parser("users", help="manage users").add_subparsers(
+        dest="users_command", required=True
+    )
+    p = users_parser.add_parser("create")
+    p.add_argument("--username", required=True)
+    p.add_argument("--role", choices=ROLES, default="user")
+    p.add_argument("--full-name")
+    p.add_argument("--password-stdin", action="store_true")
+    p.set_defaults(func=_with_session(users_create))
+    users_parser.add_parser("list").set_defaults(func=_with_session(users_list))
+    p = users_parser.add_parser("set-password")
+    p.add_argument("--username", required=True)
+    p.add_argument("--password-stdin", action="store_true")
+    p.set_defaults(func=_with_session(users_set_password))
+    p = users_parser.add_parser("disable")
+    p.add_argument("--username", required=True)
+    p.set_defaults(func=_with_session(users_disable))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

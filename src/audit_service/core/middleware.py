@@ -1,0 +1,63 @@
+"""Request body size limits, enforced before any handler reads the body."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from audit_service.core.errors import problem_response
+from audit_service.core.request_context import header
+
+
+class BodyLimitMiddleware:
+    """413 problem+json for bodies over the limit (per path, else the default).
+
+    A declared Content-Length is checked up front; a chunked body is read up to the limit
+    and refused as soon as it passes it, so an oversized upload never reaches parsing.
+    """
+
+    def __init__(self, app: ASGIApp, *, default: int, per_path: Mapping[str, int] | None = None):
+        self.app = app
+        self.default = default
+        self.per_path = dict(per_path or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.per_path.get(scope["path"], self.default)
+        declared = header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > limit:
+                await self._refuse(limit, scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if header(scope, b"transfer-encoding") is None:
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > limit:
+                await self._refuse(limit, scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        await problem_response(
+            413, slug="payload-too-large",
+            detail=f"The request body is larger than {limit} bytes.",
+        )(scope, receive, send)

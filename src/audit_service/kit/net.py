@@ -1,0 +1,35 @@
+"""IP helpers: canonical text and 16-byte keys that make CIDR filters a portable BETWEEN."""
+
+from __future__ import annotations
+
+import ipaddress
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_ip(value: str) -> IPAddress:
+    """Parse an address; IPv4-mapped IPv6 (::ffff:a.b.c.d) collapses to the IPv4 address."""
+    address = ipaddress.ip_address(value.strip())
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def ip_key(address: IPAddress) -> bytes:
+    """16 big-endian bytes; IPv4 is mapped into ::ffff:0:0/96 so both families sort together."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return (0xFFFF << 32 | int(address)).to_bytes(16, "big")
+    return int(address).to_bytes(16, "big")
+
+
+def network_key_range(network: IPNetwork) -> tuple[bytes, bytes]:
+    """Inclusive (low, high) ip_key bounds of a network."""
+    return ip_key(network.network_address), ip_key(network.broadcast_address)
+
+
+def parse_ip_or_network(value: str) -> IPAddress | IPNetwork:
+    """An address, or a CIDR network (host bits allowed: 10.1.2.3/16 means 10.1.0.0/16)."""
+    if "/" in value:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    return parse_ip(value)

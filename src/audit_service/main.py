@@ -1,0 +1,115 @@
+"""create_app(): lifespan (engine, recorder writer, predictor), middleware, handlers, routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from audit_service import __version__
+from audit_service.activity.endpoints import router as activity_router
+from audit_service.audit_log import repository as audit_repository
+from audit_service.audit_log.recorder import (
+    SYSTEM,
+    GroupCommitWriter,
+    Recorder,
+    RecorderMiddleware,
+    system_event,
+)
+from audit_service.auth import service as auth_service
+from audit_service.auth.dependencies import get_principal, limit_by_principal
+from audit_service.auth.endpoints import admin_router as users_router
+from audit_service.auth.endpoints import public_router as login_router
+from audit_service.auth.endpoints import router as auth_router
+from audit_service.core.config import Settings
+from audit_service.core.db import create_engine, create_sessionmaker
+from audit_service.core.errors import install_error_handlers
+from audit_service.core.middleware import BodyLimitMiddleware
+from audit_service.core.ratelimit import RateLimiter
+from audit_service.health.endpoints import router as health_router
+from audit_service.prediction.endpoints import router as prediction_router
+from audit_service.prediction.model import load_model
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+A trustworthy record of who did what, from where and when.
+
+Every request this service handles is itself recorded (actor, IP, user agent, outcome)
+before its response is sent. Errors are RFC 9457 `application/problem+json`.
+Each operation's `x-audit-action` names the event it records.
+"""
+
+
+async def bootstrap_admin(app: FastAPI, settings: Settings) -> None:
+    """First start: make an admin if there is none, and say its one-time password once."""
+    async with app.state.sessionmaker() as session:
+        created = await auth_service.ensure_bootstrap_admin(
+            session, settings.bootstrap_admin_username, settings.bootstrap_admin_password
+        )
+        if created is None:
+            return
+        user, generated = created
+        await audit_repository.insert_events(session, [system_event(
+            "user.created", "users", f"Bootstrap admin '{user.username}' created",
+            target_type="user", target_id=str(user.id), actor=SYSTEM,
+        )])
+        await session.commit()
+    if generated:
+        # Deliberately print, never log: the password must not end up in log storage.
+        print(  # noqa: T201
+            f"\n  Bootstrap admin created: username '{user.username}', one-time password "
+            f"'{generated}'\n  Log in and change it; it is not shown again.\n",
+            flush=True,
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.signing_key = settings.signing_key()
+        app.state.rate_limiter = RateLimiter(settings.rate_limit_storage)
+        app.state.predictor = load_model()
+        writer = GroupCommitWriter(engine)
+        writer.start()
+        app.state.recorder = Recorder(app.state.sessionmaker, writer, settings.record_requests)
+        try:
+            await bootstrap_admin(app, settings)
+            yield
+        finally:
+            await writer.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="audit-service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "auth", "description": "Log in and out"},
+            {"name": "users", "description": "User administration (admin)"},
+            {"name": "activity", "description": "The activity history (admin, auditor)"},
+            {"name": "prediction", "description": "The iris model"},
+            {"name": "health", "description": "Liveness and readiness (not recorded)"},
+        ],
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    # Outermost last: the recorder wraps everything, so even a 413 is recorded.
+    app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes)
+    app.add_middleware(RecorderMiddleware)
+
+    # Public routes are mounted explicitly; everything else needs a principal.
+    app.include_router(health_router)
+    app.include_router(login_router)
+    protected = [Depends(limit_by_principal), Depends(get_principal)]
+    for router in (auth_router, prediction_router, activity_router, users_router):
+        app.include_router(router, dependencies=protected)
+    return app

@@ -11,17 +11,23 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_service.audit_log.models import AuditEvent
 from audit_service.auth.models import User
-from audit_service.core import migrations
+from audit_service.core import migrations, security
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine
 from audit_service.core.security import hash_password
 from audit_service.main import create_app
 from tests.pg import TempPostgres
+
+# Production-strength argon2 costs ~0.1-0.9 s of CPU per hash on these machines; the tests
+# hash hundreds of times, so they use the cheapest parameters (the code path is the same).
+security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+security._DUMMY_HASH = security._hasher.hash("dummy-password")
 
 ADMIN_PASSWORD = "admin-password-123"
 PASSWORD = "user-password-123"
@@ -122,8 +128,13 @@ class Harness:
 
     async def create_user(self, username: str, role: str = "user", *, active: bool = True) -> User:
         async with self.app.state.sessionmaker() as session:
-            user = User(username=username, role=role, password_hash=hash_password(PASSWORD),
-                        is_active=active, token_version=0)
+            user = User(
+                username=username,
+                role=role,
+                password_hash=hash_password(PASSWORD),
+                is_active=active,
+                token_version=0,
+            )
             session.add(user)
             await session.commit()
             return user
@@ -147,7 +158,8 @@ async def start_harness(settings: Settings) -> AsyncIterator[Harness]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 40000))
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver",
+            transport=transport,
+            base_url="http://testserver",
             headers={"User-Agent": "pytest-client/1.0"},
         ) as client:
             yield Harness(app, client)

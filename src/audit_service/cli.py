@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,7 +21,17 @@ from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.security import hash_password
 
-CLI_ACTOR = Actor(type="system", id="cli", name=f"cli:{getpass.getuser()}", role=None)
+
+def _os_user() -> str:
+    # Containers often run as a UID without a passwd entry (`docker run --user`, Kubernetes
+    # runAsUser), where getpass.getuser() raises: that must not stop `serve` from starting.
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+CLI_ACTOR = Actor(type="system", id="cli", name=f"cli:{_os_user()}", role=None)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -134,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=serve)
 
-    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=migrate)
+    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.set_defaults(func=migrate)
 
     users_parser = sub.add_parser("users", help="manage users").add_subparsers(
         dest="users_command", required=True

@@ -25,7 +25,7 @@ from audit_service.auth.endpoints import public_router as login_router
 from audit_service.auth.endpoints import router as auth_router
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
-from audit_service.core.errors import install_error_handlers
+from audit_service.core.errors import install_error_handlers, problem_responses
 from audit_service.core.middleware import BodyLimitMiddleware
 from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
@@ -59,7 +59,7 @@ async def bootstrap_admin(app: FastAPI, settings: Settings) -> None:
         await session.commit()
     if generated:
         # Deliberately print, never log: the password must not end up in log storage.
-        print(  # noqa: T201
+        print(
             f"\n  Bootstrap admin created: username '{user.username}', one-time password "
             f"'{generated}'\n  Log in and change it; it is not shown again.\n",
             flush=True,
@@ -111,5 +111,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(login_router)
     protected = [Depends(limit_by_principal), Depends(get_principal)]
     for router in (auth_router, prediction_router, activity_router, users_router):
-        app.include_router(router, dependencies=protected)
+        app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
     return app

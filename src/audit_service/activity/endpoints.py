@@ -24,7 +24,9 @@ router = APIRouter(prefix="/admin/activity", tags=["activity"])
     openapi_extra=audited("activity.viewed", "activity"),
 )
 async def list_activity(
-    query: Annotated[ActivityQuery, Query()], _: AdminOrAuditor, session: SessionDep,
+    query: Annotated[ActivityQuery, Query()],
+    _: AdminOrAuditor,
+    session: SessionDep,
     audit: RecorderDep,
 ) -> EventPage:
     """Page through recorded events, newest first, with any combination of filters."""
@@ -39,7 +41,9 @@ async def list_activity(
     openapi_extra=audited("activity.viewed", "activity"),
 )
 async def get_activity(
-    event_id: Annotated[int, Path(ge=1, le=2**63 - 1)], _: AdminOrAuditor, session: SessionDep,
+    event_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    _: AdminOrAuditor,
+    session: SessionDep,
     audit: RecorderDep,
 ) -> EventOut:
     """One recorded event."""

@@ -21,8 +21,11 @@ class ActivityQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     actor: str | None = Field(default=None, max_length=200, description="Actor id or name, exact")
-    action: list[str] = Field(default_factory=list, max_length=50,
-                              description="Repeatable: action=auth.login&action=auth.logout")
+    action: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Repeatable: action=auth.login&action=auth.logout",
+    )
     module: str | None = Field(default=None, max_length=50)
     outcome: Outcome | None = None
     source: str | None = Field(default=None, max_length=100)
@@ -30,13 +33,20 @@ class ActivityQuery(BaseModel):
     since: AwareDatetime | None = Field(default=None, description="Inclusive, ISO 8601 with offset")
     until: AwareDatetime | None = Field(default=None, description="Exclusive, ISO 8601 with offset")
     ip: str | None = Field(default=None, max_length=64, description="An address or a CIDR network")
-    q: str | None = Field(default=None, min_length=1, max_length=200,
-                          description="Case-insensitive text in the description (literal)")
+    q: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Case-insensitive text in the description (literal)",
+    )
     target_type: str | None = Field(default=None, max_length=100)
     target_id: str | None = Field(default=None, max_length=200)
     page: int = Field(default=1, ge=1, le=100_000)
-    page_size: int = Field(default=20, json_schema_extra={"enum": list(PAGE_SIZES)},
-                           description="One of 10, 20, 50, 100")
+    page_size: int = Field(
+        default=20,
+        json_schema_extra={"enum": list(PAGE_SIZES)},
+        description="One of 10, 20, 50, 100",
+    )
 
     @field_validator("page_size")
     @classmethod
@@ -71,11 +81,18 @@ class ActivityQuery(BaseModel):
 
     def to_filters(self) -> EventFilters:
         return EventFilters(
-            actor=self.actor, actions=tuple(self.action), module=self.module,
-            outcome=self.outcome, source=self.source, tenant_id=self.tenant_id,
-            since=self.since, until=self.until,
-            ip=parse_ip_or_network(self.ip) if self.ip else None, q=self.q,
-            target_type=self.target_type, target_id=self.target_id,
+            actor=self.actor,
+            actions=tuple(self.action),
+            module=self.module,
+            outcome=self.outcome,
+            source=self.source,
+            tenant_id=self.tenant_id,
+            since=self.since,
+            until=self.until,
+            ip=parse_ip_or_network(self.ip) if self.ip else None,
+            q=self.q,
+            target_type=self.target_type,
+            target_id=self.target_id,
         )
 
     def applied(self) -> dict[str, Any]:
@@ -113,14 +130,31 @@ class EventOut(BaseModel):
     @classmethod
     def of(cls, e: AuditEvent) -> EventOut:
         return cls(
-            id=e.id, event_id=e.event_id, occurred_at=e.occurred_at, recorded_at=e.recorded_at,
-            source=e.source, tenant_id=e.tenant_id, actor_type=e.actor_type,
-            actor_id=e.actor_id, actor_name=e.actor_name, actor_role=e.actor_role,
-            action=e.action, module=e.module, outcome=e.outcome,  # type: ignore[arg-type]
-            description=e.description, target_type=e.target_type, target_id=e.target_id,
-            ip=e.ip, user_agent=e.user_agent, request_id=e.request_id, method=e.method,
-            path=e.path, status_code=e.status_code, latency_ms=e.latency_ms,
-            metadata=e.event_metadata or {}, idempotency_key=e.idempotency_key,
+            id=e.id,
+            event_id=e.event_id,
+            occurred_at=e.occurred_at,
+            recorded_at=e.recorded_at,
+            source=e.source,
+            tenant_id=e.tenant_id,
+            actor_type=e.actor_type,
+            actor_id=e.actor_id,
+            actor_name=e.actor_name,
+            actor_role=e.actor_role,
+            action=e.action,
+            module=e.module,
+            outcome=e.outcome,
+            description=e.description,
+            target_type=e.target_type,
+            target_id=e.target_id,
+            ip=e.ip,
+            user_agent=e.user_agent,
+            request_id=e.request_id,
+            method=e.method,
+            path=e.path,
+            status_code=e.status_code,
+            latency_ms=e.latency_ms,
+            metadata=e.event_metadata or {},
+            idempotency_key=e.idempotency_key,
         )
 
 

@@ -8,7 +8,9 @@ from audit_service.audit_log.recorder import RequestAudit
 from audit_service.core.errors import NotFound
 
 
-async def list_activity(session: AsyncSession, audit: RequestAudit, query: ActivityQuery) -> EventPage:
+async def list_activity(
+    session: AsyncSession, audit: RequestAudit, query: ActivityQuery
+) -> EventPage:
     filters = query.to_filters()
     audit.describe(filters=query.applied(), page=query.page, page_size=query.page_size)
     rows = await repository.list_events(
@@ -16,8 +18,12 @@ async def list_activity(session: AsyncSession, audit: RequestAudit, query: Activ
     )
     total = await repository.count_events(session, filters)
     audit.describe(returned=len(rows), total=total)
-    return EventPage(items=[EventOut.of(r) for r in rows], page=query.page,
-                     page_size=query.page_size, total=total)
+    return EventPage(
+        items=[EventOut.of(r) for r in rows],
+        page=query.page,
+        page_size=query.page_size,
+        total=total,
+    )
 
 
 async def get_activity(session: AsyncSession, audit: RequestAudit, event_id: int) -> EventOut:

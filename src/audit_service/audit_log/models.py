@@ -74,8 +74,10 @@ class AuditEvent(Base):
         Index("ix_audit_event_ip_bytes", "ip_bytes"),
         # Trigram index behind `q` (case-insensitive substring search); Postgres only.
         Index(
-            "ix_audit_event_description_trgm", "description",
-            postgresql_using="gin", postgresql_ops={"description": "gin_trgm_ops"},
+            "ix_audit_event_description_trgm",
+            "description",
+            postgresql_using="gin",
+            postgresql_ops={"description": "gin_trgm_ops"},
             info={"postgresql_only": True},
         ).ddl_if(dialect="postgresql"),
     )

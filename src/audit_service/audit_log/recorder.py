@@ -109,8 +109,11 @@ class RequestAudit:
         **metadata: Any,
     ) -> None:
         for name, value in (
-            ("action", action), ("module", module), ("outcome", outcome),
-            ("description", description), ("target_type", target_type),
+            ("action", action),
+            ("module", module),
+            ("outcome", outcome),
+            ("description", description),
+            ("target_type", target_type),
             ("target_id", target_id),
         ):
             if value is not None:
@@ -127,7 +130,7 @@ class RequestAudit:
 
     def to_row(self, status: int, route: BaseRoute | None) -> dict[str, Any]:
         extra = getattr(route, "openapi_extra", None) or {}
-        route_path = getattr(route, "path", None)
+        route_path: str = getattr(route, "path", None) or self.path
         if status == 405 or route is None:
             default_action, default_module = _UNROUTED.get(status, "http.request"), "system"
         else:
@@ -153,7 +156,7 @@ class RequestAudit:
             "user_agent": self.user_agent,
             "request_id": self.request_id,
             "method": self.method,
-            "path": (route_path if route is not None and status != 405 else self.path)[:512],
+            "path": (route_path if status != 405 else self.path)[:512],
             "status_code": status,
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
             "metadata": self.metadata,
@@ -179,13 +182,30 @@ def system_event(
 ) -> dict[str, Any]:
     """An event not tied to an HTTP request (start-up, CLI, background jobs)."""
     return {
-        "event_id": uuid.uuid4(), "occurred_at": utcnow(), "source": NATIVE_SOURCE,
-        "tenant_id": None, "actor_type": actor.type, "actor_id": actor.id,
-        "actor_name": actor.name, "actor_role": actor.role, "action": action, "module": module,
-        "outcome": outcome, "description": description, "target_type": target_type,
-        "target_id": target_id, "ip": None, "ip_bytes": None, "user_agent": None,
-        "request_id": None, "method": None, "path": None, "status_code": None,
-        "latency_ms": None, "metadata": metadata, "idempotency_key": None,
+        "event_id": uuid.uuid4(),
+        "occurred_at": utcnow(),
+        "source": NATIVE_SOURCE,
+        "tenant_id": None,
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_name": actor.name,
+        "actor_role": actor.role,
+        "action": action,
+        "module": module,
+        "outcome": outcome,
+        "description": description,
+        "target_type": target_type,
+        "target_id": target_id,
+        "ip": None,
+        "ip_bytes": None,
+        "user_agent": None,
+        "request_id": None,
+        "method": None,
+        "path": None,
+        "status_code": None,
+        "latency_ms": None,
+        "metadata": metadata,
+        "idempotency_key": None,
     }
 
 
@@ -253,7 +273,9 @@ class GroupCommitWriter:
             async with self._engine.begin() as conn:
                 await repository.insert_events(conn, [row for row, _ in batch])
         except Exception as exc:
-            log.error("audit writer could not store %d event(s): %s", len(batch), type(exc).__name__)
+            log.error(
+                "audit writer could not store %d event(s): %s", len(batch), type(exc).__name__
+            )
             for _, future in batch:
                 if not future.done():
                     future.set_exception(RecordingFailed(str(type(exc).__name__)))
@@ -330,7 +352,8 @@ class RecorderMiddleware:
                         with contextlib.suppress(Exception):
                             await audit._session.rollback()
                     await problem_response(
-                        503, detail="The audit record could not be stored; nothing was changed.",
+                        503,
+                        detail="The audit record could not be stored; nothing was changed.",
                         request_id=audit.request_id,
                         headers={"X-Request-ID": audit.request_id, "Retry-After": "1"},
                     )(scope, receive, send)
@@ -348,10 +371,12 @@ class RecorderMiddleware:
             log.exception("unhandled error in request %s", audit.request_id)
             if started:
                 raise
-            audit.describe(action="system.error", module="system", outcome="error",
-                           error=type(exc).__name__)
+            audit.describe(
+                action="system.error", module="system", outcome="error", error=type(exc).__name__
+            )
             await problem_response(
-                500, detail="An unexpected error occurred. It has been recorded.",
+                500,
+                detail="An unexpected error occurred. It has been recorded.",
                 request_id=audit.request_id,
             )(scope, receive, send_recorded)
         finally:

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from audit_service.audit_log.models import AuditEvent
+from audit_service.core.db import is_postgres
 from audit_service.kit.models import utcnow
 from audit_service.kit.net import IPAddress, IPNetwork, ip_key, network_key_range
 
-_table = AuditEvent.__table__
+_table = cast(Table, AuditEvent.__table__)
 
 
 async def insert_events(bind: AsyncConnection | AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -70,7 +86,7 @@ class EventFilters:
         return where
 
 
-def _filtered(filters: EventFilters) -> Select[tuple[AuditEvent]]:
+def _filtered(filters: EventFilters) -> Select[AuditEvent]:
     return select(AuditEvent).where(and_(True, *filters.conditions()))
 
 
@@ -128,3 +144,121 @@ def _aware(value: Any) -> datetime | None:
         value = datetime.fromisoformat(value)
     assert isinstance(value, datetime)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- ingestion (events posted by other services) --------------------------------------------
+
+# What an ingested event fills, with its Postgres array type; request-level facts (request_id,
+# method, path, status_code, latency_ms) stay NULL.
+INGEST_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "uuid"),
+    ("occurred_at", "timestamptz"),
+    ("tenant_id", "text"),
+    ("actor_type", "text"),
+    ("actor_id", "text"),
+    ("actor_name", "text"),
+    ("actor_role", "text"),
+    ("action", "text"),
+    ("module", "text"),
+    ("outcome", "text"),
+    ("description", "text"),
+    ("target_type", "text"),
+    ("target_id", "text"),
+    ("ip", "text"),
+    ("ip_bytes", "bytea"),
+    ("user_agent", "text"),
+    ("metadata", "jsonb"),
+    ("idempotency_key", "text"),
+)
+_IDEMPOTENCY = ["source", "idempotency_key"]  # uq_audit_event_source_idempotency_key
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    id: int
+    event_id: uuid.UUID
+    duplicate: bool
+
+
+def _unnest_insert() -> Any:
+    """Postgres: the batch travels as one array per column (binary-encoded by asyncpg) and is
+    unpacked by `unnest`, so 1,000 events cost one round trip and no per-row SQL."""
+    names = [name for name, _ in INGEST_COLUMNS]
+    arrays = ", ".join(f"CAST(:{name} AS {type_}[])" for name, type_ in INGEST_COLUMNS)
+    columns: list[ColumnElement[Any]] = [
+        *(literal_column(f"u.{name}") for name in names),
+        literal_column("CAST(:recorded_at AS timestamptz)"),
+        literal_column("CAST(:source AS text)"),
+    ]
+    unpacked = select(*columns).select_from(text(f"unnest({arrays}) AS u({', '.join(names)})"))
+    return (
+        pg_insert(_table)
+        .from_select([*names, "recorded_at", "source"], unpacked)
+        .on_conflict_do_nothing(index_elements=_IDEMPOTENCY)
+        .returning(_table.c.id, _table.c.event_id)
+    )
+
+
+_UNNEST_INSERT = _unnest_insert()
+_VALUES_INSERT = (
+    sqlite_insert(_table)
+    .on_conflict_do_nothing(index_elements=_IDEMPOTENCY)
+    .returning(_table.c.id, _table.c.event_id)
+)
+
+
+async def ingest_events(
+    session: AsyncSession, source: str, rows: Sequence[dict[str, Any]]
+) -> list[Ingested]:
+    """Append events posted by `source`, each (source, idempotency_key) stored at most once.
+
+    One `INSERT … ON CONFLICT (source, idempotency_key) DO NOTHING RETURNING` for the batch.
+    A row whose key is already taken — by an earlier request, by a concurrent one (Postgres
+    makes the insert wait for that transaction to finish), or earlier in this same batch — is
+    answered with the stored event's id, marked duplicate. Results are in input order.
+    """
+    if not rows:
+        return []
+    recorded_at = utcnow()
+    if is_postgres(session):
+        params: dict[str, Any] = {
+            name: [row[name] for row in rows] for name, _ in INGEST_COLUMNS if name != "metadata"
+        }
+        params["metadata"] = [json.dumps(row["metadata"]) for row in rows]
+        result = await session.execute(
+            _UNNEST_INSERT, {**params, "recorded_at": recorded_at, "source": source}
+        )
+    else:
+        result = await session.execute(
+            _VALUES_INSERT,
+            [{**row, "recorded_at": recorded_at, "source": source} for row in rows],
+        )
+    inserted = {event_id: id_ for id_, event_id in result.all()}
+    if len(inserted) == len(rows):
+        return [Ingested(inserted[row["event_id"]], row["event_id"], False) for row in rows]
+
+    missing = {row["idempotency_key"] for row in rows if row["event_id"] not in inserted}
+    stored = {
+        key: (id_, event_id)
+        for id_, event_id, key in await session.execute(
+            select(_table.c.id, _table.c.event_id, _table.c.idempotency_key).where(
+                _table.c.source == source, _table.c.idempotency_key.in_(missing)
+            )
+        )
+    }
+    results = []
+    for row in rows:
+        if row["event_id"] in inserted:
+            results.append(Ingested(inserted[row["event_id"]], row["event_id"], False))
+        else:
+            id_, event_id = stored[row["idempotency_key"]]
+            results.append(Ingested(id_, event_id, True))
+    return results
+
+
+async def action_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """(action, module, events) for every action and module pair ever recorded."""
+    stmt = select(AuditEvent.action, AuditEvent.module, func.count()).group_by(
+        AuditEvent.action, AuditEvent.module
+    )
+    return [(action, module, int(n)) for action, module, n in await session.execute(stmt)]

@@ -7,15 +7,20 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import OAuth2PasswordBearer
+from fastapi.security import (
+    APIKeyHeader,
+    HTTPAuthorizationCredentials,
+    HTTPBearer,
+    OAuth2PasswordBearer,
+)
 from pydantic import ValidationError
 
 from audit_service.audit_log.dependencies import RecorderDep, SessionDep
 from audit_service.auth import service
-from audit_service.auth.models import User
+from audit_service.auth.models import ApiKey, User
 from audit_service.auth.schemas import LoginRequest
 from audit_service.core.dependencies import RateLimiterDep, SettingsDep, SigningKeyDep
-from audit_service.core.errors import Forbidden
+from audit_service.core.errors import Forbidden, Unauthorized
 from audit_service.core.security import TokenClaims, decode_access_token
 
 # auto_error=False: a missing token becomes our own problem+json 401, not FastAPI's.
@@ -53,20 +58,29 @@ AdminOrAuditor = Annotated[User, require_role("admin", "auditor")]
 
 
 async def limit_by_principal(
-    limiter: RateLimiterDep, settings: SettingsDep, key: SigningKeyDep, audit: RecorderDep,
+    limiter: RateLimiterDep,
+    settings: SettingsDep,
+    key: SigningKeyDep,
+    audit: RecorderDep,
     token: BearerToken,
 ) -> None:
-    """The default limit: per user when a valid token is shown, else per client IP."""
-    claims = decode_access_token(token, key) if token else None
-    who = f"user:{claims.sub}" if claims else f"ip:{audit.ip}"
+    """The default limit: per user when a valid token is shown, per API key for a service
+    key, else per client IP."""
+    prefix = service.api_key_prefix(token) if token else None
+    claims = decode_access_token(token, key) if token and prefix is None else None
+    who = f"key:{prefix}" if prefix else f"user:{claims.sub}" if claims else f"ip:{audit.ip}"
     await limiter.hit(settings.default_rate_limit, "default", who)
 
 
-async def limit_login_by_ip(limiter: RateLimiterDep, settings: SettingsDep, audit: RecorderDep) -> None:
+async def limit_login_by_ip(
+    limiter: RateLimiterDep, settings: SettingsDep, audit: RecorderDep
+) -> None:
     await limiter.hit(settings.login_rate_limit, "login", f"ip:{audit.ip}", what="login attempts")
 
 
-async def limit_predictions(limiter: RateLimiterDep, settings: SettingsDep, user: CurrentUser) -> None:
+async def limit_predictions(
+    limiter: RateLimiterDep, settings: SettingsDep, user: CurrentUser
+) -> None:
     await limiter.hit(settings.predict_rate_limit, "predict", f"user:{user.id}", what="predictions")
 
 
@@ -91,3 +105,54 @@ async def login_credentials(request: Request) -> LoginRequest:
 
 
 Credentials = Annotated[LoginRequest, Depends(login_credentials)]
+
+
+# --- services (API keys) --------------------------------------------------------------------
+
+# Two ways to present a key; both documented as security schemes, neither auto-erroring so
+# a missing key is our own problem+json 401.
+service_bearer = HTTPBearer(
+    scheme_name="ServiceKey",
+    description="A service API key: `Authorization: Bearer ask_…`",
+    auto_error=False,
+)
+service_key_header = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ServiceKeyHeader",
+    description="A service API key in the `X-API-Key` header",
+    auto_error=False,
+)
+
+
+async def get_service_key(
+    session: SessionDep,
+    audit: RecorderDep,
+    signing_key: SigningKeyDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(service_bearer)],
+    header: Annotated[str | None, Depends(service_key_header)],
+) -> ApiKey:
+    if bearer is not None and header is not None and bearer.credentials != header:
+        raise Unauthorized("Authorization and X-API-Key name different credentials")
+    credential = header if header is not None else bearer.credentials if bearer else None
+    return await service.authenticate_service(session, audit, signing_key, credential)
+
+
+ServiceKey = Annotated[ApiKey, Depends(get_service_key)]
+
+
+def require_scope(scope: str) -> object:
+    async def check(key: ServiceKey, audit: RecorderDep) -> ApiKey:
+        service.require_scope(audit, key, scope)
+        return key
+
+    return Depends(check)
+
+
+EventWriter = Annotated[ApiKey, require_scope("events:write")]
+
+
+async def limit_ingestion(limiter: RateLimiterDep, settings: SettingsDep, key: ServiceKey) -> None:
+    """Per API key, after it is verified (an unverified prefix could spend a victim's quota)."""
+    await limiter.hit(
+        settings.ingest_rate_limit, "ingest", f"key:{key.prefix}", what="ingestion requests"
+    )

@@ -1,4 +1,4 @@
-"""/login, /logout, /me and /admin/users."""
+"""/login, /logout, /me, /admin/users and /admin/api-keys."""
 
 from __future__ import annotations
 
@@ -16,7 +16,17 @@ from audit_service.auth.dependencies import (
     Principal,
     limit_login_by_ip,
 )
-from audit_service.auth.schemas import LoginRequest, TokenResponse, UserCreate, UserOut, UserPage, UserUpdate
+from audit_service.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyPage,
+    LoginRequest,
+    TokenResponse,
+    UserCreate,
+    UserOut,
+    UserPage,
+    UserUpdate,
+)
 from audit_service.core.dependencies import SettingsDep, SigningKeyDep
 from audit_service.core.errors import problem_responses
 
@@ -32,6 +42,7 @@ _LOGIN_BODY = {
 public_router = APIRouter(tags=["auth"])
 router = APIRouter(tags=["auth"])
 admin_router = APIRouter(prefix="/admin/users", tags=["users"])
+api_keys_router = APIRouter(prefix="/admin/api-keys", tags=["api-keys"])
 
 PageSize = Annotated[int, Query(ge=1, le=100, description="Users per page")]
 PageNo = Annotated[int, Query(ge=1, le=1_000_000)]
@@ -166,3 +177,54 @@ async def revoke_sessions(
 ) -> None:
     """End every session of a user: all their tokens stop working at once (admin only)."""
     await service.revoke_sessions(session, audit, user_id)
+
+
+@api_keys_router.post(
+    "",
+    response_model=ApiKeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_api_key",
+    responses=problem_responses(401, 403, 422),
+    openapi_extra=audited("api_key.created", "auth"),
+)
+async def create_api_key(
+    data: ApiKeyCreate, admin: AdminUser, session: SessionDep, audit: RecorderDep
+) -> ApiKeyCreated:
+    """Create an API key for a service; the secret `key` is in this response only (admin only)."""
+    return await service.create_api_key(session, audit, admin, data)
+
+
+@api_keys_router.get(
+    "",
+    response_model=ApiKeyPage,
+    operation_id="list_api_keys",
+    responses=problem_responses(401, 403, 422),
+    openapi_extra=audited("api_key.listed", "auth"),
+)
+async def list_api_keys(
+    _: AdminUser,
+    session: SessionDep,
+    audit: RecorderDep,
+    page: PageNo = 1,
+    page_size: Annotated[int, Query(ge=1, le=100, description="Keys per page")] = 20,
+) -> ApiKeyPage:
+    """List API keys, newest first, revoked ones included; never their secrets (admin only)."""
+    return await service.list_api_keys(session, audit, page, page_size)
+
+
+@api_keys_router.delete(
+    "/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    operation_id="revoke_api_key",
+    responses=problem_responses(401, 403, 404, 422),
+    openapi_extra=audited("api_key.revoked", "auth"),
+)
+async def revoke_api_key(
+    key_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    _: AdminUser,
+    session: SessionDep,
+    audit: RecorderDep,
+) -> None:
+    """Revoke an API key: it stops working at once; revoking twice is harmless (admin only)."""
+    await service.revoke_api_key(session, audit, key_id)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit_service.auth.models import RevokedToken, User
+from audit_service.auth.models import ApiKey, RevokedToken, User
 
 
 class DuplicateUsername(Exception):
@@ -68,3 +68,43 @@ async def revoke_token(session: AsyncSession, *, jti: str, user_id: int, expires
 
 async def purge_expired_revocations(session: AsyncSession, now: datetime) -> None:
     await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+async def add_api_key(session: AsyncSession, key: ApiKey) -> ApiKey:
+    session.add(key)
+    await session.flush()
+    return key
+
+
+async def get_api_key(session: AsyncSession, key_id: int) -> ApiKey | None:
+    return await session.get(ApiKey, key_id)
+
+
+async def get_api_key_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
+    return await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+
+
+async def list_api_keys(session: AsyncSession, *, offset: int, limit: int) -> list[ApiKey]:
+    stmt = select(ApiKey).order_by(ApiKey.id.desc()).offset(offset).limit(limit)
+    return list((await session.scalars(stmt)).all())
+
+
+async def count_api_keys(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(ApiKey)) or 0)
+
+
+async def touch_api_key(session: AsyncSession, key_id: int, now: datetime, stale: datetime) -> None:
+    """Set last_used_at, unless another request already did since `stale`.
+
+    The condition makes concurrent requests of one key write the row once, not each.
+    """
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id)
+        .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale))
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )

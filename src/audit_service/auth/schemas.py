@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from audit_service.audit_log.recorder import NATIVE_SOURCE
 
 Role = Literal["admin", "auditor", "user"]
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{3,150}$"
@@ -59,6 +61,64 @@ class UserUpdate(StrictModel):
 
 class UserPage(BaseModel):
     items: list[UserOut]
+    page: int
+    page_size: int
+    total: int
+
+
+# --- API keys (other services) ------------------------------------------------------------
+
+Scope = Literal["events:write"]
+SCOPES: tuple[Scope, ...] = ("events:write",)
+# The key's name is the calling service's name and becomes the `source` of its events.
+SERVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class ApiKeyCreate(StrictModel):
+    name: str = Field(
+        pattern=SERVICE_NAME_PATTERN,
+        description="The calling service (e.g. `exam-platform`); the `source` of its events",
+        examples=["exam-platform"],
+    )
+    scopes: list[Scope] = Field(min_length=1, max_length=len(SCOPES), examples=[["events:write"]])
+
+    @field_validator("name")
+    @classmethod
+    def _not_native(cls, value: str) -> str:
+        # Events from a key named like the service itself would pass for native events.
+        if value.lower() == NATIVE_SOURCE:
+            raise ValueError(f"'{NATIVE_SOURCE}' is reserved for this service's own events")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _unique(cls, value: list[Scope]) -> list[Scope]:
+        return sorted(set(value))  # type: ignore[arg-type]
+
+
+class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    prefix: str = Field(description="The key's public part, safe to show and log")
+    scopes: list[str]
+    created_at: datetime
+    created_by: int | None
+    last_used_at: datetime | None = Field(
+        description="Approximate: refreshed at most once a minute"
+    )
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(
+        description="The secret. Shown once, never again: only a hash of it is stored"
+    )
+
+
+class ApiKeyPage(BaseModel):
+    items: list[ApiKeyOut]
     page: int
     page_size: int
     total: int

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+import string
 from datetime import timedelta
 from typing import Any
 
@@ -11,17 +13,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from audit_service.audit_log import repository as events
 from audit_service.audit_log.recorder import Actor, RequestAudit
 from audit_service.auth import repository as repo
-from audit_service.auth.models import User
-from audit_service.auth.schemas import TokenResponse, UserCreate, UserPage, UserOut, UserUpdate
+from audit_service.auth.models import ApiKey, User
+from audit_service.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    ApiKeyPage,
+    TokenResponse,
+    UserCreate,
+    UserOut,
+    UserPage,
+    UserUpdate,
+)
 from audit_service.core.config import Settings
-from audit_service.core.errors import Conflict, NotFound, RateLimited, Unauthorized
+from audit_service.core.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from audit_service.core.security import (
     TokenClaims,
+    constant_time_equals,
     create_access_token,
     decode_access_token,
-    hash_password,
+    hash_password_async,
     needs_rehash,
-    verify_password,
+    sha256_hex,
+    verify_password_async,
 )
 from audit_service.kit.models import utcnow
 
@@ -42,13 +56,13 @@ async def login(
     await _refuse_if_locked_out(session, settings, username)
     user = await repo.get_user_by_username(session, username)
     # Always verify (a dummy hash stands in for a missing user): same time, same answer.
-    valid = verify_password(password, user.password_hash if user else None)
+    valid = await verify_password_async(password, user.password_hash if user else None)
     if user is None or not valid or not user.is_active:
         audit.describe(action=LOGIN_FAILED, outcome="failure",
                        description=f"Failed login for '{username[:200]}'")
         raise Unauthorized(BAD_CREDENTIALS)
     if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+        user.password_hash = await hash_password_async(password)
         await repo.flush(session)
     token, claims = create_access_token(
         subject=str(user.id), role=user.role, version=user.token_version, key=key,
@@ -127,7 +141,7 @@ def _target(audit: RequestAudit, user: User, description: str, **metadata: Any) 
 async def create_user(session: AsyncSession, audit: RequestAudit, data: UserCreate) -> UserOut:
     user = User(
         username=data.username, full_name=data.full_name, email=data.email, role=data.role,
-        password_hash=hash_password(data.password), is_active=True, token_version=0,
+        password_hash=await hash_password_async(data.password), is_active=True, token_version=0,
     )
     try:
         await repo.add_user(session, user)
@@ -215,7 +229,121 @@ async def ensure_bootstrap_admin(
         return None  # an inactive admin or another role holds the name: leave it to a human
     generated = None if password else secrets.token_urlsafe(15)
     user = User(username=username, full_name="Bootstrap administrator", role="admin",
-                password_hash=hash_password(password or generated or ""), is_active=True,
+                password_hash=await hash_password_async(password or generated or ""), is_active=True,
                 token_version=0)
     await repo.add_user(session, user)
     return user, generated
+
+
+# --- API keys (other services) ------------------------------------------------------------
+
+# `ask_` + 12 public characters (the stored, listable prefix) + `_` + 40 secret characters:
+# ~238 bits of entropy, recognisable in logs and by secret scanners.
+API_KEY_TAG = "ask_"
+_KEY_ALPHABET = string.ascii_letters + string.digits
+_PREFIX_LENGTH, _SECRET_LENGTH = 12, 40
+_API_KEY = re.compile(
+    rf"^({API_KEY_TAG}[A-Za-z0-9]{{{_PREFIX_LENGTH}}})_[A-Za-z0-9]{{{_SECRET_LENGTH}}}$"
+)
+# Compared against when the prefix is unknown, so every miss costs the same.
+_DUMMY_SHA256 = sha256_hex(secrets.token_hex(16))
+# last_used_at is refreshed at most this often: no write per request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+INVALID_KEY = "Invalid or revoked API key"
+
+
+def api_key_prefix(credential: str) -> str | None:
+    """The public prefix of a well-formed API key, or None for anything else (e.g. a JWT)."""
+    match = _API_KEY.match(credential)
+    return match.group(1) if match else None
+
+
+def service_actor(key: ApiKey) -> Actor:
+    return Actor(type="service", id=key.prefix, name=key.name, role=None)
+
+
+async def new_api_key(
+    session: AsyncSession, *, name: str, scopes: list[str], created_by: int | None
+) -> tuple[ApiKey, str]:
+    """Make a key; returns it and its secret, which exists nowhere else after this call."""
+    prefix = API_KEY_TAG + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(_PREFIX_LENGTH))
+    secret = f"{prefix}_{''.join(secrets.choice(_KEY_ALPHABET) for _ in range(_SECRET_LENGTH))}"
+    # A plain SHA-256 is enough: the secret is random and long, so there is nothing to
+    # brute-force that a slow hash would protect.
+    key = ApiKey(name=name, prefix=prefix, secret_sha256=sha256_hex(secret), scopes=list(scopes),
+                 created_by=created_by)
+    await repo.add_api_key(session, key)
+    return key, secret
+
+
+async def create_api_key(
+    session: AsyncSession, audit: RequestAudit, admin: User, data: ApiKeyCreate
+) -> ApiKeyCreated:
+    key, secret = await new_api_key(
+        session, name=data.name, scopes=list(data.scopes), created_by=admin.id
+    )
+    audit.describe(target_type="api_key", target_id=str(key.id),
+                   description=f"Created API key {key.prefix} for service '{key.name}'",
+                   name=key.name, prefix=key.prefix, scopes=key.scopes)
+    return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=secret)
+
+
+async def list_api_keys(
+    session: AsyncSession, audit: RequestAudit, page: int, page_size: int
+) -> ApiKeyPage:
+    keys = await repo.list_api_keys(session, offset=(page - 1) * page_size, limit=page_size)
+    audit.describe(page=page, page_size=page_size)
+    return ApiKeyPage(items=[ApiKeyOut.model_validate(k) for k in keys], page=page,
+                      page_size=page_size, total=await repo.count_api_keys(session))
+
+
+async def revoke_api_key(session: AsyncSession, audit: RequestAudit, key_id: int) -> None:
+    audit.describe(target_type="api_key", target_id=str(key_id))
+    key = await repo.get_api_key(session, key_id)
+    if key is None:
+        raise NotFound(f"No API key with id {key_id}")
+    if key.revoked_at is not None:
+        audit.describe(description=f"API key {key.prefix} ('{key.name}') was already revoked",
+                       already_revoked=True)
+        return
+    key.revoked_at = utcnow()
+    await repo.flush(session)
+    audit.describe(description=f"Revoked API key {key.prefix} of service '{key.name}'",
+                   name=key.name, prefix=key.prefix)
+
+
+async def authenticate_service(
+    session: AsyncSession, audit: RequestAudit, signing_key: str, credential: str | None
+) -> ApiKey:
+    """The live API key a credential belongs to; any doubt is a 401. A user token is a 403."""
+    if not credential:
+        raise Unauthorized("An API key is required (Authorization: Bearer <key> or X-API-Key)")
+    prefix = api_key_prefix(credential)
+    if prefix is None:
+        if decode_access_token(credential, signing_key) is not None:
+            await authenticate(session, audit, signing_key, credential)  # names the user
+            raise Forbidden("This endpoint takes a service API key, not a user token")
+        audit.describe(auth_error="malformed_api_key")
+        raise Unauthorized(INVALID_KEY)
+    key = await repo.get_api_key_by_prefix(session, prefix)
+    # Constant-time comparison, and a dummy one for unknown prefixes: no timing oracle.
+    matches = constant_time_equals(sha256_hex(credential),
+                                   key.secret_sha256 if key else _DUMMY_SHA256)
+    if key is None or not matches:
+        audit.describe(auth_error="unknown_api_key", api_key_prefix=prefix)
+        raise Unauthorized(INVALID_KEY)
+    # The secret was proven: the service is the actor, even if the key no longer works.
+    audit.actor = service_actor(key)
+    if key.revoked_at is not None:
+        audit.describe(auth_error="api_key_revoked")
+        raise Unauthorized(INVALID_KEY)
+    now = utcnow()
+    if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
+        await repo.touch_api_key(session, key.id, now, now - LAST_USED_RESOLUTION)
+    return key
+
+
+def require_scope(audit: RequestAudit, key: ApiKey, scope: str) -> None:
+    if scope not in key.scopes:
+        audit.describe(auth_error="missing_scope", scope=scope)
+        raise Forbidden(f"This API key lacks the scope '{scope}'")

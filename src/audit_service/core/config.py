@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import logging
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     login_rate_limit: str = "20/minute"
     predict_rate_limit: str = "50/hour"
     default_rate_limit: str = "1000/minute"
+    # Per API key, per request (a batch of 1,000 events is one request).
+    ingest_rate_limit: str = "5000/second"
     login_lockout_failures: int = Field(default=5, ge=1)
     login_lockout_window: int = Field(default=900, ge=1, description="seconds")
 
@@ -52,8 +54,11 @@ class Settings(BaseSettings):
     bootstrap_admin_password: str | None = None
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_batch_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
-    @field_validator("login_rate_limit", "predict_rate_limit", "default_rate_limit")
+    @field_validator(
+        "login_rate_limit", "predict_rate_limit", "default_rate_limit", "ingest_rate_limit"
+    )
     @classmethod
     def _valid_limit(cls, value: str) -> str:
         from limits import parse
@@ -93,9 +98,14 @@ class Settings(BaseSettings):
             return self.jwt_secret
         key_file = VAR_DIR / "jwt_secret"
         if key_file.exists():
-            return key_file.read_text().strip()
+            key = key_file.read_text().strip()
+            # An empty or truncated file (a crash between create and write) is replaced:
+            # HMAC with an empty key would make every token forgeable.
+            if len(key) >= 32:
+                return key
         VAR_DIR.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
+        key_file.unlink(missing_ok=True)  # so touch() really creates it with mode 0600
         key_file.touch(mode=0o600)
         key_file.write_text(key)
         logging.getLogger(__name__).warning(

@@ -7,7 +7,12 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import ORMExecuteState, Session
 
 WROTE = "audit_service.wrote"
@@ -43,13 +48,17 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
 
 
-def is_postgres(engine_or_session: AsyncEngine | AsyncSession) -> bool:
-    bind = engine_or_session.bind if isinstance(engine_or_session, AsyncSession) else engine_or_session
-    return bind.dialect.name == "postgresql"
+def is_postgres(bind: AsyncEngine | AsyncSession) -> bool:
+    engine = bind.bind if isinstance(bind, AsyncSession) else bind
+    return engine is not None and engine.dialect.name == "postgresql"
 
 
 def session_wrote(session: AsyncSession) -> bool:
-    """Whether this session changed anything (so the request's event must share its commit)."""
+    """Whether this session changed anything (so the request's event must share its commit).
+
+    The mark is never cleared: sessions live for one request, and a savepoint's release
+    (which fires commit events) must not hide the writes made inside it.
+    """
     return bool(session.sync_session.info.get(WROTE))
 
 
@@ -63,12 +72,6 @@ def _mark_flush(session: Session, _flush_context: Any) -> None:
 def _mark_dml(state: ORMExecuteState) -> None:
     if state.is_insert or state.is_update or state.is_delete:
         state.session.info[WROTE] = True
-
-
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_soft_rollback")
-def _reset_mark(session: Session, *_args: Any) -> None:
-    session.info.pop(WROTE, None)
 
 
 async def ping(engine: AsyncEngine) -> bool:

@@ -1,4 +1,4 @@
-"""One error base class carrying its status, one RFC 9457 problem+json shape, one set of handlers."""
+"""One error base class with its status; one RFC 9457 problem+json shape; one set of handlers."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ PROBLEM_BASE = "https://audit-service.dev/problems/"
 
 
 class FieldError(BaseModel):
-    loc: list[str | int] = Field(description="Where the bad value is, e.g. ['body', 'events', 3, 'ip']")
+    loc: list[str | int] = Field(
+        description="Where the bad value is, e.g. ['body', 'events', 3, 'ip']"
+    )
     msg: str
     type: str
 
@@ -131,8 +133,11 @@ def _request_id(request: Request) -> str | None:
 def field_errors(raw: Sequence[Any]) -> list[FieldError]:
     """pydantic/FastAPI error dicts → our FieldError list (never echoes the rejected input)."""
     return [
-        FieldError(loc=[p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
-                   msg=str(e.get("msg", "invalid")), type=str(e.get("type", "value_error")))
+        FieldError(
+            loc=[p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+            msg=str(e.get("msg", "invalid")),
+            type=str(e.get("type", "value_error")),
+        )
         for e in raw
     ]
 
@@ -140,9 +145,14 @@ def field_errors(raw: Sequence[Any]) -> list[FieldError]:
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     return problem_response(
-        exc.status_code, slug=exc.slug, title=exc.title, detail=exc.detail,
-        request_id=_request_id(request), instance=request.url.path,
-        errors=exc.errors, headers=exc.headers,
+        exc.status_code,
+        slug=exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        request_id=_request_id(request),
+        instance=request.url.path,
+        errors=exc.errors,
+        headers=exc.headers,
     )
 
 
@@ -150,9 +160,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = field_errors(exc.errors())
     return problem_response(
-        422, slug=ValidationFailed.slug, title=ValidationFailed.title,
-        detail=f"{len(errors)} invalid field(s)", request_id=_request_id(request),
-        instance=request.url.path, errors=errors,
+        422,
+        slug=ValidationFailed.slug,
+        title=ValidationFailed.title,
+        detail=f"{len(errors)} invalid field(s)",
+        request_id=_request_id(request),
+        instance=request.url.path,
+        errors=errors,
     )
 
 
@@ -160,8 +174,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
     return problem_response(
-        exc.status_code, detail=detail, request_id=_request_id(request),
-        instance=request.url.path, headers=exc.headers,
+        exc.status_code,
+        detail=detail,
+        request_id=_request_id(request),
+        instance=request.url.path,
+        headers=exc.headers,
     )
 
 
@@ -174,7 +191,10 @@ def install_error_handlers(app: FastAPI) -> None:
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting problem+json for the given statuses."""
     return {
-        s: {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}},
-            "description": HTTPStatus(s).phrase}
+        s: {
+            "model": Problem,
+            "content": {PROBLEM_CONTENT_TYPE: {}},
+            "description": HTTPStatus(s).phrase,
+        }
         for s in statuses
     }

@@ -58,6 +58,7 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         await problem_response(
-            413, slug="payload-too-large",
+            413,
+            slug="payload-too-large",
             detail=f"The request body is larger than {limit} bytes.",
         )(scope, receive, send)

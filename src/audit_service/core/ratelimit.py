@@ -21,7 +21,7 @@ class RateLimiter:
     def __init__(self, storage_uri: str) -> None:
         uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
         self._storage = storage_from_string(uri)
-        self._strategy = MovingWindowRateLimiter(self._storage)  # type: ignore[arg-type]
+        self._strategy = MovingWindowRateLimiter(self._storage)
 
     async def hit(self, limit: str | RateLimitItem, *key: str, what: str = "requests") -> None:
         """Count one hit; raise 429 (with Retry-After) once `limit` is exceeded for `key`."""
@@ -34,5 +34,3 @@ class RateLimiter:
 
     async def reset(self) -> None:
         await self._storage.reset()  # type: ignore[misc]
-
-

@@ -1,4 +1,4 @@
-"""Who is on the other end of the socket: client IP (trusted-proxy aware), user agent, request id."""
+"""Who is calling: client IP (trusted-proxy aware), user agent, request id."""
 
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ def _forwarded_chain(scope: Scope) -> list[str]:
                         value = value.split(":", 1)[0]
                     hops.append(value)
         return hops
-    return [h.strip() for h in ",".join(all_headers(scope, b"x-forwarded-for")).split(",") if h.strip()]
+    return [
+        h.strip() for h in ",".join(all_headers(scope, b"x-forwarded-for")).split(",") if h.strip()
+    ]
 
 
 def client_ip(scope: Scope, trusted_proxies: Sequence[IPNetwork]) -> str | None:

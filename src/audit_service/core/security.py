@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -32,6 +33,16 @@ def verify_password(password: str, password_hash: str | None) -> bool:
         return False
 
 
+# argon2 is deliberately slow (tens of ms of CPU, 64 MiB); it releases the GIL, so running it in
+# a worker thread keeps the event loop serving other requests meanwhile.
+async def hash_password_async(password: str) -> str:
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_async(password: str, password_hash: str | None) -> bool:
+    return await asyncio.to_thread(verify_password, password, password_hash)
+
+
 def needs_rehash(password_hash: str) -> bool:
     return _hasher.check_needs_rehash(password_hash)
 
@@ -51,12 +62,20 @@ def create_access_token(
 ) -> tuple[str, TokenClaims]:
     now = datetime.now(UTC).replace(microsecond=0)
     claims = TokenClaims(
-        sub=subject, role=role, jti=uuid.uuid4().hex, iat=now,
-        exp=now + timedelta(seconds=ttl_seconds), ver=version,
+        sub=subject,
+        role=role,
+        jti=uuid.uuid4().hex,
+        iat=now,
+        exp=now + timedelta(seconds=ttl_seconds),
+        ver=version,
     )
     payload: dict[str, Any] = {
-        "sub": claims.sub, "role": claims.role, "jti": claims.jti, "ver": claims.ver,
-        "iat": int(claims.iat.timestamp()), "exp": int(claims.exp.timestamp()),
+        "sub": claims.sub,
+        "role": claims.role,
+        "jti": claims.jti,
+        "ver": claims.ver,
+        "iat": int(claims.iat.timestamp()),
+        "exp": int(claims.exp.timestamp()),
     }
     return jwt.encode(payload, key, algorithm=JWT_ALGORITHM), claims
 
@@ -65,12 +84,20 @@ def decode_access_token(token: str, key: str) -> TokenClaims | None:
     """Claims of a valid token, or None for anything else (bad signature, alg, expiry, shape)."""
     try:
         payload = jwt.decode(
-            token, key, algorithms=[JWT_ALGORITHM],
-            options={"require_exp": True, "require_iat": True, "require_sub": True,
-                     "require_jti": True},
+            token,
+            key,
+            algorithms=[JWT_ALGORITHM],
+            options={
+                "require_exp": True,
+                "require_iat": True,
+                "require_sub": True,
+                "require_jti": True,
+            },
         )
         return TokenClaims(
-            sub=str(payload["sub"]), role=str(payload["role"]), jti=str(payload["jti"]),
+            sub=str(payload["sub"]),
+            role=str(payload["role"]),
+            jti=str(payload["jti"]),
             iat=datetime.fromtimestamp(int(payload["iat"]), UTC),
             exp=datetime.fromtimestamp(int(payload["exp"]), UTC),
             ver=int(payload.get("ver", 0)),

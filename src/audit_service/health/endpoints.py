@@ -21,8 +21,9 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, operation_id="readyz",
-            responses=problem_responses(503))
+@router.get(
+    "/readyz", response_model=Health, operation_id="readyz", responses=problem_responses(503)
+)
 async def readyz(request: Request) -> Health:
     """The database answers."""
     if not await ping(request.app.state.engine):

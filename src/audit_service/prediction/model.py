@@ -57,7 +57,9 @@ class IrisClassifier:
         top = max(scores)
         weights = [math.exp(s - top) for s in scores]
         total = sum(weights)
-        probabilities = {c.label: round(w / total, 6) for c, w in zip(self._classes, weights, strict=True)}
+        probabilities = {
+            c.label: round(w / total, 6) for c, w in zip(self._classes, weights, strict=True)
+        }
         best = max(probabilities, key=lambda label: probabilities[label])
         return best, probabilities
 

@@ -14,7 +14,10 @@ def predict(model: IrisClassifier, audit: RequestAudit, data: PredictRequest) ->
     # A hash, not the inputs: enough to spot repeated queries without keeping what was asked.
     digest = hashlib.sha256(json.dumps(features).encode()).hexdigest()
     audit.describe(
-        description=f"Predicted '{label}'", target_type="model", target_id=model.version,
-        label=label, input_sha256=digest,
+        description=f"Predicted '{label}'",
+        target_type="model",
+        target_id=model.version,
+        label=label,
+        input_sha256=digest,
     )
     return PredictResponse(label=label, probabilities=probabilities, model_version=model.version)

@@ -1,0 +1,500 @@
+"""Recorder overhead: one endpoint's throughput and latency with request recording on vs off.
+
+One run starts a private PostgreSQL, migrates it, then for each phase starts the service as a
+real uvicorn subprocess (1 worker) with AUDIT_RECORD_REQUESTS=true or false, logs in and drives
+the endpoint with N keep-alive clients for a fixed time. Phases alternate on/off (--rounds).
+With recording off the middleware still runs (request id, session handling); only the event
+and its write are skipped, so the difference is the recorder's own cost.
+
+CPU split (2 cores): with --pin auto the service gets CPU 0 to itself and the load
+generator and PostgreSQL share CPU 1, so throughput measures the service, not the client.
+
+Prints one JSON line (plus per-phase lines on stderr). Reproduce:
+
+    /tmp/venv/bin/python bench/recorder_overhead.py [--clients 32 --duration 15 --endpoint /me]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.pg import TempPostgres  # noqa: E402
+
+ADMIN_PASSWORD = "bench-admin-password-123"
+JWT_SECRET = "bench-" + "x" * 40
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- load generator (runs in client processes) ----------------------------------------------
+
+
+class _RawConnection:
+    """A minimal keep-alive HTTP/1.1 GET client: a few µs of CPU per request, where httpx
+    spends milliseconds at 32 connections and would need more CPU than the service it loads."""
+
+    def __init__(self, host: str, port: int, request: bytes) -> None:
+        self.host, self.port, self.request = host, port, request
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self) -> int:
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
+        writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length, chunked, close = 0, False, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = b"close" in value.lower()
+        if chunked:
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readuntil(b"\r\n")
+        elif length:
+            await reader.readexactly(length)
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _drive(
+    kind: str, base: str, endpoint: str, token: str, clients: int, start: float, end: float
+) -> dict[str, Any]:
+    """`clients` closed-loop clients; latencies of requests completed inside [start, end)."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    total = errors = 0
+    headers = {"Authorization": f"Bearer {token}", "User-Agent": "recorder-overhead-bench"}
+    url = httpx.URL(base)
+    host, port = url.host, url.port or 80
+    request = (
+        f"GET {endpoint} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+
+        async def one() -> None:
+            nonlocal total, errors
+            raw = _RawConnection(host, port, request)
+            while time.time() < end:
+                t0 = time.perf_counter()
+                try:
+                    if kind == "raw":
+                        status = await asyncio.wait_for(raw.get(), 60)
+                    else:
+                        status = (await client.get(endpoint, headers=headers)).status_code
+                except (OSError, ValueError, EOFError, TimeoutError, httpx.HTTPError):
+                    raw.close()
+                    errors += 1
+                    continue
+                took = time.perf_counter() - t0
+                total += 1
+                statuses[status] = statuses.get(status, 0) + 1
+                if start <= time.time() < end:
+                    latencies.append(took)
+            raw.close()
+
+        cpu0 = _self_cpu()
+        await asyncio.gather(*(one() for _ in range(clients)))
+        cpu = _self_cpu() - cpu0
+    return {
+        "latencies": latencies,
+        "total": total,
+        "errors": errors,
+        "statuses": statuses,
+        "cpu_s": cpu,
+    }
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _client_process(
+    cpus: list[int] | None,
+    kind: str,
+    base: str,
+    endpoint: str,
+    token: str,
+    clients: int,
+    start: float,
+    end: float,
+) -> dict[str, Any]:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - the service's own deps include it
+        pass
+    return asyncio.run(_drive(kind, base, endpoint, token, clients, start, end))
+
+
+# --- processes and accounting ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of one process, seconds (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _children(ppid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == ppid:
+                found.append(int(entry.name))
+    return found
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+class Postgres:
+    def __init__(self) -> None:
+        self.server = TempPostgres()
+        self.url = self.server.start()
+        self.postmaster = int((self.server.data / "postmaster.pid").read_text().split()[0])
+
+    def pin(self, cpus: list[int]) -> None:
+        for pid in [self.postmaster, *_children(self.postmaster)]:
+            os.sched_setaffinity(pid, cpus)  # backends forked later inherit the postmaster's
+
+    def cpu(self) -> float:
+        return sum(_proc_cpu(p) for p in [self.postmaster, *_children(self.postmaster)])
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        import asyncpg
+
+        async def run() -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(self.url.replace("postgresql+asyncpg", "postgresql"))
+            try:
+                return [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+
+def _start_service(
+    db_url: str, port: int, record: bool, cpus: list[int] | None
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "AUDIT_JWT_SECRET": JWT_SECRET,
+        "AUDIT_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "AUDIT_DEFAULT_RATE_LIMIT": "1000000/minute",
+        "AUDIT_RECORD_REQUESTS": "true" if record else "false",
+    }
+    command = [
+        *(["taskset", "-c", ",".join(map(str, cpus))] if cpus else []),
+        str(Path(sys.executable).with_name("audit-service")),
+        "serve",
+        "--no-migrate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, env=env, cwd=REPO)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.terminate()
+    raise RuntimeError("service did not become healthy")
+
+
+def _stop_service(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(2)  # SIGINT: uvicorn shuts down cleanly
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+def _run_load(
+    args: argparse.Namespace,
+    base: str,
+    token: str,
+    clients: int,
+    duration: float,
+    client_cpus: list[int] | None,
+) -> list[dict[str, Any]]:
+    procs = min(args.client_procs, clients)
+    start = time.time() + args.warmup + 0.5  # 0.5 s for the processes to start
+    end = start + duration
+    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    with ProcessPoolExecutor(procs, mp_context=get_context("spawn")) as pool:
+        futures = [
+            pool.submit(
+                _client_process, client_cpus, args.client, base, args.endpoint, token, n, start, end
+            )
+            for n in per
+        ]
+        return [f.result() for f in futures]
+
+
+def _phase(
+    args: argparse.Namespace, pg: Postgres, record: bool, cpus: dict[str, list[int] | None]
+) -> dict[str, Any]:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    rows_before = _recorded_rows(pg)
+    service = _start_service(pg.url, port, record, cpus["service"])
+    sent = 0
+    try:
+        login = httpx.post(
+            f"{base}/login", timeout=30, json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        login.raise_for_status()
+        sent += 1
+        token = login.json()["access_token"]
+        pid = service.pid  # taskset execs the service: same process
+        svc0, pg0, (busy0, all0), t0 = _proc_cpu(pid), pg.cpu(), _machine_busy(), time.time()
+        results = _run_load(args, base, token, args.clients, args.duration, cpus["client"])
+        svc1, pg1, (busy1, all1), t1 = _proc_cpu(pid), pg.cpu(), _machine_busy(), time.time()
+        light = (
+            _run_load(args, base, token, args.light_clients, args.light_duration, cpus["client"])
+            if args.light_duration > 0
+            else []
+        )
+    finally:
+        _stop_service(service)
+    latencies = [x for r in results for x in r["latencies"]]
+    light_lat = [x for r in light for x in r["latencies"]]
+    statuses: dict[str, int] = {}
+    for r in results + light:
+        sent += r["total"]
+        for code, n in r["statuses"].items():
+            statuses[str(code)] = statuses.get(str(code), 0) + n
+    wall = t1 - t0
+    ncpu = os.cpu_count() or 1
+    loaded = sum(r["total"] for r in results)  # requests of the main load, warm-up included
+    machine = (busy1 - busy0) / (all1 - all0) * ncpu
+    clients_cpu = sum(r["cpu_s"] for r in results)
+    return {
+        "record": record,
+        "rps": round(len(latencies) / args.duration, 1),
+        "p50_ms": round(_pct(latencies, 0.50), 2),
+        "p99_ms": round(_pct(latencies, 0.99), 2),
+        "light_p50_ms": round(_pct(light_lat, 0.50), 3),
+        "light_p99_ms": round(_pct(light_lat, 0.99), 3),
+        "requests": sent,
+        "statuses": statuses,
+        "errors": sum(r["errors"] for r in results + light),
+        "rows_added": _recorded_rows(pg) - rows_before,
+        # CPU time per request of the main load: robust to other processes on the machine.
+        "service_cpu_ms_per_req": round((svc1 - svc0) / loaded * 1000, 3),
+        "postgres_cpu_ms_per_req": round((pg1 - pg0) / loaded * 1000, 3),
+        # CPU use over the whole load (warm-up included), in cores; "other" is anything else
+        # running on the machine meanwhile (a noisy neighbour makes the figures unreliable).
+        "cpu_service": round((svc1 - svc0) / wall, 2),
+        "cpu_postgres": round((pg1 - pg0) / wall, 2),
+        "cpu_clients": round(clients_cpu / wall, 2),
+        "cpu_other": round(max(0.0, machine - (svc1 - svc0 + pg1 - pg0 + clients_cpu) / wall), 2),
+    }
+
+
+def _recorded_rows(pg: Postgres) -> int:
+    return int(pg.query("SELECT count(*) FROM audit_event WHERE request_id IS NOT NULL")[0][0])
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=32, help="concurrent keep-alive clients")
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    parser.add_argument("--endpoint", default="/me", help="authenticated GET endpoint")
+    parser.add_argument("--rounds", type=int, default=2, help="on/off pairs, alternating")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="raw: minimal keep-alive HTTP/1.1 client; httpx: httpx.AsyncClient (CPU-heavy)",
+    )
+    parser.add_argument("--client-procs", type=int, default=1, help="load generator processes")
+    parser.add_argument(
+        "--light-clients",
+        type=int,
+        default=1,
+        help="clients of the light-load latency phase after each main phase",
+    )
+    parser.add_argument(
+        "--light-duration",
+        type=float,
+        default=5.0,
+        help="seconds of the light-load phase (0 skips it)",
+    )
+    parser.add_argument(
+        "--pin",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto: service alone on CPU 0; clients and PostgreSQL on the rest",
+    )
+    args = parser.parse_args()
+
+    ncpu = os.cpu_count() or 1
+    cpus: dict[str, list[int] | None] = {"service": None, "client": None}
+    if args.pin == "auto" and ncpu >= 2:
+        cpus = {"service": [0], "client": list(range(1, ncpu))}
+
+    pg = Postgres()
+    phases: list[dict[str, Any]] = []
+    try:
+        if cpus["client"]:
+            pg.pin(cpus["client"])
+        from audit_service.core import migrations
+
+        migrations.upgrade(pg.url)
+        for _ in range(args.rounds):
+            for record in (True, False):
+                phase = _phase(args, pg, record, cpus)
+                print(json.dumps(phase), file=sys.stderr, flush=True)
+                phases.append(phase)
+        batches, events = pg.query(
+            "SELECT count(DISTINCT recorded_at), count(*) FROM audit_event"
+            " WHERE request_id IS NOT NULL"
+        )[0]
+    finally:
+        pg.server.stop()
+
+    on = [p for p in phases if p["record"]]
+    off = [p for p in phases if not p["record"]]
+
+    def total_rps(ps: list[dict[str, Any]]) -> float:
+        return round(statistics.fmean(p["rps"] for p in ps), 1)
+
+    def med(ps: list[dict[str, Any]], key: str) -> float:
+        return round(statistics.median(p[key] for p in ps), 3)
+
+    recorded = sum(p["requests"] for p in on)
+    rps_on, rps_off = total_rps(on), total_rps(off)
+    result = {
+        "bench": "recorder_overhead",
+        "endpoint": args.endpoint,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "rps_on": rps_on,
+        "rps_off": rps_off,
+        "ratio": round(rps_on / rps_off, 3),
+        "ratio_per_round": [round(a["rps"] / b["rps"], 3) for a, b in zip(on, off, strict=True)],
+        "p50_ms_on": med(on, "p50_ms"),
+        "p50_ms_off": med(off, "p50_ms"),
+        "p99_ms_on": med(on, "p99_ms"),
+        "p99_ms_off": med(off, "p99_ms"),
+        "added_p50_ms": round(med(on, "p50_ms") - med(off, "p50_ms"), 3),
+        "light_clients": args.light_clients,
+        "light_p50_ms_on": med(on, "light_p50_ms") if args.light_duration > 0 else None,
+        "light_p50_ms_off": med(off, "light_p50_ms") if args.light_duration > 0 else None,
+        "light_added_p50_ms": (
+            round(med(on, "light_p50_ms") - med(off, "light_p50_ms"), 3)
+            if args.light_duration > 0
+            else None
+        ),
+        "recorded_requests": recorded,
+        "events_written": sum(p["rows_added"] for p in on),
+        "audit_event_rows": int(events),
+        "rows_while_off": sum(p["rows_added"] for p in off),
+        "events_match": int(events) == recorded and all(p["rows_added"] == 0 for p in off),
+        "mean_batch": round(int(events) / max(1, int(batches)), 1),
+        "non_200": sum(n for p in phases for c, n in p["statuses"].items() if c != "200"),
+        "errors": sum(p["errors"] for p in phases),
+        "service_cpu_ms_per_req_on": med(on, "service_cpu_ms_per_req"),
+        "service_cpu_ms_per_req_off": med(off, "service_cpu_ms_per_req"),
+        # The throughput ratio the service would reach with its core to itself.
+        "cpu_ratio": round(
+            med(off, "service_cpu_ms_per_req") / med(on, "service_cpu_ms_per_req"), 3
+        ),
+        "postgres_cpu_ms_per_req_on": med(on, "postgres_cpu_ms_per_req"),
+        "postgres_cpu_ms_per_req_off": med(off, "postgres_cpu_ms_per_req"),
+        "cpu_on": {k: med(on, f"cpu_{k}") for k in ("service", "postgres", "clients", "other")},
+        "cpu_off": {k: med(off, f"cpu_{k}") for k in ("service", "postgres", "clients", "other")},
+        "pinning": {k: v for k, v in cpus.items()} if cpus["service"] else "none",
+        "machine": {"nproc": ncpu, "cpu": _cpu_model(), "python": platform.python_version()},
+        "command": shlex.join([sys.executable, "bench/recorder_overhead.py", *sys.argv[1:]]),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

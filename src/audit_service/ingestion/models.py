@@ -1,0 +1,21 @@
+"""Registered JSON Schemas for the `metadata` of ingested events, one per action."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from audit_service.kit.models import Base, UTCDateTime, utcnow
+
+
+class ActionSchema(Base):
+    __tablename__ = "action_schema"
+
+    action: Mapped[str] = mapped_column(String(100), primary_key=True)
+    json_schema: Mapped[dict[str, Any]] = mapped_column("schema", JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))

@@ -1,0 +1,92 @@
+"""The few things that need a real socket: the peer address as uvicorn reports it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import func, select
+
+from audit_service.audit_log.models import AuditEvent
+from audit_service.main import create_app
+from tests.conftest import ADMIN_PASSWORD, make_settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _serve(url: str, **overrides: Any) -> AsyncIterator[tuple[Any, str]]:
+    app = create_app(make_settings(url, **overrides))
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.02)
+    try:
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def served(pg_only_url: str) -> AsyncIterator[tuple[Any, str]]:
+    async for pair in _serve(pg_only_url):
+        yield pair
+
+
+async def _last(app: Any) -> AuditEvent:
+    async with app.state.sessionmaker() as session:
+        return (await session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()))).first()
+
+
+async def test_socket_peer_is_recorded_and_spoofed_forwarding_ignored(
+    served: tuple[Any, str],
+) -> None:
+    app, base = served
+    async with httpx.AsyncClient(base_url=base) as client:
+        r = await client.post(
+            "/login",
+            json={"username": "admin", "password": ADMIN_PASSWORD},
+            headers={"X-Forwarded-For": "6.6.6.6", "User-Agent": "real-socket/1"},
+        )
+        assert r.status_code == 200
+    event = await _last(app)
+    assert (event.ip, event.user_agent, event.action) == (
+        "127.0.0.1",
+        "real-socket/1",
+        "auth.login",
+    )
+
+
+async def test_forwarded_for_is_used_behind_a_trusted_proxy(pg_only_url: str) -> None:
+    async for app, base in _serve(pg_only_url, trusted_proxies="127.0.0.1/32"):
+        async with httpx.AsyncClient(base_url=base) as client:
+            r = await client.get("/me", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.23"})
+            assert r.status_code == 401
+        event = await _last(app)
+        assert event.ip == "198.51.100.23"
+
+
+async def test_many_concurrent_clients_over_sockets(served: tuple[Any, str]) -> None:
+    app, base = served
+    limits = httpx.Limits(max_connections=40)
+    async with httpx.AsyncClient(base_url=base, limits=limits) as client:
+        r = await client.post("/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        responses = await asyncio.gather(*(client.get("/me", headers=headers) for _ in range(200)))
+    assert {r.status_code for r in responses} == {200}
+    ids = {r.headers["x-request-id"] for r in responses}
+    async with app.state.sessionmaker() as session:
+        stored = await session.scalar(select(func.count()).where(AuditEvent.request_id.in_(ids)))
+    assert stored == 200

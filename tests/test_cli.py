@@ -248,7 +248,7 @@ async def fresh_pg_url(pg_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
-async def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
         url: str = request.getfixturevalue("fresh_pg_url")
         return url
@@ -335,7 +335,8 @@ async def test_serve_migrates_answers_healthz_and_stops_on_sigterm(tmp_path: Pat
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode == 0, err.decode()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (recent versions).
+    assert proc.returncode in (0, -signal.SIGTERM), err.decode()
     assert "Application shutdown complete" in err.decode()
     assert PASSWORD_1 not in out.decode() + err.decode()
     assert STRONG_SECRET not in out.decode() + err.decode()

@@ -1,4 +1,4 @@
-"""`audit-service`: serve, migrate, users …"""
+"""`audit-service`: serve, migrate, users …, api-keys …"""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from audit_service.audit_log import repository as events
 from audit_service.audit_log.recorder import Actor, system_event
 from audit_service.auth import repository as users
+from audit_service.auth import service as auth_service
 from audit_service.auth.models import ROLES, User
+from audit_service.auth.schemas import SCOPES, ApiKeyCreate
 from audit_service.core import migrations
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.security import hash_password
+from audit_service.kit.models import utcnow
 
 
 def _os_user() -> str:
@@ -114,6 +117,78 @@ async def users_disable(session: AsyncSession, args: argparse.Namespace) -> None
     print(f"user '{user.username}' deactivated")
 
 
+def api_keys_create(args: argparse.Namespace) -> None:
+    try:
+        data = ApiKeyCreate(name=args.name, scopes=args.scope)
+    except ValueError as exc:
+        raise SystemExit(f"invalid API key: {exc}") from None
+    secret: list[str] = []
+
+    async def create(session: AsyncSession, _args: argparse.Namespace) -> None:
+        key, secret_ = await auth_service.new_api_key(
+            session, name=data.name, scopes=list(data.scopes), created_by=None
+        )
+        await events.insert_events(
+            session,
+            [
+                system_event(
+                    "api_key.created",
+                    "auth",
+                    f"Created API key {key.prefix} for service '{key.name}'",
+                    actor=CLI_ACTOR,
+                    target_type="api_key",
+                    target_id=str(key.id),
+                    name=key.name,
+                    prefix=key.prefix,
+                    scopes=key.scopes,
+                )
+            ],
+        )
+        secret.append(secret_)
+        print(f"created API key {key.id} {key.prefix} for '{key.name}' ({', '.join(key.scopes)})",
+              file=sys.stderr)
+
+    _with_session(create)(args)
+    # Only after the commit, and alone on stdout so it can be captured; it is not shown again.
+    print(secret[0])
+
+
+async def api_keys_list(session: AsyncSession, _args: argparse.Namespace) -> None:
+    print(f"{'id':>5}  {'prefix':<17} {'name':<30} {'scopes':<20} {'last used':<20} revoked")
+    for k in await users.list_api_keys(session, offset=0, limit=100_000):
+        used = k.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if k.last_used_at else "-"
+        revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if k.revoked_at else "-"
+        scopes = ",".join(k.scopes)
+        print(f"{k.id:>5}  {k.prefix:<17} {k.name:<30} {scopes:<20} {used:<20} {revoked}")
+
+
+async def api_keys_revoke(session: AsyncSession, args: argparse.Namespace) -> None:
+    key = await users.get_api_key(session, args.id)
+    if key is None:
+        raise SystemExit(f"no API key {args.id}")
+    if key.revoked_at is not None:
+        print(f"API key {key.id} {key.prefix} was already revoked")
+        return
+    key.revoked_at = utcnow()
+    await users.flush(session)
+    await events.insert_events(
+        session,
+        [
+            system_event(
+                "api_key.revoked",
+                "auth",
+                f"Revoked API key {key.prefix} of service '{key.name}'",
+                actor=CLI_ACTOR,
+                target_type="api_key",
+                target_id=str(key.id),
+                name=key.name,
+                prefix=key.prefix,
+            )
+        ],
+    )
+    print(f"API key {key.id} {key.prefix} ('{key.name}') revoked")
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -165,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = users_parser.add_parser("disable")
     p.add_argument("--username", required=True)
     p.set_defaults(func=_with_session(users_disable))
+
+    keys_parser = sub.add_parser("api-keys", help="manage service API keys").add_subparsers(
+        dest="api_keys_command", required=True
+    )
+    p = keys_parser.add_parser("create", help="make a key; prints its secret once, on stdout")
+    p.add_argument("--name", required=True, help="the calling service (its events' source)")
+    p.add_argument("--scope", action="append", required=True, choices=SCOPES)
+    p.set_defaults(func=api_keys_create)
+    keys_parser.add_parser("list").set_defaults(func=_with_session(api_keys_list))
+    p = keys_parser.add_parser("revoke")
+    p.add_argument("--id", type=int, required=True)
+    p.set_defaults(func=_with_session(api_keys_revoke))
     return parser
 
 

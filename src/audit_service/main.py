@@ -19,8 +19,9 @@ from audit_service.audit_log.recorder import (
     system_event,
 )
 from audit_service.auth import service as auth_service
-from audit_service.auth.dependencies import get_principal, limit_by_principal
+from audit_service.auth.dependencies import get_principal, limit_by_principal, limit_ingestion
 from audit_service.auth.endpoints import admin_router as users_router
+from audit_service.auth.endpoints import api_keys_router
 from audit_service.auth.endpoints import public_router as login_router
 from audit_service.auth.endpoints import router as auth_router
 from audit_service.core.config import Settings
@@ -29,6 +30,8 @@ from audit_service.core.errors import install_error_handlers, problem_responses
 from audit_service.core.middleware import BodyLimitMiddleware
 from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
+from audit_service.ingestion.endpoints import admin_router as actions_router
+from audit_service.ingestion.endpoints import router as ingestion_router
 from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model
 
@@ -97,13 +100,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "users", "description": "User administration (admin)"},
             {"name": "activity", "description": "The activity history (admin, auditor)"},
             {"name": "prediction", "description": "The iris model"},
+            {"name": "ingestion", "description": "Events posted by other services (API key)"},
+            {"name": "api-keys", "description": "Service API keys (admin)"},
+            {"name": "actions", "description": "Known actions and their metadata schemas"},
             {"name": "health", "description": "Liveness and readiness (not recorded)"},
         ],
     )
     app.state.settings = settings
     install_error_handlers(app)
     # Outermost last: the recorder wraps everything, so even a 413 is recorded.
-    app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        per_path={"/events/batch": settings.max_batch_body_bytes},
+    )
     app.add_middleware(RecorderMiddleware)
 
     # Public routes are mounted explicitly; everything else needs a principal.
@@ -112,4 +122,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(limit_by_principal), Depends(get_principal)]
     for router in (auth_router, prediction_router, activity_router, users_router):
         app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
+    for router in (api_keys_router, actions_router):
+        app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
+    # Other services authenticate with an API key instead (limited per key once verified).
+    app.include_router(
+        ingestion_router,
+        dependencies=[Depends(limit_ingestion)],
+        responses=problem_responses(401, 429),
+    )
     return app

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from audit_service.audit_log.models import AuditEvent
 from audit_service.audit_log.repository import EventFilters
@@ -12,9 +19,11 @@ from audit_service.kit.net import parse_ip_or_network
 
 Outcome = Literal["success", "failure", "denied", "error"]
 PAGE_SIZES = (10, 20, 50, 100)
+# OFFSET pagination reads and discards every skipped row; past this, keyset cursors.
+MAX_OFFSET_ROWS = 10_000
 
 
-class ActivityQuery(BaseModel):
+class ActivityFilters(BaseModel):
     """Filters for the activity history; unknown parameters are refused (typos must not
     silently widen a search)."""
 
@@ -41,19 +50,6 @@ class ActivityQuery(BaseModel):
     )
     target_type: str | None = Field(default=None, max_length=100)
     target_id: str | None = Field(default=None, max_length=200)
-    page: int = Field(default=1, ge=1, le=100_000)
-    page_size: int = Field(
-        default=20,
-        json_schema_extra={"enum": list(PAGE_SIZES)},
-        description="One of 10, 20, 50, 100",
-    )
-
-    @field_validator("page_size")
-    @classmethod
-    def _page_size(cls, value: int) -> int:
-        if value not in PAGE_SIZES:
-            raise ValueError(f"page_size must be one of {', '.join(map(str, PAGE_SIZES))}")
-        return value
 
     @field_validator("action")
     @classmethod
@@ -61,6 +57,27 @@ class ActivityQuery(BaseModel):
         for a in value:
             if not 1 <= len(a) <= 100:
                 raise ValueError("each action is 1 to 100 characters")
+            if "\x00" in a:
+                raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("actor", "module", "source", "tenant_id", "q", "target_type", "target_id")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL: refuse it here, not as a database error (500/503).
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc_representable(cls, value: datetime | None) -> datetime | None:
+        # 9999-12-31T23:59:59-05:00 parses but has no UTC equivalent to compare with (500).
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("out of range once converted to UTC") from None
         return value
 
     @field_validator("ip")
@@ -73,11 +90,14 @@ class ActivityQuery(BaseModel):
                 raise ValueError("not an IP address or CIDR network (e.g. 10.0.0.0/8)") from None
         return value
 
-    @model_validator(mode="after")
-    def _range(self) -> ActivityQuery:
-        if self.since and self.until and self.since > self.until:
-            raise ValueError("since must not be after until")
-        return self
+    @field_validator("until")
+    @classmethod
+    def _range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        # A field validator (not a model one) so the 422 names the field: ["query", "until"].
+        since = info.data.get("since")
+        if since is not None and value is not None and since > value:
+            raise ValueError("until must not be before since")
+        return value
 
     def to_filters(self) -> EventFilters:
         return EventFilters(
@@ -96,8 +116,60 @@ class ActivityQuery(BaseModel):
         )
 
     def applied(self) -> dict[str, Any]:
-        """The filters actually given, for the `activity.viewed` event."""
-        return self.model_dump(mode="json", exclude_defaults=True, exclude={"page", "page_size"})
+        """The filters actually given (for events, export metadata and cursor binding)."""
+        return self.model_dump(
+            mode="json", exclude_defaults=True, include=set(ActivityFilters.model_fields)
+        )
+
+
+class ActivityQuery(ActivityFilters):
+    page: int = Field(
+        default=1, ge=1, description=f"Shallow pages only: page * page_size ≤ {MAX_OFFSET_ROWS}"
+    )
+    page_size: int = Field(
+        default=20,
+        json_schema_extra={"enum": list(PAGE_SIZES)},
+        description="One of 10, 20, 50, 100",
+        validate_default=True,  # the page-depth check needs to run with the default too
+    )
+    cursor: str | None = Field(
+        default=None,
+        max_length=512,
+        description="`next_cursor` or `prev_cursor` of a previous page: any depth, no OFFSET",
+    )
+    last: bool = Field(default=False, description="The last page (the oldest events)")
+
+    @field_validator("page_size")
+    @classmethod
+    def _page_size(cls, value: int, info: ValidationInfo) -> int:
+        if value not in PAGE_SIZES:
+            raise ValueError(f"page_size must be one of {', '.join(map(str, PAGE_SIZES))}")
+        if info.data.get("page", 1) * value > MAX_OFFSET_ROWS:
+            raise ValueError(
+                f"page * page_size may not pass {MAX_OFFSET_ROWS}: follow next_cursor "
+                "(or use last=true) for deeper pages"
+            )
+        return value
+
+    @field_validator("cursor", "last")
+    @classmethod
+    def _one_way_to_navigate(cls, value: Any, info: ValidationInfo) -> Any:
+        others = (info.data.get("page", 1) > 1, info.data.get("cursor") is not None)
+        if value and any(others):
+            raise ValueError("use only one of page, cursor and last")
+        return value
+
+
+ExportFormat = Literal["csv", "xlsx", "json", "ndjson"]
+
+
+class ExportQuery(ActivityFilters):
+    format: ExportFormat = "csv"
+    gzip: bool = Field(default=False, description="Compress the file (.gz)")
+    bom: bool = Field(default=False, description="CSV: start with a UTF-8 BOM (for Excel)")
+    comments: bool = Field(
+        default=False, description="CSV: begin with '#' lines describing the export"
+    )
 
 
 class EventOut(BaseModel):
@@ -160,7 +232,12 @@ class EventOut(BaseModel):
 
 class EventPage(BaseModel):
     items: list[EventOut]
-    page: int
+    page: int | None = Field(description="The page number; null when reached by cursor")
     page_size: int
     total: int
-    total_is_estimate: bool = False
+    total_is_estimate: bool = Field(
+        description=f"true when more than {MAX_OFFSET_ROWS} events match: `total` is then "
+        "the database's estimate rather than a count"
+    )
+    next_cursor: str | None = Field(description="Older events; null on the last page")
+    prev_cursor: str | None = Field(description="Newer events; null on the first page")

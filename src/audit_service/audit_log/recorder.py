@@ -136,7 +136,7 @@ class RequestAudit:
         else:
             default_action = extra.get(AUDIT_ACTION_KEY, "http.request")
             default_module = extra.get(AUDIT_MODULE_KEY, "system")
-        return {
+        return _without_nul({
             "event_id": uuid.uuid4(),
             "occurred_at": self.occurred_at,
             "source": NATIVE_SOURCE,
@@ -161,12 +161,24 @@ class RequestAudit:
             "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
             "metadata": self.metadata,
             "idempotency_key": None,
-        }
+        })
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _without_nul(value: Any) -> Any:
+    """NUL → U+FFFD in every string. PostgreSQL text and JSONB cannot hold NUL, and a client
+    must not make its request unrecordable (a 503, and no trace) with `/x%00` or a user name."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def system_event(
@@ -207,6 +219,10 @@ def system_event(
         "metadata": metadata,
         "idempotency_key": None,
     }
+
+
+class _ResponseReplaced(Exception):
+    pass
 
 
 class RecordingFailed(Exception):
@@ -339,7 +355,9 @@ class RecorderMiddleware:
         async def send_recorded(message: Message) -> None:
             nonlocal started, replaced
             if replaced:
-                return
+                # The client already has the 503: stop the application producing a body
+                # (a large export) for nobody.
+                raise _ResponseReplaced
             if message["type"] == "http.response.start" and not started:
                 started = True
                 try:
@@ -367,6 +385,8 @@ class RecorderMiddleware:
 
         try:
             await self.app(scope, receive, send_recorded)
+        except _ResponseReplaced:
+            return
         except Exception as exc:
             log.exception("unhandled error in request %s", audit.request_id)
             if started:

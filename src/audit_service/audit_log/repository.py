@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     Select,
     Table,
-    and_,
+    bindparam,
     func,
     insert,
     literal_column,
     or_,
     select,
     text,
+    tuple_,
+    union,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from audit_service.audit_log.models import AuditEvent
-from audit_service.core.db import is_postgres
-from audit_service.kit.models import utcnow
+from audit_service.core.db import estimated_rows, is_postgres
+from audit_service.kit.models import UTCDateTime, utcnow
 from audit_service.kit.net import IPAddress, IPNetwork, ip_key, network_key_range
 
 _table = cast(Table, AuditEvent.__table__)
@@ -56,10 +61,10 @@ class EventFilters:
     target_id: str | None = None
     extra: tuple[ColumnElement[bool], ...] = field(default=())
 
-    def conditions(self) -> list[ColumnElement[bool]]:
+    def conditions(self, *, with_actor: bool = True) -> list[ColumnElement[bool]]:
         e = AuditEvent
         where: list[ColumnElement[bool]] = list(self.extra)
-        if self.actor is not None:
+        if self.actor is not None and with_actor:
             where.append(or_(e.actor_id == self.actor, e.actor_name == self.actor))
         if self.actions:
             where.append(e.action.in_(self.actions))
@@ -81,30 +86,116 @@ class EventFilters:
             else:
                 where.append(e.ip_bytes == ip_key(self.ip))
         if self.q:
-            # autoescape makes %, _ and the escape character literal: no wildcard injection.
-            where.append(e.description.icontains(self.q, autoescape=True))
+            # Escaped so %, _ and backslash are literal (no wildcard injection). ILIKE on
+            # Postgres is what the trigram index serves; SQLite compares lower() LIKE lower().
+            pattern = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(e.description.ilike(f"%{pattern}%", escape="\\"))
         return where
 
 
-def _filtered(filters: EventFilters) -> Select[AuditEvent]:
-    return select(AuditEvent).where(and_(True, *filters.conditions()))
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which slice of the newest-first order to read."""
+
+    limit: int
+    offset: int = 0
+    older_than: tuple[datetime, int] | None = None  # keyset: rows after this one
+    newer_than: tuple[datetime, int] | None = None  # keyset: rows before this one
+    oldest: bool = False  # the last page, without an OFFSET over everything before it
+
+
+def _order(occurred_at: Any, row_id: Any, ascending: bool) -> tuple[Any, Any]:
+    if ascending:
+        return occurred_at.asc(), row_id.asc()
+    return occurred_at.desc(), row_id.desc()
 
 
 async def list_events(
-    session: AsyncSession, filters: EventFilters, *, offset: int, limit: int
+    session: AsyncSession, filters: EventFilters, page: PageRequest
 ) -> list[AuditEvent]:
-    stmt = (
-        _filtered(filters)
+    """A page of events, newest first, by OFFSET (shallow pages) or by keyset (any depth).
+
+    Pages before a keyset and the last page are read in ascending order (so an index scan
+    stops after `limit` rows) and turned around here.
+    """
+    e = AuditEvent
+    ascending = page.newer_than is not None or page.oldest
+    where = filters.conditions(with_actor=False)
+    if page.older_than is not None:
+        where.append(tuple_(e.occurred_at, e.id) < tuple_(*page.older_than))
+    if page.newer_than is not None:
+        where.append(tuple_(e.occurred_at, e.id) > tuple_(*page.newer_than))
+    order = _order(e.occurred_at, e.id, ascending)
+    if filters.actor is None:
+        stmt = select(e).where(*where).order_by(*order).offset(page.offset).limit(page.limit)
+    else:
+        # `actor` matches the id or the name. An OR defeats the ordered index scans, so each
+        # side walks its own (column, occurred_at, id) index and the two short lists merge.
+        depth = page.offset + page.limit
+        sides = [
+            select(e.id, e.occurred_at)
+            .where(*where, column == filters.actor)
+            .order_by(*order)
+            .limit(depth)
+            .subquery()
+            for column in (e.actor_id, e.actor_name)
+        ]
+        merged = union(*(select(side) for side in sides)).subquery()
+        ids = (
+            select(merged.c.id)
+            .order_by(*_order(merged.c.occurred_at, merged.c.id, ascending))
+            .offset(page.offset)
+            .limit(page.limit)
+        )
+        stmt = select(e).where(e.id.in_(ids)).order_by(*order)
+    rows = list((await session.scalars(stmt)).all())
+    if ascending:
+        rows.reverse()
+    return rows
+
+
+async def count_events(
+    session: AsyncSession, filters: EventFilters, *, exact_up_to: int | None = None
+) -> tuple[int, bool]:
+    """(total, is_estimate). Exact up to `exact_up_to` matches; past that the planner's
+    estimate (Postgres), so a count never scans millions of rows for a page header."""
+    matching: Select[Any] = select(literal_column("1")).select_from(AuditEvent).where(*filters.conditions())
+    if exact_up_to is None or not is_postgres(session):
+        total = await session.scalar(select(func.count()).select_from(matching.subquery()))
+        return int(total or 0), False
+    capped = matching.limit(exact_up_to + 1).subquery()
+    total = int(await session.scalar(select(func.count()).select_from(capped)) or 0)
+    if total <= exact_up_to:
+        return total, False
+    estimate = await estimated_rows(session, matching)
+    return max(total, estimate), True
+
+
+def export_statement(filters: EventFilters) -> Select[Any]:
+    """Every matching event, newest first, as plain columns (no ORM objects: exports are big)."""
+    columns = [c for c in _table.columns if c.name != "ip_bytes"]
+    return (
+        select(*columns)
+        .where(*filters.conditions())
         .order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
-        .offset(offset)
-        .limit(limit)
     )
-    return list((await session.scalars(stmt)).all())
 
 
-async def count_events(session: AsyncSession, filters: EventFilters) -> int:
-    stmt = select(func.count()).select_from(AuditEvent).where(and_(True, *filters.conditions()))
-    return int((await session.scalar(stmt)) or 0)
+async def count_exact(conn: AsyncConnection, filters: EventFilters) -> int:
+    stmt = select(func.count()).select_from(AuditEvent).where(*filters.conditions())
+    return int(await conn.scalar(stmt) or 0)
+
+
+async def stream_export(
+    conn: AsyncConnection, filters: EventFilters, *, batch: int = 2000
+) -> AsyncIterator[Sequence[Row[Any]]]:
+    """Matching rows in batches from a server-side cursor: memory stays flat at any size."""
+    result = await conn.stream(export_statement(filters).execution_options(yield_per=batch))
+    try:
+        async for rows in result.partitions(batch):
+            yield rows
+    finally:
+        await result.close()
 
 
 async def get_event(session: AsyncSession, event_id: int) -> AuditEvent | None:
@@ -187,8 +278,8 @@ def _unnest_insert() -> Any:
     arrays = ", ".join(f"CAST(:{name} AS {type_}[])" for name, type_ in INGEST_COLUMNS)
     columns: list[ColumnElement[Any]] = [
         *(literal_column(f"u.{name}") for name in names),
-        literal_column("CAST(:recorded_at AS timestamptz)"),
-        literal_column("CAST(:source AS text)"),
+        sql_cast(bindparam("recorded_at"), UTCDateTime()),
+        sql_cast(bindparam("source"), String()),
     ]
     unpacked = select(*columns).select_from(text(f"unnest({arrays}) AS u({', '.join(names)})"))
     return (

@@ -58,13 +58,20 @@ UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
     openapi_extra={"requestBody": _LOGIN_BODY, **audited("auth.login", "auth")},
 )
 async def login(
-    credentials: Credentials, session: SessionDep, audit: RecorderDep, settings: SettingsDep,
+    credentials: Credentials,
+    session: SessionDep,
+    audit: RecorderDep,
+    settings: SettingsDep,
     key: SigningKeyDep,
 ) -> TokenResponse:
     """Exchange a username and password (JSON or OAuth2 form) for a bearer token."""
     return await service.login(
-        session, audit, settings, key,
-        username=credentials.username, password=credentials.password,
+        session,
+        audit,
+        settings,
+        key,
+        username=credentials.username,
+        password=credentials.password,
     )
 
 
@@ -116,7 +123,10 @@ async def create_user(
     openapi_extra=audited("user.listed", "users"),
 )
 async def list_users(
-    _: AdminUser, session: SessionDep, audit: RecorderDep, page: PageNo = 1,
+    _: AdminUser,
+    session: SessionDep,
+    audit: RecorderDep,
+    page: PageNo = 1,
     page_size: PageSize = 20,
 ) -> UserPage:
     """List users, oldest first (admin only)."""
@@ -130,7 +140,9 @@ async def list_users(
     responses=problem_responses(401, 403, 404, 422),
     openapi_extra=audited("user.viewed", "users"),
 )
-async def get_user(user_id: UserId, _: AdminUser, session: SessionDep, audit: RecorderDep) -> UserOut:
+async def get_user(
+    user_id: UserId, _: AdminUser, session: SessionDep, audit: RecorderDep
+) -> UserOut:
     """One user (admin only)."""
     return await service.get_user(session, audit, user_id)
 

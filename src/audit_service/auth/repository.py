@@ -60,7 +60,9 @@ async def is_token_revoked(session: AsyncSession, jti: str) -> bool:
     return bool(await session.scalar(select(exists().where(RevokedToken.jti == jti))))
 
 
-async def revoke_token(session: AsyncSession, *, jti: str, user_id: int, expires_at: datetime) -> None:
+async def revoke_token(
+    session: AsyncSession, *, jti: str, user_id: int, expires_at: datetime
+) -> None:
     if not await is_token_revoked(session, jti):
         session.add(RevokedToken(jti=jti, user_id=user_id, expires_at=expires_at))
         await session.flush()

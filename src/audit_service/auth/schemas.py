@@ -93,7 +93,7 @@ class ApiKeyCreate(StrictModel):
     @field_validator("scopes")
     @classmethod
     def _unique(cls, value: list[Scope]) -> list[Scope]:
-        return sorted(set(value))  # type: ignore[arg-type]
+        return sorted(set(value))
 
 
 class ApiKeyOut(BaseModel):
@@ -112,9 +112,7 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreated(ApiKeyOut):
-    key: str = Field(
-        description="The secret. Shown once, never again: only a hash of it is stored"
-    )
+    key: str = Field(description="The secret. Shown once, never again: only a hash of it is stored")
 
 
 class ApiKeyPage(BaseModel):

@@ -48,8 +48,13 @@ def actor_of(user: User) -> Actor:
 
 
 async def login(
-    session: AsyncSession, audit: RequestAudit, settings: Settings, key: str,
-    *, username: str, password: str,
+    session: AsyncSession,
+    audit: RequestAudit,
+    settings: Settings,
+    key: str,
+    *,
+    username: str,
+    password: str,
 ) -> TokenResponse:
     # The attempted name is recorded (never the password) so failures can be investigated.
     audit.actor = Actor(type="anonymous", name=username[:200])
@@ -58,19 +63,29 @@ async def login(
     # Always verify (a dummy hash stands in for a missing user): same time, same answer.
     valid = await verify_password_async(password, user.password_hash if user else None)
     if user is None or not valid or not user.is_active:
-        audit.describe(action=LOGIN_FAILED, outcome="failure",
-                       description=f"Failed login for '{username[:200]}'")
+        audit.describe(
+            action=LOGIN_FAILED,
+            outcome="failure",
+            description=f"Failed login for '{username[:200]}'",
+        )
         raise Unauthorized(BAD_CREDENTIALS)
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password_async(password)
         await repo.flush(session)
     token, claims = create_access_token(
-        subject=str(user.id), role=user.role, version=user.token_version, key=key,
+        subject=str(user.id),
+        role=user.role,
+        version=user.token_version,
+        key=key,
         ttl_seconds=settings.access_token_ttl,
     )
     audit.actor = actor_of(user)
-    audit.describe(description=f"User '{user.username}' logged in", target_type="user",
-                   target_id=str(user.id), token_id=claims.jti)
+    audit.describe(
+        description=f"User '{user.username}' logged in",
+        target_type="user",
+        target_id=str(user.id),
+        token_id=claims.jti,
+    )
     return TokenResponse(access_token=token, expires_in=settings.access_token_ttl)
 
 
@@ -114,9 +129,12 @@ async def authenticate(
     # even when the token is no longer honoured.
     audit.actor = actor_of(user)
     reason = (
-        "user_inactive" if not user.is_active
-        else "sessions_revoked" if claims.ver != user.token_version
-        else "token_revoked" if await repo.is_token_revoked(session, claims.jti)
+        "user_inactive"
+        if not user.is_active
+        else "sessions_revoked"
+        if claims.ver != user.token_version
+        else "token_revoked"
+        if await repo.is_token_revoked(session, claims.jti)
         else None
     )
     if reason:
@@ -125,14 +143,21 @@ async def authenticate(
     return user, claims
 
 
-async def logout(session: AsyncSession, audit: RequestAudit, user: User, claims: TokenClaims) -> None:
+async def logout(
+    session: AsyncSession, audit: RequestAudit, user: User, claims: TokenClaims
+) -> None:
     await repo.revoke_token(session, jti=claims.jti, user_id=user.id, expires_at=claims.exp)
     await repo.purge_expired_revocations(session, utcnow())
-    audit.describe(description=f"User '{user.username}' logged out", target_type="user",
-                   target_id=str(user.id), token_id=claims.jti)
+    audit.describe(
+        description=f"User '{user.username}' logged out",
+        target_type="user",
+        target_id=str(user.id),
+        token_id=claims.jti,
+    )
 
 
 # --- administration -----------------------------------------------------------------------
+
 
 def _target(audit: RequestAudit, user: User, description: str, **metadata: Any) -> None:
     audit.describe(target_type="user", target_id=str(user.id), description=description, **metadata)
@@ -140,8 +165,13 @@ def _target(audit: RequestAudit, user: User, description: str, **metadata: Any) 
 
 async def create_user(session: AsyncSession, audit: RequestAudit, data: UserCreate) -> UserOut:
     user = User(
-        username=data.username, full_name=data.full_name, email=data.email, role=data.role,
-        password_hash=await hash_password_async(data.password), is_active=True, token_version=0,
+        username=data.username,
+        full_name=data.full_name,
+        email=data.email,
+        role=data.role,
+        password_hash=await hash_password_async(data.password),
+        is_active=True,
+        token_version=0,
     )
     try:
         await repo.add_user(session, user)
@@ -152,11 +182,17 @@ async def create_user(session: AsyncSession, audit: RequestAudit, data: UserCrea
     return UserOut.model_validate(user)
 
 
-async def list_users(session: AsyncSession, audit: RequestAudit, page: int, page_size: int) -> UserPage:
+async def list_users(
+    session: AsyncSession, audit: RequestAudit, page: int, page_size: int
+) -> UserPage:
     users = await repo.list_users(session, offset=(page - 1) * page_size, limit=page_size)
     audit.describe(page=page, page_size=page_size)
-    return UserPage(items=[UserOut.model_validate(u) for u in users], page=page,
-                    page_size=page_size, total=await repo.count_users(session))
+    return UserPage(
+        items=[UserOut.model_validate(u) for u in users],
+        page=page,
+        page_size=page_size,
+        total=await repo.count_users(session),
+    )
 
 
 async def _get(session: AsyncSession, audit: RequestAudit, user_id: int) -> User:
@@ -183,7 +219,8 @@ async def update_user(
 ) -> UserOut:
     user = await _get(session, audit, user_id)
     changes = {
-        name: value for name, value in data.model_dump(exclude_unset=True).items()
+        name: value
+        for name, value in data.model_dump(exclude_unset=True).items()
         if getattr(user, name) != value
     }
     if changes.get("is_active") is False or (changes.get("role") not in (None, "admin")):
@@ -195,17 +232,27 @@ async def update_user(
         user.token_version += 1  # a changed role or a disabled account ends every session now
     await repo.flush(session)
     action = (
-        "user.deactivated" if changes.get("is_active") is False
-        else "user.activated" if changes.get("is_active") is True
+        "user.deactivated"
+        if changes.get("is_active") is False
+        else "user.activated"
+        if changes.get("is_active") is True
         else "user.updated"
     )
     audit.describe(action=action)
-    _target(audit, user, f"Updated user '{user.username}': {', '.join(changes) or 'no change'}",
-            changed=sorted(changes), before=before, after=changes)
+    _target(
+        audit,
+        user,
+        f"Updated user '{user.username}': {', '.join(changes) or 'no change'}",
+        changed=sorted(changes),
+        before=before,
+        after=changes,
+    )
     return UserOut.model_validate(user)
 
 
-async def delete_user(session: AsyncSession, audit: RequestAudit, admin: User, user_id: int) -> None:
+async def delete_user(
+    session: AsyncSession, audit: RequestAudit, admin: User, user_id: int
+) -> None:
     user = await _get(session, audit, user_id)
     await _keep_an_admin(session, user, admin, "delete")
     _target(audit, user, f"Deleted user '{user.username}'", username=user.username, role=user.role)
@@ -228,9 +275,14 @@ async def ensure_bootstrap_admin(
     if await repo.get_user_by_username(session, username) is not None:
         return None  # an inactive admin or another role holds the name: leave it to a human
     generated = None if password else secrets.token_urlsafe(15)
-    user = User(username=username, full_name="Bootstrap administrator", role="admin",
-                password_hash=await hash_password_async(password or generated or ""), is_active=True,
-                token_version=0)
+    user = User(
+        username=username,
+        full_name="Bootstrap administrator",
+        role="admin",
+        password_hash=await hash_password_async(password or generated or ""),
+        is_active=True,
+        token_version=0,
+    )
     await repo.add_user(session, user)
     return user, generated
 
@@ -270,8 +322,13 @@ async def new_api_key(
     secret = f"{prefix}_{''.join(secrets.choice(_KEY_ALPHABET) for _ in range(_SECRET_LENGTH))}"
     # A plain SHA-256 is enough: the secret is random and long, so there is nothing to
     # brute-force that a slow hash would protect.
-    key = ApiKey(name=name, prefix=prefix, secret_sha256=sha256_hex(secret), scopes=list(scopes),
-                 created_by=created_by)
+    key = ApiKey(
+        name=name,
+        prefix=prefix,
+        secret_sha256=sha256_hex(secret),
+        scopes=list(scopes),
+        created_by=created_by,
+    )
     await repo.add_api_key(session, key)
     return key, secret
 
@@ -282,9 +339,14 @@ async def create_api_key(
     key, secret = await new_api_key(
         session, name=data.name, scopes=list(data.scopes), created_by=admin.id
     )
-    audit.describe(target_type="api_key", target_id=str(key.id),
-                   description=f"Created API key {key.prefix} for service '{key.name}'",
-                   name=key.name, prefix=key.prefix, scopes=key.scopes)
+    audit.describe(
+        target_type="api_key",
+        target_id=str(key.id),
+        description=f"Created API key {key.prefix} for service '{key.name}'",
+        name=key.name,
+        prefix=key.prefix,
+        scopes=key.scopes,
+    )
     return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=secret)
 
 
@@ -293,8 +355,12 @@ async def list_api_keys(
 ) -> ApiKeyPage:
     keys = await repo.list_api_keys(session, offset=(page - 1) * page_size, limit=page_size)
     audit.describe(page=page, page_size=page_size)
-    return ApiKeyPage(items=[ApiKeyOut.model_validate(k) for k in keys], page=page,
-                      page_size=page_size, total=await repo.count_api_keys(session))
+    return ApiKeyPage(
+        items=[ApiKeyOut.model_validate(k) for k in keys],
+        page=page,
+        page_size=page_size,
+        total=await repo.count_api_keys(session),
+    )
 
 
 async def revoke_api_key(session: AsyncSession, audit: RequestAudit, key_id: int) -> None:
@@ -303,13 +369,18 @@ async def revoke_api_key(session: AsyncSession, audit: RequestAudit, key_id: int
     if key is None:
         raise NotFound(f"No API key with id {key_id}")
     if key.revoked_at is not None:
-        audit.describe(description=f"API key {key.prefix} ('{key.name}') was already revoked",
-                       already_revoked=True)
+        audit.describe(
+            description=f"API key {key.prefix} ('{key.name}') was already revoked",
+            already_revoked=True,
+        )
         return
     key.revoked_at = utcnow()
     await repo.flush(session)
-    audit.describe(description=f"Revoked API key {key.prefix} of service '{key.name}'",
-                   name=key.name, prefix=key.prefix)
+    audit.describe(
+        description=f"Revoked API key {key.prefix} of service '{key.name}'",
+        name=key.name,
+        prefix=key.prefix,
+    )
 
 
 async def authenticate_service(
@@ -327,8 +398,9 @@ async def authenticate_service(
         raise Unauthorized(INVALID_KEY)
     key = await repo.get_api_key_by_prefix(session, prefix)
     # Constant-time comparison, and a dummy one for unknown prefixes: no timing oracle.
-    matches = constant_time_equals(sha256_hex(credential),
-                                   key.secret_sha256 if key else _DUMMY_SHA256)
+    matches = constant_time_equals(
+        sha256_hex(credential), key.secret_sha256 if key else _DUMMY_SHA256
+    )
     if key is None or not matches:
         audit.describe(auth_error="unknown_api_key", api_key_prefix=prefix)
         raise Unauthorized(INVALID_KEY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit_service.core.config import Settings
 from audit_service.core.ratelimit import RateLimiter
@@ -20,6 +21,11 @@ def get_rate_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
 def get_signing_key(request: Request) -> str:
     key: str = request.app.state.signing_key
     return key
@@ -28,3 +34,4 @@ def get_signing_key(request: Request) -> str:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 SigningKeyDep = Annotated[str, Depends(get_signing_key)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]

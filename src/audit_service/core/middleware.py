@@ -57,8 +57,13 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        # The recorder (outside us) set the request's audit context: reuse its id, as every
+        # other problem body does, so the 413 can be matched to its X-Request-ID and event.
+        audit = scope.get("state", {}).get("audit")
         await problem_response(
             413,
             slug="payload-too-large",
             detail=f"The request body is larger than {limit} bytes.",
+            request_id=getattr(audit, "request_id", None),
+            instance=scope["path"],
         )(scope, receive, send)

@@ -1,0 +1,213 @@
+"""Streaming export writers: CSV, JSON, NDJSON and XLSX, with optional gzip.
+
+Each writer turns batches of rows (from a server-side cursor) into bytes as they arrive,
+so memory stays flat whatever the size. XLSX is the exception that cannot stream (the file
+is a zip whose directory comes last): it is built in a temporary file, in constant-memory
+mode, off the event loop, and then streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import tempfile
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import xlsxwriter
+
+# Spreadsheets run cells starting with these as formulas (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+XLSX_MAX_ROWS = 1_048_576  # Excel's limit per sheet, header included
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+Batches = AsyncIterator[Sequence[Sequence[Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportMeta:
+    exported_by: str
+    exported_at: datetime
+    filters: dict[str, Any]
+    row_count: int
+    service_version: str
+    format: str
+    columns: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exported_by": self.exported_by,
+            "exported_at": self.exported_at.isoformat(),
+            "filters": self.filters,
+            "row_count": self.row_count,
+            "service_version": self.service_version,
+            "format": self.format,
+            "order": "newest first",
+        }
+
+    def headers(self) -> dict[str, str]:
+        """The same facts as HTTP headers (ASCII-safe), for formats without a metadata slot."""
+        return {
+            "X-Export-Exported-By": json.dumps(self.exported_by)[1:-1],
+            "X-Export-Exported-At": self.exported_at.isoformat(),
+            "X-Export-Filters": json.dumps(self.filters, separators=(",", ":")),
+            "X-Export-Row-Count": str(self.row_count),
+            "X-Export-Service-Version": self.service_version,
+        }
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def neutralize(value: str) -> str:
+    """Prefix a quote so a spreadsheet shows the text instead of evaluating it."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, int | float | str | bool | dict | list):
+        return value
+    return str(value)
+
+
+async def csv_chunks(
+    meta: ExportMeta, batches: Batches, *, bom: bool, comments: bool
+) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180: CRLF, minimal quoting
+    if bom:
+        buffer.write("\ufeff")
+    if comments:
+        for key, value in meta.as_dict().items():
+            buffer.write(f"# {key}: {_text(value)}\r\n")
+    writer.writerow(meta.columns)
+    yield buffer.getvalue().encode()
+    async for rows in batches:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(
+            [neutralize(v) if isinstance(v, str) else _text(v) for v in row] for row in rows
+        )
+        yield buffer.getvalue().encode()
+
+
+async def ndjson_chunks(meta: ExportMeta, batches: Batches) -> AsyncIterator[bytes]:
+    columns = meta.columns
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_jsonable).encode
+    async for rows in batches:
+        yield "".join(dumps(dict(zip(columns, row, strict=True))) + "\n" for row in rows).encode()
+
+
+async def json_chunks(meta: ExportMeta, batches: Batches) -> AsyncIterator[bytes]:
+    """`{"export": {...}, "events": [...]}`: the metadata first, then the events."""
+    columns = meta.columns
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_jsonable).encode
+    yield ('{"export":' + dumps(meta.as_dict()) + ',"events":[').encode()
+    first = True
+    async for rows in batches:
+        parts = [dumps(dict(zip(columns, row, strict=True))) for row in rows]
+        if parts:
+            yield (("\n" if first else ",\n") + ",\n".join(parts)).encode()
+            first = False
+    yield b"\n]}\n"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _XlsxBuilder:
+    """Rows into a constant-memory workbook; a new sheet every 1,048,575 rows."""
+
+    def __init__(self, meta: ExportMeta) -> None:
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller
+        self.book = xlsxwriter.Workbook(
+            self.file,
+            {
+                "constant_memory": True,
+                # Never turn text into formulas, numbers or links: what was recorded is shown.
+                "strings_to_formulas": False,
+                "strings_to_numbers": False,
+                "strings_to_urls": False,
+            },
+        )
+        self.columns = meta.columns
+        info = self.book.add_worksheet("metadata")
+        for r, (key, value) in enumerate(meta.as_dict().items()):
+            info.write_string(r, 0, key)
+            info.write_string(r, 1, _text(value))
+        self.sheet: Any = None
+        self.sheets = 0
+        self.row = XLSX_MAX_ROWS
+
+    def _new_sheet(self) -> None:
+        self.sheets += 1
+        name = "events" if self.sheets == 1 else f"events {self.sheets}"
+        self.sheet = self.book.add_worksheet(name)
+        self.sheet.write_row(0, 0, self.columns)
+        self.row = 1
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        for row in rows:
+            if self.row >= XLSX_MAX_ROWS:
+                self._new_sheet()
+            assert self.sheet is not None
+            cells = [v if _is_number(v) else _text(v) for v in row]
+            self.sheet.write_row(self.row, 0, cells)
+            self.row += 1
+
+    def finish(self) -> None:
+        if self.sheet is None:
+            self._new_sheet()
+        self.book.close()
+        self.file.seek(0)
+
+
+async def xlsx_chunks(
+    meta: ExportMeta, batches: Batches, chunk: int = 1 << 16
+) -> AsyncIterator[bytes]:
+    builder = await asyncio.to_thread(_XlsxBuilder, meta)
+    try:
+        async for rows in batches:
+            await asyncio.to_thread(builder.add, rows)
+        await asyncio.to_thread(builder.finish)
+        while data := await asyncio.to_thread(builder.file.read, chunk):
+            yield data
+    finally:
+        builder.file.close()
+
+
+async def gzipped(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    async for data in chunks:
+        if out := compressor.compress(data):
+            yield out
+    yield compressor.flush()
+
+
+Writer = Callable[[ExportMeta, Batches], AsyncIterator[bytes]]
+
+
+def writer_for(fmt: str, *, bom: bool, comments: bool) -> Writer:
+    if fmt == "csv":
+        return lambda meta, batches: csv_chunks(meta, batches, bom=bom, comments=comments)
+    return {"json": json_chunks, "ndjson": ndjson_chunks, "xlsx": xlsx_chunks}[fmt]

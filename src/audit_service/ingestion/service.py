@@ -1,0 +1,326 @@
+"""Ingestion rules: validate everything first, then store the batch in one statement."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jsonschema import exceptions as jsonschema_errors
+from jsonschema import validators
+from jsonschema.protocols import Validator
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit_service.audit_log import repository as events
+from audit_service.audit_log.recorder import RequestAudit
+from audit_service.auth.models import ApiKey, User
+from audit_service.core.errors import Conflict, FieldError, NotFound, ValidationFailed
+from audit_service.ingestion import repository as repo
+from audit_service.ingestion.models import ActionSchema
+from audit_service.ingestion.schemas import (
+    ACTION_SCHEMA_MAX_BYTES,
+    API_KEY_PREFIX,
+    RECEIVED_FROM,
+    ActionList,
+    ActionOut,
+    ActionSchemaOut,
+    BatchAccepted,
+    BatchItemResult,
+    EventAccepted,
+    EventIn,
+    json_size,
+)
+from audit_service.kit.models import utcnow
+from audit_service.kit.net import ip_key, parse_ip
+
+# Rejections name at most this many failing fields (the count is always given).
+MAX_REPORTED_ERRORS = 200
+_MSG_MAX = 300
+
+
+# --- metadata schemas ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    updated_at: datetime
+    validator: Validator
+
+
+# Compiled validators by action, reused until the stored schema changes (checked per request,
+# so every process sees a new schema at once).
+_compiled: dict[str, _Compiled] = {}
+
+
+def _validator(row: ActionSchema) -> Validator:
+    cached = _compiled.get(row.action)
+    if cached is None or cached.updated_at != row.updated_at:
+        cls = validators.validator_for(row.json_schema, default=validators.Draft202012Validator)
+        cached = _Compiled(row.updated_at, cls(row.json_schema, format_checker=cls.FORMAT_CHECKER))
+        if len(_compiled) > 1000:
+            _compiled.clear()
+        _compiled[row.action] = cached
+    return cached.validator
+
+
+def _schema_errors(validator: Validator, metadata: Any, loc: list[str | int]) -> list[FieldError]:
+    try:
+        found = sorted(validator.iter_errors(metadata), key=lambda e: list(e.absolute_path))
+    except (jsonschema_errors.SchemaError, jsonschema_errors.UnknownType) as exc:
+        return [
+            FieldError(
+                loc=loc, msg=f"schema cannot be applied: {exc}"[:_MSG_MAX], type="metadata_schema"
+            )
+        ]
+    return [
+        FieldError(
+            loc=[*loc, *e.absolute_path],
+            msg=f"does not match the action's schema: {e.message}"[:_MSG_MAX],
+            type=f"metadata_schema.{e.validator}",
+        )
+        for e in found
+    ]
+
+
+def _walk_refs(schema: Any) -> list[str]:
+    refs: list[str] = []
+    stack = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for name, value in item.items():
+                if name in ("$ref", "$dynamicRef") and isinstance(value, str):
+                    refs.append(value)
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return refs
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """Refuse what cannot work as a metadata schema (422, naming where it is wrong)."""
+    if json_size(schema) > ACTION_SCHEMA_MAX_BYTES:
+        raise ValidationFailed(
+            f"A schema is at most {ACTION_SCHEMA_MAX_BYTES} bytes as JSON",
+            errors=[FieldError(loc=["body"], msg="schema too large", type="too_long")],
+        )
+    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema_errors.SchemaError as exc:
+        raise ValidationFailed(
+            "Not a valid JSON Schema",
+            errors=[
+                FieldError(
+                    loc=["body", *exc.absolute_path], msg=exc.message[:_MSG_MAX], type="json_schema"
+                )
+            ],
+        ) from None
+    # Only references inside the document: resolving a URL would make every ingest request
+    # depend on (and let an admin make us fetch) someone else's server.
+    external = [ref for ref in _walk_refs(schema) if not ref.startswith("#")]
+    if external:
+        raise ValidationFailed(
+            "Only local references (#/…) are allowed",
+            errors=[
+                FieldError(
+                    loc=["body"], msg=f"external $ref: {external[0]}"[:_MSG_MAX], type="json_schema"
+                )
+            ],
+        )
+
+
+def _schema_out(row: ActionSchema) -> ActionSchemaOut:
+    return ActionSchemaOut(
+        action=row.action,
+        json_schema=row.json_schema,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+    )
+
+
+def _sha256(schema: dict[str, Any] | None) -> str | None:
+    if schema is None:
+        return None
+    return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+
+async def put_schema(
+    session: AsyncSession, audit: RequestAudit, admin: User, action: str, schema: dict[str, Any]
+) -> ActionSchemaOut:
+    audit.describe(target_type="action", target_id=action, setting="action_schema")
+    check_schema(schema)
+    row = await repo.get_schema(session, action)
+    previous = row.json_schema if row else None
+    now = utcnow()
+    if row is None:
+        row = ActionSchema(
+            action=action, json_schema=schema, created_at=now, updated_at=now, updated_by=admin.id
+        )
+    else:
+        row.json_schema, row.updated_at, row.updated_by = schema, now, admin.id
+    try:
+        await repo.save_schema(session, row)
+    except repo.ConcurrentChange:
+        raise Conflict(f"The schema of '{action}' was changed concurrently; retry") from None
+    audit.describe(
+        description=f"{'Replaced' if previous else 'Registered'} the metadata schema of '{action}'",
+        schema_sha256=_sha256(schema),
+        previous_sha256=_sha256(previous),
+        schema=schema,
+    )
+    return _schema_out(row)
+
+
+async def get_schema(session: AsyncSession, audit: RequestAudit, action: str) -> ActionSchemaOut:
+    audit.describe(target_type="action", target_id=action)
+    row = await repo.get_schema(session, action)
+    if row is None:
+        raise NotFound(f"No schema is registered for '{action}'")
+    return _schema_out(row)
+
+
+async def delete_schema(session: AsyncSession, audit: RequestAudit, action: str) -> None:
+    audit.describe(target_type="action", target_id=action, setting="action_schema")
+    row = await repo.get_schema(session, action)
+    if row is None:
+        raise NotFound(f"No schema is registered for '{action}'")
+    audit.describe(
+        description=f"Removed the metadata schema of '{action}'",
+        previous_sha256=_sha256(row.json_schema),
+    )
+    await repo.delete_schema(session, row)
+
+
+async def list_actions(session: AsyncSession, audit: RequestAudit) -> ActionList:
+    counts: dict[str, Counter[str]] = {}
+    for action, module, n in await events.action_counts(session):
+        counts.setdefault(action, Counter())[module] += n
+    schemas = {row.action: row for row in await repo.list_schemas(session)}
+    items = [
+        ActionOut(
+            action=action,
+            module=counts[action].most_common(1)[0][0] if action in counts else None,
+            event_count=sum(counts[action].values()) if action in counts else 0,
+            json_schema=schemas[action].json_schema if action in schemas else None,
+            schema_updated_at=schemas[action].updated_at if action in schemas else None,
+        )
+        for action in sorted(counts.keys() | schemas.keys())
+    ]
+    audit.describe(returned=len(items))
+    return ActionList(items=items)
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def _row(event: EventIn, received: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4(),
+        "occurred_at": event.occurred_at,
+        "tenant_id": event.tenant_id,
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "actor_name": event.actor_name,
+        "actor_role": event.actor_role,
+        "action": event.action,
+        "module": event.module,
+        "outcome": event.outcome,
+        "description": event.description,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "ip": event.ip,
+        # The validator already made `ip` canonical, so this cannot fail.
+        "ip_bytes": ip_key(parse_ip(event.ip)) if event.ip else None,
+        "user_agent": event.user_agent,
+        "metadata": {**event.metadata, **received},
+        "idempotency_key": event.idempotency_key,
+    }
+
+
+async def _check_metadata(
+    session: AsyncSession, batch: Sequence[EventIn], loc: list[str | int], single: bool
+) -> list[FieldError]:
+    schemas = await repo.get_schemas(session, {e.action for e in batch})
+    if not schemas:
+        return []
+    errors: list[FieldError] = []
+    for index, event in enumerate(batch):
+        row = schemas.get(event.action)
+        if row is not None:
+            where = [*loc, "metadata"] if single else [*loc, index, "metadata"]
+            errors.extend(_schema_errors(_validator(row), event.metadata, where))
+    return errors
+
+
+async def _store(
+    session: AsyncSession,
+    audit: RequestAudit,
+    key: ApiKey,
+    batch: Sequence[EventIn],
+    *,
+    single: bool,
+) -> list[events.Ingested]:
+    loc: list[str | int] = ["body"] if single else ["body", "events"]
+    audit.describe(description=f"Events posted by '{key.name}'", events=len(batch))
+    errors = await _check_metadata(session, batch, loc, single)
+    if errors:
+        failing = sorted({e.loc[2] for e in errors if not single and isinstance(e.loc[2], int)})
+        audit.describe(rejected=len(failing) or 1, rejected_indexes=failing[:100])
+        noun = "The event" if single else f"{len(failing)} of {len(batch)} events"
+        raise ValidationFailed(
+            f"{noun} did not match the registered metadata schema; nothing was stored",
+            errors=errors[:MAX_REPORTED_ERRORS],
+        )
+    # Who delivered it, next to what the service says: the posting service's own address
+    # (trusted-proxy aware) and the key it used.
+    received = {RECEIVED_FROM: audit.ip, API_KEY_PREFIX: key.prefix}
+    stored = await events.ingest_events(session, key.name, [_row(e, received) for e in batch])
+    # The stored events are the record of this request; only a failure is recorded on its own.
+    audit.record_on_success = False
+    return stored
+
+
+async def ingest_one(
+    session: AsyncSession,
+    audit: RequestAudit,
+    key: ApiKey,
+    event: EventIn,
+    header_key: str | None,
+) -> EventAccepted:
+    if header_key is not None:
+        if event.idempotency_key not in (None, header_key):
+            raise ValidationFailed(
+                "The Idempotency-Key header and the body's idempotency_key differ",
+                errors=[
+                    FieldError(
+                        loc=["header", "Idempotency-Key"],
+                        msg="differs from body.idempotency_key",
+                        type="value_error",
+                    )
+                ],
+            )
+        event = event.model_copy(update={"idempotency_key": header_key})
+    (stored,) = await _store(session, audit, key, [event], single=True)
+    return EventAccepted(id=stored.id, event_id=stored.event_id, duplicate=stored.duplicate)
+
+
+async def ingest_batch(
+    session: AsyncSession, audit: RequestAudit, key: ApiKey, batch: Sequence[EventIn]
+) -> BatchAccepted:
+    stored = await _store(session, audit, key, batch, single=False)
+    duplicates = sum(s.duplicate for s in stored)
+    return BatchAccepted(
+        inserted=len(stored) - duplicates,
+        duplicates=duplicates,
+        results=[
+            BatchItemResult(index=i, id=s.id, event_id=s.event_id, duplicate=s.duplicate)
+            for i, s in enumerate(stored)
+        ],
+    )

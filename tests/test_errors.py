@@ -29,8 +29,11 @@ def assert_problem(r: Any, status: int) -> dict[str, Any]:
 
 async def test_malformed_json_is_a_422_problem(h: Harness) -> None:
     headers = await h.auth()
-    r = await h.client.post("/predict", content=b'{"sepal_length": 5.1,',
-                            headers={**headers, "Content-Type": "application/json"})
+    r = await h.client.post(
+        "/predict",
+        content=b'{"sepal_length": 5.1,',
+        headers={**headers, "Content-Type": "application/json"},
+    )
     body = assert_problem(r, 422)
     assert body["type"].endswith("/validation-error")
     assert body["errors"][0]["loc"][0] == "body"
@@ -39,8 +42,11 @@ async def test_malformed_json_is_a_422_problem(h: Harness) -> None:
 
 
 async def test_malformed_json_on_login_is_a_422_problem(h: Harness) -> None:
-    r = await h.client.post("/login", content=b'{"username": "admin", "password":',
-                            headers={"Content-Type": "application/json"})
+    r = await h.client.post(
+        "/login",
+        content=b'{"username": "admin", "password":',
+        headers={"Content-Type": "application/json"},
+    )
     body = assert_problem(r, 422)
     assert body["errors"][0]["loc"][0] == "body"
     assert (await h.last_event()).request_id == r.headers["x-request-id"]
@@ -48,8 +54,9 @@ async def test_malformed_json_on_login_is_a_422_problem(h: Harness) -> None:
 
 async def test_wrong_types_are_a_422_problem_listing_each_field(h: Harness) -> None:
     headers = await h.auth()
-    r = await h.client.post("/predict", headers=headers, json={
-        **PREDICT, "sepal_length": "long", "petal_width": [1]})
+    r = await h.client.post(
+        "/predict", headers=headers, json={**PREDICT, "sepal_length": "long", "petal_width": [1]}
+    )
     body = assert_problem(r, 422)
     locs = [e["loc"] for e in body["errors"]]
     assert ["body", "sepal_length"] in locs and ["body", "petal_width"] in locs
@@ -67,24 +74,31 @@ async def test_query_type_error_is_a_422_problem(h: Harness) -> None:
 async def test_five_megabytes_to_predict_is_413_and_recorded(h: Harness) -> None:
     headers = await h.auth()
     payload = b'{"sepal_length": 5.1, "pad": "' + b"x" * (5 * 1024 * 1024) + b'"}'
-    r = await h.client.post("/predict", content=payload,
-                            headers={**headers, "Content-Type": "application/json"})
+    r = await h.client.post(
+        "/predict", content=payload, headers={**headers, "Content-Type": "application/json"}
+    )
     body = assert_problem(r, 413)
     assert body["type"].endswith("/payload-too-large")
     e = await h.last_event()
     assert (e.action, e.module, e.outcome, e.status_code, e.method, e.path) == (
-        "http.payload_too_large", "system", "failure", 413, "POST", "/predict")
+        "http.payload_too_large",
+        "system",
+        "failure",
+        413,
+        "POST",
+        "/predict",
+    )
     assert e.request_id == r.headers["x-request-id"]
     assert (await h.events(action="prediction.created")) == []
 
 
 async def test_anonymous_oversized_body_is_413_too(h: Harness) -> None:
-    r = await h.client.post("/login", content=b"x" * (2 * 1024 * 1024),
-                            headers={"Content-Type": "application/json"})
+    r = await h.client.post(
+        "/login", content=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert_problem(r, 413)
     e = await h.last_event()
-    assert (e.action, e.status_code, e.actor_type) == (
-        "http.payload_too_large", 413, "anonymous")
+    assert (e.action, e.status_code, e.actor_type) == ("http.payload_too_large", 413, "anonymous")
 
 
 async def _chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
@@ -97,14 +111,20 @@ async def _chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
 
 async def test_chunked_oversized_body_is_413(h: Harness) -> None:
     headers = await h.auth()
-    r = await h.client.post("/predict", content=_chunks(3 * 1024 * 1024),
-                            headers={**headers, "Content-Type": "application/json"})
+    r = await h.client.post(
+        "/predict",
+        content=_chunks(3 * 1024 * 1024),
+        headers={**headers, "Content-Type": "application/json"},
+    )
     assert "content-length" not in r.request.headers
     assert r.request.headers["transfer-encoding"] == "chunked"
     assert_problem(r, 413)
     e = await h.last_event()
     assert (e.action, e.status_code, e.request_id) == (
-        "http.payload_too_large", 413, r.headers["x-request-id"])
+        "http.payload_too_large",
+        413,
+        r.headers["x-request-id"],
+    )
 
 
 async def test_chunked_small_body_still_reaches_the_endpoint(h: Harness) -> None:
@@ -114,8 +134,9 @@ async def test_chunked_small_body_still_reaches_the_endpoint(h: Harness) -> None
         yield b'{"sepal_length": 5.1, "sepal_width": 3.5, '
         yield b'"petal_length": 1.4, "petal_width": 0.2}'
 
-    r = await h.client.post("/predict", content=body(),
-                            headers={**headers, "Content-Type": "application/json"})
+    r = await h.client.post(
+        "/predict", content=body(), headers={**headers, "Content-Type": "application/json"}
+    )
     assert "content-length" not in r.request.headers
     assert r.status_code == 200, r.text
     assert r.json()["label"] == "setosa"
@@ -128,7 +149,12 @@ async def test_unknown_route_is_404_problem(h: Harness) -> None:
     assert body["type"].endswith("/not-found")
     e = await h.last_event()
     assert (e.action, e.module, e.outcome, e.status_code, e.path) == (
-        "http.not_found", "system", "failure", 404, "/no/such/page")
+        "http.not_found",
+        "system",
+        "failure",
+        404,
+        "/no/such/page",
+    )
 
 
 async def test_nul_in_path_is_still_a_recorded_404(h: Harness) -> None:
@@ -136,7 +162,10 @@ async def test_nul_in_path_is_still_a_recorded_404(h: Harness) -> None:
     assert_problem(r, 404)
     e = await h.last_event()
     assert (e.action, e.status_code, e.request_id) == (
-        "http.not_found", 404, r.headers["x-request-id"])
+        "http.not_found",
+        404,
+        r.headers["x-request-id"],
+    )
     assert e.path is not None and "\x00" not in e.path and e.path.startswith("/admin")
 
 
@@ -150,17 +179,21 @@ async def test_wrong_method_is_405_problem(h: Harness) -> None:
     assert (e.action, e.status_code, e.method) == ("http.method_not_allowed", 405, "PUT")
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/me", 401),
-    ("GET", "/admin/activity", 401),
-    ("POST", "/predict", 401),
-    ("GET", "/admin/activity/999999", 404),
-    ("GET", "/admin/activity?page_size=7", 422),
-    ("DELETE", "/me", 405),
-    ("GET", "/nowhere", 404),
-])
-async def test_every_error_has_the_same_shape(h: Harness, method: str, path: str,
-                                              status: int) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/me", 401),
+        ("GET", "/admin/activity", 401),
+        ("POST", "/predict", 401),
+        ("GET", "/admin/activity/999999", 404),
+        ("GET", "/admin/activity?page_size=7", 422),
+        ("DELETE", "/me", 405),
+        ("GET", "/nowhere", 404),
+    ],
+)
+async def test_every_error_has_the_same_shape(
+    h: Harness, method: str, path: str, status: int
+) -> None:
     headers = await h.auth() if status in (404, 422) and path.startswith("/admin") else {}
     r = await h.client.request(method, path, headers=headers)
     assert_problem(r, status)
@@ -177,8 +210,7 @@ async def test_forbidden_is_a_403_problem(h: Harness) -> None:
 # --- X-Request-ID ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("given", ["trace-abc-12345", "a1b2c3d4", "span:1.2_3-x",
-                                   "A" * 128])
+@pytest.mark.parametrize("given", ["trace-abc-12345", "a1b2c3d4", "span:1.2_3-x", "A" * 128])
 async def test_well_formed_request_id_is_kept(h: Harness, given: str) -> None:
     r = await h.client.get("/nowhere", headers={"X-Request-ID": given})
     assert r.headers["x-request-id"] == given
@@ -188,10 +220,11 @@ async def test_well_formed_request_id_is_kept(h: Harness, given: str) -> None:
     assert ok.status_code == 200 and ok.headers["x-request-id"] == given
 
 
-@pytest.mark.parametrize("given", ["has spaces in it", "x" * 300, "short", "<script>x</script>",
-                                   "semi;colon;12345", "A" * 129],
-                         ids=["spaces", "300 chars", "too short", "markup", "semicolons",
-                              "129 chars"])
+@pytest.mark.parametrize(
+    "given",
+    ["has spaces in it", "x" * 300, "short", "<script>x</script>", "semi;colon;12345", "A" * 129],
+    ids=["spaces", "300 chars", "too short", "markup", "semicolons", "129 chars"],
+)
 async def test_malformed_request_id_is_replaced(h: Harness, given: str) -> None:
     r = await h.client.get("/nowhere", headers={"X-Request-ID": given})
     minted = r.headers["x-request-id"]

@@ -39,7 +39,10 @@ async def test_one_event_is_stored_as_posted(h: Harness) -> None:
     assert e.source == "exam-platform"
     assert (e.action, e.module, e.outcome) == ("exam.submitted", "exam", "success")
     assert (e.actor_type, e.actor_id, e.actor_name, e.actor_role) == (
-        "user", "student-1042", "Ada L.", "student",
+        "user",
+        "student-1042",
+        "Ada L.",
+        "student",
     )
     assert e.occurred_at == datetime(2026, 3, 1, 8, 30, 0, 250000, tzinfo=UTC)
     assert e.recorded_at >= e.occurred_at
@@ -59,13 +62,20 @@ async def test_one_event_is_stored_as_posted(h: Harness) -> None:
 
 async def test_defaults_and_x_api_key(h: Harness) -> None:
     key = await make_key(h)
-    minimal = {"action": "course.enrolment_opened", "occurred_at": "2026-01-01T00:00:00Z",
-               "actor_id": "teacher-1"}
+    minimal = {
+        "action": "course.enrolment_opened",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "actor_id": "teacher-1",
+    }
     r = await h.client.post("/events", headers={"X-API-Key": key}, json=minimal)
     assert r.status_code == 201, r.text
     (e,) = await ingested(h)
     assert (e.module, e.outcome, e.actor_type, e.ip, e.idempotency_key) == (
-        "course", "success", "user", None, None,
+        "course",
+        "success",
+        "user",
+        None,
+        None,
     )
     # Without an idempotency key nothing is deduplicated: the same body is a new event.
     again = await h.client.post("/events", headers={"X-API-Key": key}, json=minimal)
@@ -77,9 +87,7 @@ async def test_visible_in_activity_as_soon_as_acknowledged(h: Harness) -> None:
     r = await h.client.post("/events", headers=bearer(key), json=event(tenant_id="t-1"))
     assert r.status_code == 201
     admin = await h.auth()
-    page = await h.client.get(
-        "/admin/activity", headers=admin, params={"source": "exam-platform"}
-    )
+    page = await h.client.get("/admin/activity", headers=admin, params={"source": "exam-platform"})
     assert page.status_code == 200, page.text
     items = page.json()["items"]
     assert [i["id"] for i in items] == [r.json()["id"]]
@@ -92,8 +100,9 @@ async def test_replay_returns_the_original(h: Harness) -> None:
     first = await h.client.post("/events", headers=bearer(key), json=body)
     assert first.status_code == 201
     # A retry may differ (e.g. a re-rendered description): the key alone decides.
-    replay = await h.client.post("/events", headers=bearer(key),
-                                 json={**body, "description": "retried"})
+    replay = await h.client.post(
+        "/events", headers=bearer(key), json={**body, "description": "retried"}
+    )
     assert replay.status_code == 200
     assert replay.json() == {**first.json(), "duplicate": True}
     (stored,) = await ingested(h)
@@ -120,8 +129,9 @@ async def test_idempotency_key_header(h: Harness) -> None:
     )
     assert mismatch.status_code == 422
     assert mismatch.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
-    bad = await h.client.post("/events", headers={**bearer(key), "Idempotency-Key": "a b"},
-                              json=body)
+    bad = await h.client.post(
+        "/events", headers={**bearer(key), "Idempotency-Key": "a b"}, json=body
+    )
     assert bad.status_code == 422
     assert len(await ingested(h)) == 1
 
@@ -169,7 +179,9 @@ async def test_batch(h: Harness) -> None:
     assert await h.count_events() == before + 3
     by_id = {e.id: e for e in stored}
     assert [by_id[x["id"]].action for x in out["results"]] == [
-        "exam.started", "exam.submitted", "exam.submitted",
+        "exam.started",
+        "exam.submitted",
+        "exam.submitted",
     ]
     assert [str(by_id[x["id"]].event_id) for x in out["results"]] == [
         x["event_id"] for x in out["results"]
@@ -206,10 +218,15 @@ async def test_invalid_batch_stores_nothing_and_names_each_index(h: Harness) -> 
     # The refused request is itself recorded, with the service as the actor.
     failed = await h.last_event()
     assert (failed.action, failed.module, failed.outcome, failed.status_code) == (
-        "ingestion.batch_posted", "ingestion", "failure", 422,
+        "ingestion.batch_posted",
+        "ingestion",
+        "failure",
+        422,
     )
     assert (failed.actor_type, failed.actor_id, failed.actor_name) == (
-        "service", key[:16], "exam-platform",
+        "service",
+        key[:16],
+        "exam-platform",
     )
     assert key not in json.dumps(failed.event_metadata)
 
@@ -230,7 +247,8 @@ BAD_EVENTS: dict[str, tuple[dict[str, Any], list[str | int]]] = {
     "missing occurred_at": (event(occurred_at=...), ["occurred_at"]),
     "naive occurred_at": (event(occurred_at="2026-03-01T09:30:00"), ["occurred_at"]),
     "future occurred_at": (
-        event(occurred_at=(NOW + timedelta(minutes=10)).isoformat()), ["occurred_at"],
+        event(occurred_at=(NOW + timedelta(minutes=10)).isoformat()),
+        ["occurred_at"],
     ),
     "numeric occurred_at": (event(occurred_at=1_700_000_000), ["occurred_at"]),
     "garbage occurred_at": (event(occurred_at="yesterday"), ["occurred_at"]),
@@ -309,9 +327,7 @@ async def test_malformed_bodies(h: Harness, content: bytes, path: str) -> None:
 async def test_batch_size_limits(h: Harness) -> None:
     key = await make_key(h)
     small = event(metadata={}, description=None)
-    r = await h.client.post(
-        "/events/batch", headers=bearer(key), json={"events": [small] * 1001}
-    )
+    r = await h.client.post("/events/batch", headers=bearer(key), json={"events": [small] * 1001})
     assert r.status_code == 422
     assert r.json()["errors"][0]["loc"] == ["body", "events"]
     # 6 MiB: refused before it is read, whatever it contains.
@@ -320,9 +336,7 @@ async def test_batch_size_limits(h: Harness) -> None:
     assert r.status_code == 413
     assert r.headers["content-type"] == "application/problem+json"
     # A single event has the ordinary 1 MiB limit.
-    r = await h.client.post(
-        "/events", headers=bearer(key), json=event(description="x" * 1_100_000)
-    )
+    r = await h.client.post("/events", headers=bearer(key), json=event(description="x" * 1_100_000))
     assert r.status_code == 413
     assert await ingested(h) == []
     assert (await h.last_event()).action == "http.payload_too_large"

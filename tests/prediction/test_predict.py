@@ -36,12 +36,18 @@ async def test_anonymous_is_401_and_recorded(h: Harness) -> None:
     assert "label" not in r.text
     e = await h.last_event()
     assert (e.action, e.module, e.outcome, e.status_code, e.actor_type) == (
-        "prediction.created", "prediction", "denied", 401, "anonymous")
+        "prediction.created",
+        "prediction",
+        "denied",
+        401,
+        "anonymous",
+    )
 
 
 async def test_bad_token_is_401(h: Harness) -> None:
-    r = await h.client.post("/predict", json=SETOSA,
-                            headers={"Authorization": "Bearer not.a.token"})
+    r = await h.client.post(
+        "/predict", json=SETOSA, headers={"Authorization": "Bearer not.a.token"}
+    )
     problem(r, 401)
 
 
@@ -82,7 +88,12 @@ async def test_records_label_and_input_hash_not_the_inputs(h: Harness) -> None:
     assert r.status_code == 200
     e = await h.last_event()
     assert (e.action, e.module, e.outcome, e.status_code, e.actor_name) == (
-        "prediction.created", "prediction", "success", 200, "pat")
+        "prediction.created",
+        "prediction",
+        "success",
+        200,
+        "pat",
+    )
     assert e.request_id == r.headers["x-request-id"]
     assert e.event_metadata["label"] == "virginica" == r.json()["label"]
     digest = e.event_metadata["input_sha256"]
@@ -104,8 +115,11 @@ async def test_records_label_and_input_hash_not_the_inputs(h: Harness) -> None:
 
 async def test_integers_are_accepted(h: Harness) -> None:
     headers = await h.auth()
-    r = await h.client.post("/predict", headers=headers, json={
-        "sepal_length": 7, "sepal_width": 3, "petal_length": 6, "petal_width": 2})
+    r = await h.client.post(
+        "/predict",
+        headers=headers,
+        json={"sepal_length": 7, "sepal_width": 3, "petal_length": 6, "petal_width": 2},
+    )
     assert r.status_code == 200 and r.json()["label"] == "virginica"
 
 
@@ -136,8 +150,9 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "field"), [c[1:] for c in BAD_BODIES],
-                         ids=[c[0] for c in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("body", "field"), [c[1:] for c in BAD_BODIES], ids=[c[0] for c in BAD_BODIES]
+)
 async def test_bad_bodies_are_422_naming_the_field(h: Harness, body: Any, field: str) -> None:
     headers = await h.auth()
     r = await h.client.post("/predict", headers=headers, json=body)
@@ -149,33 +164,50 @@ async def test_bad_bodies_are_422_naming_the_field(h: Harness, body: Any, field:
     assert "label" not in e.event_metadata
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
-    b'{"sepal_length": Infinity, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
-], ids=["bare NaN", "bare Infinity"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+        b'{"sepal_length": Infinity, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}',
+    ],
+    ids=["bare NaN", "bare Infinity"],
+)
 async def test_non_standard_json_numbers_are_422(h: Harness, raw: bytes) -> None:
     headers = await h.auth()
-    r = await h.client.post("/predict", headers={**headers, "Content-Type": "application/json"},
-                            content=raw)
+    r = await h.client.post(
+        "/predict", headers={**headers, "Content-Type": "application/json"}, content=raw
+    )
     problem(r, 422)
 
 
-@pytest.mark.parametrize(("raw", "loc"), [
-    (b"[5.1, 3.5, 1.4, 0.2]", ["body"]),
-    (b'[{"sepal_length": 5.1}]', ["body"]),
-    (b'"setosa"', ["body"]),
-    (b"5.1", ["body"]),
-    (b"", ["body"]),
-    (b'{"sepal_length": 5.1,', ["body"]),
-    (b"{'sepal_length': 5.1}", ["body"]),
-    (b"\xff\xfe not utf-8", ["body"]),
-], ids=["array", "array of object", "string", "number", "empty", "truncated", "single quotes",
-        "not utf-8"])
-async def test_wrong_shape_or_malformed_json_is_422(h: Harness, raw: bytes,
-                                                    loc: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (b"[5.1, 3.5, 1.4, 0.2]", ["body"]),
+        (b'[{"sepal_length": 5.1}]', ["body"]),
+        (b'"setosa"', ["body"]),
+        (b"5.1", ["body"]),
+        (b"", ["body"]),
+        (b'{"sepal_length": 5.1,', ["body"]),
+        (b"{'sepal_length': 5.1}", ["body"]),
+        (b"\xff\xfe not utf-8", ["body"]),
+    ],
+    ids=[
+        "array",
+        "array of object",
+        "string",
+        "number",
+        "empty",
+        "truncated",
+        "single quotes",
+        "not utf-8",
+    ],
+)
+async def test_wrong_shape_or_malformed_json_is_422(h: Harness, raw: bytes, loc: list[str]) -> None:
     headers = await h.auth()
-    r = await h.client.post("/predict", headers={**headers, "Content-Type": "application/json"},
-                            content=raw)
+    r = await h.client.post(
+        "/predict", headers={**headers, "Content-Type": "application/json"}, content=raw
+    )
     out = problem(r, 422)
     assert out["errors"] and all(e["loc"][: len(loc)] == loc for e in out["errors"])
     assert (await h.last_event()).status_code == 422
@@ -202,7 +234,12 @@ async def test_fourth_prediction_in_an_hour_is_429(limited: Harness) -> None:
     assert 1 <= retry_after <= 3600
     e = await h.last_event()
     assert (e.action, e.module, e.outcome, e.status_code, e.actor_name) == (
-        "prediction.created", "prediction", "denied", 429, "pat")
+        "prediction.created",
+        "prediction",
+        "denied",
+        429,
+        "pat",
+    )
     assert e.request_id == r.headers["x-request-id"]
     # Another user has their own allowance.
     quinn = await h.auth("quinn", role="user")
@@ -211,8 +248,11 @@ async def test_fourth_prediction_in_an_hour_is_429(limited: Harness) -> None:
     # And the first user stays limited.
     assert (await h.client.post("/predict", headers=pat, json=SETOSA)).status_code == 429
     outcomes = [(x.actor_name, x.outcome) for x in await h.events(action="prediction.created")]
-    assert outcomes == [("pat", "success")] * 3 + [("pat", "denied"), ("quinn", "success"),
-                                                     ("pat", "denied")]
+    assert outcomes == [("pat", "success")] * 3 + [
+        ("pat", "denied"),
+        ("quinn", "success"),
+        ("pat", "denied"),
+    ]
 
 
 async def test_anonymous_calls_do_not_spend_a_users_allowance(limited: Harness) -> None:

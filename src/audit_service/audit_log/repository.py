@@ -11,8 +11,8 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    String,
     Select,
+    String,
     Table,
     bindparam,
     func,
@@ -31,11 +31,12 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from audit_service.audit_log.models import AuditEvent
-from audit_service.core.db import estimated_rows, is_postgres
+from audit_service.core.db import estimated_rows, is_postgres, within_budget
 from audit_service.kit.models import UTCDateTime, utcnow
 from audit_service.kit.net import IPAddress, IPNetwork, ip_key, network_key_range
 
 _table = cast(Table, AuditEvent.__table__)
+COUNT_BUDGET_MS = 150
 
 
 async def insert_events(bind: AsyncConnection | AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -163,12 +164,17 @@ async def count_events(
     if exact_up_to is None or not is_postgres(session):
         total = await session.scalar(select(func.count()).select_from(matching.subquery()))
         return int(total or 0), False
-    capped = matching.limit(exact_up_to + 1).subquery()
-    total = int(await session.scalar(select(func.count()).select_from(capped)) or 0)
-    if total <= exact_up_to:
+    capped = select(func.count()).select_from(matching.limit(exact_up_to + 1).subquery())
+
+    async def count_capped() -> int:
+        return int(await session.scalar(capped) or 0)
+
+    # A filter no index serves could make even a capped count crawl: bounded by a budget.
+    total = await within_budget(session, COUNT_BUDGET_MS, count_capped)
+    if total is not None and total <= exact_up_to:
         return total, False
     estimate = await estimated_rows(session, matching)
-    return max(total, estimate), True
+    return max(total or 0, estimate), True
 
 
 def export_statement(filters: EventFilters) -> Select[Any]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -21,6 +23,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
 WROTE = "audit_service.wrote"
+T = TypeVar("T")
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -113,3 +116,31 @@ async def estimated_rows(session: AsyncSession, statement: Select[Any]) -> int:
 def snapshot_isolation(engine: AsyncEngine | AsyncConnection) -> str:
     """The isolation level giving one consistent snapshot for a long read (exports)."""
     return "REPEATABLE READ" if engine.dialect.name == "postgresql" else "SERIALIZABLE"
+
+
+async def within_budget(
+    session: AsyncSession, milliseconds: int, work: Callable[[], Awaitable[T]]
+) -> T | None:
+    """Run `work` under a statement timeout on Postgres; None if the budget ran out.
+
+    A savepoint contains the cancellation, and the previous timeout is put back afterwards,
+    so the rest of the request's transaction is unaffected. Other dialects just run it.
+    """
+    if not is_postgres(session):
+        return await work()
+    previous = await session.scalar(text("SELECT current_setting('statement_timeout')"))
+    try:
+        async with session.begin_nested():
+            await session.execute(
+                text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(milliseconds)}
+            )
+            result = await work()
+    except DBAPIError as exc:
+        if "statement timeout" not in str(exc.orig) and "canceling statement" not in str(exc.orig):
+            raise
+        return None
+    finally:
+        await session.execute(
+            text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": previous}
+        )
+    return result

@@ -177,13 +177,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _proc_cpu(pid: int) -> float:
-    """utime + stime of one process, seconds (0 if it is gone)."""
+def _proc_cpu(pid: int, reaped_children: bool = False) -> float:
+    """utime + stime of one process (and of its exited children), seconds; 0 if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    used = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        used += int(fields[13]) + int(fields[14])
+    return used / TICKS
 
 
 def _children(ppid: int) -> list[int]:
@@ -217,7 +220,9 @@ class Postgres:
             os.sched_setaffinity(pid, cpus)  # backends forked later inherit the postmaster's
 
     def cpu(self) -> float:
-        return sum(_proc_cpu(p) for p in [self.postmaster, *_children(self.postmaster)])
+        # Live backends, plus the ones that exited (pool overflow churn), reaped by postmaster.
+        live = sum(_proc_cpu(p) for p in _children(self.postmaster))
+        return _proc_cpu(self.postmaster, reaped_children=True) + live
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         import asyncpg

@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import stat
@@ -61,9 +62,15 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 async def cli(url: str, *args: str, stdin: str = "", cwd: Path, **env: str) -> Run:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "audit_service.cli", *args,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, cwd=cwd, env=_clean_env(DATABASE_URL=url, **env),
+        sys.executable,
+        "-m",
+        "audit_service.cli",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=_clean_env(DATABASE_URL=url, **env),
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout=120)
     assert proc.returncode is not None
@@ -87,11 +94,13 @@ async def user_events(url: str, username: str) -> list[AuditEvent]:
         await engine.dispose()
 
 
-async def count_users(url: str, username: str) -> int:
+async def count_users(url: str, username: str | None = None) -> int:
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
-            stmt = select(func.count()).select_from(User).where(User.username == username)
+            stmt = select(func.count()).select_from(User)
+            if username is not None:
+                stmt = stmt.where(User.username == username)
             return int((await conn.execute(stmt)).scalar_one())
     finally:
         await engine.dispose()
@@ -108,13 +117,31 @@ def list_row(run: Run, username: str) -> list[str]:
     return matching[0][1:]
 
 
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A clean, migrated SQLite database, for checks that end before any SQL runs."""
+    path = tmp_path / "cli.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
 # --- users ----------------------------------------------------------------------------------
 
 
 async def test_user_lifecycle_through_the_cli(db_url: str, tmp_path: Path) -> None:
     created = await cli(
-        db_url, "users", "create", "--username", "alice", "--role", "auditor",
-        "--full-name", "Alice Auditor", "--password-stdin", stdin=PASSWORD_1 + "\n", cwd=tmp_path,
+        db_url,
+        "users",
+        "create",
+        "--username",
+        "alice",
+        "--role",
+        "auditor",
+        "--full-name",
+        "Alice Auditor",
+        "--password-stdin",
+        stdin=PASSWORD_1 + "\n",
+        cwd=tmp_path,
     )
     assert created.code == 0, created.err
     assert re.search(r"created user \d+ 'alice' with role auditor", created.out)
@@ -131,12 +158,20 @@ async def test_user_lifecycle_through_the_cli(db_url: str, tmp_path: Path) -> No
         me = await h.client.get("/me", headers=old_token)
         assert me.status_code == 200
         assert (me.json()["username"], me.json()["role"], me.json()["full_name"]) == (
-            "alice", "auditor", "Alice Auditor",
+            "alice",
+            "auditor",
+            "Alice Auditor",
         )
 
         changed = await cli(
-            db_url, "users", "set-password", "--username", "alice", "--password-stdin",
-            stdin=PASSWORD_2 + "\n", cwd=tmp_path,
+            db_url,
+            "users",
+            "set-password",
+            "--username",
+            "alice",
+            "--password-stdin",
+            stdin=PASSWORD_2 + "\n",
+            cwd=tmp_path,
         )
         assert changed.code == 0, changed.err
         assert "existing sessions revoked" in changed.out
@@ -160,7 +195,10 @@ async def test_user_lifecycle_through_the_cli(db_url: str, tmp_path: Path) -> No
     assert [e.action for e in events] == ["user.created", "user.updated", "user.deactivated"]
     for event in events:
         assert (event.actor_type, event.actor_id, event.module, event.outcome) == (
-            "system", "cli", "users", "success",
+            "system",
+            "cli",
+            "users",
+            "success",
         )
         assert event.actor_name is not None and event.actor_name.startswith("cli:")
         assert event.target_type == "user"
@@ -186,26 +224,79 @@ async def test_duplicate_username_is_refused_clearly(db_url: str, tmp_path: Path
         assert (await login(h, "bob", PASSWORD_2)).status_code == 401
 
 
-@pytest.mark.parametrize("password", ["", "short-pw", "elevenchars"])
-async def test_too_short_password_is_refused(
-    db_url: str, tmp_path: Path, password: str
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("", "at least 12 characters"),
+        ("short-pw", "at least 12 characters"),
+        ("elevenchars", "at least 12 characters"),
+        # POST /login takes at most 1024: a longer one could never be used.
+        ("p" * 1025, "at most 1024 characters"),
+    ],
+)
+async def test_too_short_or_too_long_password_is_refused(
+    sqlite_url: str, tmp_path: Path, password: str, message: str
 ) -> None:
     run = await cli(
-        db_url, "users", "create", "--username", "carol", "--password-stdin",
-        stdin=password + "\n", cwd=tmp_path,
+        sqlite_url,
+        "users",
+        "create",
+        "--username",
+        "carol",
+        "--password-stdin",
+        stdin=password + "\n",
+        cwd=tmp_path,
     )
     assert run.code != 0
-    assert "at least 12 characters" in run.err
+    assert message in run.err
     assert password == "" or not run.shows(password)
-    assert await count_users(db_url, "carol") == 0
+    assert await count_users(sqlite_url, "carol") == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("--username", ""), "username"),
+        (("--username", "has spaces"), "username"),
+        (("--username", "ab"), "username"),
+        (("--username", "frank", "--full-name", "F" * 201), "full_name"),
+    ],
+)
+async def test_invalid_user_is_refused_as_the_api_would(
+    sqlite_url: str, tmp_path: Path, args: tuple[str, ...], field: str
+) -> None:
+    run = await cli(
+        sqlite_url, "users", "create", *args, "--password-stdin", stdin=PASSWORD_1, cwd=tmp_path
+    )
+    assert run.code != 0
+    assert f"invalid user: {field}:" in run.err
+    assert "Traceback" not in run.err
+    assert not run.shows(PASSWORD_1)
+    assert await count_users(sqlite_url) == 0
 
 
 async def test_too_short_new_password_leaves_the_old_one(db_url: str, tmp_path: Path) -> None:
-    created = await cli(db_url, "users", "create", "--username", "dave", "--password-stdin",
-                        stdin=PASSWORD_1, cwd=tmp_path)
+    created = await cli(
+        db_url,
+        "users",
+        "create",
+        "--username",
+        "dave",
+        "--password-stdin",
+        stdin=PASSWORD_1,
+        cwd=tmp_path,
+    )
     assert created.code == 0, created.err
-    run = await cli(db_url, "users", "set-password", "--username", "dave", "--password-stdin",
-                    stdin="tiny", cwd=tmp_path)
+    run = await cli(
+        db_url,
+        "users",
+        "set-password",
+        "--username",
+        "dave",
+        "--password-stdin",
+        stdin="tiny",
+        cwd=tmp_path,
+    )
     assert run.code != 0 and "at least 12 characters" in run.err
     assert [e.action for e in await user_events(db_url, "dave")] == ["user.created"]
     async with harness(make_settings(db_url)) as h:
@@ -213,11 +304,11 @@ async def test_too_short_new_password_leaves_the_old_one(db_url: str, tmp_path: 
 
 
 @pytest.mark.parametrize("command", ["set-password", "disable"])
-async def test_unknown_user_is_an_error(db_url: str, tmp_path: Path, command: str) -> None:
+async def test_unknown_user_is_an_error(sqlite_url: str, tmp_path: Path, command: str) -> None:
     args = ["users", command, "--username", "ghost"]
     if command == "set-password":
         args.append("--password-stdin")
-    run = await cli(db_url, *args, stdin=PASSWORD_1, cwd=tmp_path)
+    run = await cli(sqlite_url, *args, stdin=PASSWORD_1, cwd=tmp_path)
     assert run.code != 0
     assert "no user 'ghost'" in run.err
     assert "Traceback" not in run.err
@@ -275,8 +366,16 @@ async def test_migrate_builds_the_schema_and_is_idempotent(
     assert "database schema is up to date" in first.out
     assert await _schema_version(empty_db_url) == [head]
 
-    created = await cli(empty_db_url, "users", "create", "--username", "erin",
-                        "--password-stdin", stdin=PASSWORD_1, cwd=tmp_path)
+    created = await cli(
+        empty_db_url,
+        "users",
+        "create",
+        "--username",
+        "erin",
+        "--password-stdin",
+        stdin=PASSWORD_1,
+        cwd=tmp_path,
+    )
     assert created.code == 0, created.err
 
     again = await cli(empty_db_url, "migrate", cwd=tmp_path)
@@ -286,12 +385,13 @@ async def test_migrate_builds_the_schema_and_is_idempotent(
     assert await count_users(empty_db_url, "erin") == 1
 
 
-async def test_cli_refuses_production_without_a_secret(db_url: str, tmp_path: Path) -> None:
-    run = await cli(db_url, "migrate", cwd=tmp_path, AUDIT_ENV="production")
+async def test_cli_refuses_production_without_a_secret(sqlite_url: str, tmp_path: Path) -> None:
+    run = await cli(sqlite_url, "migrate", cwd=tmp_path, AUDIT_ENV="production")
     assert run.code != 0
     assert "AUDIT_JWT_SECRET" in run.err
-    ok = await cli(db_url, "migrate", cwd=tmp_path, AUDIT_ENV="production",
-                   AUDIT_JWT_SECRET=STRONG_SECRET)
+    ok = await cli(
+        sqlite_url, "migrate", cwd=tmp_path, AUDIT_ENV="production", AUDIT_JWT_SECRET=STRONG_SECRET
+    )
     assert ok.code == 0, ok.err
     assert not ok.shows(STRONG_SECRET)
 
@@ -310,10 +410,21 @@ async def test_serve_migrates_answers_healthz_and_stops_on_sigterm(tmp_path: Pat
     port = _free_port()
     url = f"sqlite+aiosqlite:///{tmp_path / 'var' / 'served.db'}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "audit_service.cli", "serve", "--port", str(port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
-        env=_clean_env(DATABASE_URL=url, AUDIT_ENV="production", AUDIT_JWT_SECRET=STRONG_SECRET,
-                       AUDIT_BOOTSTRAP_ADMIN_PASSWORD=PASSWORD_1),
+        sys.executable,
+        "-m",
+        "audit_service.cli",
+        "serve",
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+        env=_clean_env(
+            DATABASE_URL=url,
+            AUDIT_ENV="production",
+            AUDIT_JWT_SECRET=STRONG_SECRET,
+            AUDIT_BOOTSTRAP_ADMIN_PASSWORD=PASSWORD_1,
+        ),
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -357,7 +468,8 @@ def no_audit_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "secret", ["", "changeme", "  SECRET  ", "your_jwt_secret_key", "only-31-characters-long-abcdefg"]
+    "secret",
+    ["", "changeme", "  SECRET  ", "your_jwt_secret_key", "only-31-characters-long-abcdefg"],
 )
 def test_production_refuses_a_weak_jwt_secret(no_audit_env: Path, secret: str) -> None:
     with pytest.raises(ValidationError, match="AUDIT_JWT_SECRET"):

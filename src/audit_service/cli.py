@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository as events
@@ -17,7 +18,7 @@ from audit_service.audit_log.recorder import Actor, system_event
 from audit_service.auth import repository as users
 from audit_service.auth import service as auth_service
 from audit_service.auth.models import ROLES, User
-from audit_service.auth.schemas import SCOPES, ApiKeyCreate
+from audit_service.auth.schemas import SCOPES, ApiKeyCreate, UserCreate
 from audit_service.core import migrations
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
@@ -47,6 +48,8 @@ def _read_password(args: argparse.Namespace) -> str:
             raise SystemExit("passwords differ")
     if len(password) < 12:
         raise SystemExit("a password needs at least 12 characters")
+    if len(password) > 1024:  # POST /login accepts no longer one: it could never be used
+        raise SystemExit("a password can have at most 1024 characters")
     return password
 
 
@@ -83,8 +86,18 @@ async def _get(session: AsyncSession, username: str) -> User:
 
 
 async def users_create(session: AsyncSession, args: argparse.Namespace) -> None:
-    user = User(username=args.username, full_name=args.full_name, role=args.role,
-                password_hash=hash_password(_read_password(args)), is_active=True, token_version=0)
+    password = _read_password(args)
+    try:
+        # The rules of POST /admin/users: the CLI is no way around them.
+        data = UserCreate(username=args.username, password=password, role=args.role,
+                          full_name=args.full_name)
+    except ValidationError as exc:
+        # Never str(exc): it quotes the input, and the input holds the password.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors(include_input=False, include_url=False))
+        raise SystemExit(f"invalid user: {problems}") from None
+    user = User(username=data.username, full_name=data.full_name, role=data.role,
+                password_hash=hash_password(data.password), is_active=True, token_version=0)
     try:
         await users.add_user(session, user)
     except users.DuplicateUsername:

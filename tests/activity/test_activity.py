@@ -502,7 +502,7 @@ async def test_default_page_size_is_20(h: Harness, bulk: list[int]) -> None:
 
 async def test_viewing_records_the_filters_and_the_page(h: Harness, seeded: Seeded) -> None:
     headers = await h.auth()
-    params = [
+    params: list[tuple[str, Any]] = [
         ("actor", "alice"),
         ("action", "user.created"),
         ("action", "user.deleted"),
@@ -654,7 +654,7 @@ BAD_INPUT: list[tuple[str, list[tuple[str, str]], str | tuple[str, ...]]] = [
     ("params", "field"), [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
 )
 async def test_bad_input_is_422_naming_the_field(
-    h: Harness, params: list[tuple[str, str]], field: str | tuple[str, ...]
+    h: Harness, params: list[tuple[str, Any]], field: str | tuple[str, ...]
 ) -> None:
     headers = await h.auth()
     r = await h.client.get("/admin/activity", headers=headers, params=params)

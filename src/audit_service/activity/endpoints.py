@@ -74,6 +74,7 @@ async def list_activity(
 @router.get(
     "/export",
     response_class=ExportResponse,
+    status_code=200,
     operation_id="export_activity",
     responses={
         200: {"content": _EXPORT_CONTENT, "description": "The export file, streamed"},

@@ -23,7 +23,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+)
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -244,6 +250,7 @@ class GroupCommitWriter:
             asyncio.Queue()
         )
         self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection | None = None
         self.batches = 0
         self.events = 0
 
@@ -258,6 +265,7 @@ class GroupCommitWriter:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self._drop_connection()
 
     async def write(self, row: dict[str, Any]) -> None:
         if self._task is None or self._task.done():
@@ -284,10 +292,46 @@ class GroupCommitWriter:
                 batch.append(item)
             await self._flush(batch)
 
+    async def _connection(self) -> AsyncConnection:
+        """The writer's own connection, kept across batches: no pool wait, no pre-ping."""
+        if self._conn is None:
+            conn = await self._engine.connect()
+            if conn.dialect.name == "postgresql":
+                # A batch is one executemany: one asyncpg pipeline ending in one Sync, so one
+                # implicit transaction, atomic and committed when it returns. No BEGIN and
+                # COMMIT round trips. (SQLite keeps a real transaction.)
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            self._conn = conn
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+                await conn.close()
+
+    async def _store(self, rows: list[dict[str, Any]]) -> None:
+        for attempt in (1, 2):
+            conn = await self._connection()
+            try:
+                async with conn.begin():
+                    await repository.insert_events(conn, rows)
+                return
+            except DBAPIError as exc:
+                await self._drop_connection()
+                # The kept connection died (database restart, idle timeout): retry once on a
+                # new one, as the pool's pre-ping would have. Should the lost batch have been
+                # committed after all, the unique event_id makes the retry fail, not double.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+            except BaseException:
+                await self._drop_connection()
+                raise
+
     async def _flush(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
         try:
-            async with self._engine.begin() as conn:
-                await repository.insert_events(conn, [row for row, _ in batch])
+            await self._store([row for row, _ in batch])
         except Exception as exc:
             log.error(
                 "audit writer could not store %d event(s): %s", len(batch), type(exc).__name__

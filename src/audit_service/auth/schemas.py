@@ -6,13 +6,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from audit_service.audit_log.recorder import NATIVE_SOURCE
+from audit_service.kit.schemas import InputModel
 
 Role = Literal["admin", "auditor", "user"]
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{3,150}$"
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+StrictModel = InputModel
 
 
 class LoginRequest(StrictModel):
@@ -22,7 +22,7 @@ class LoginRequest(StrictModel):
 
 class TokenResponse(BaseModel):
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int = Field(description="Seconds until the token expires")
 
 

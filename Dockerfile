@@ -11,13 +11,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-# README.md* : the readme is optional for the build (pyproject names it; a glob may match nothing).
-COPY pyproject.toml README.md* ./
+# pyproject.toml names README.md as the package description.
+COPY pyproject.toml README.md ./
 COPY src ./src
 # Every dependency ships manylinux wheels for CPython 3.11, so no compiler is needed.
+# The `redis` extra lets replicas share rate limits (AUDIT_RATE_LIMIT_STORAGE=redis://…).
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
-    && /opt/venv/bin/pip install /tmp/wheels/*.whl
+    && set -- /tmp/wheels/*.whl \
+    && /opt/venv/bin/pip install "$1[redis]"
 
 # ---- runtime: the venv, the migrations, an unprivileged user -------------------------------
 FROM python:3.11-slim AS runtime

@@ -2,14 +2,18 @@
 
 One run starts a private PostgreSQL, migrates it, then for each phase starts the service as a
 real uvicorn subprocess (1 worker) with AUDIT_RECORD_REQUESTS=true or false, logs in and drives
-the endpoint with N keep-alive clients for a fixed time. Phases alternate on/off (--rounds).
-With recording off the middleware still runs (request id, session handling); only the event
-and its write are skipped, so the difference is the recorder's own cost.
+the endpoint with N keep-alive clients (closed loop) for a fixed time after a warm-up. Phases
+alternate on/off (--rounds). With recording off the middleware still runs (request id, session
+handling); only the event and its write are skipped, so the difference is the recorder's cost.
+Then a light-load step runs an "on" and an "off" service side by side and one client alternates
+between them (--pairs): the latency a lone request gains, with neighbours' noise paired out.
 
-CPU split (2 cores): with --pin auto the service gets CPU 0 to itself and the load
-generator and PostgreSQL share CPU 1, so throughput measures the service, not the client.
+CPU split (2 cores): with --pin auto the service gets CPU 0 to itself; the load generator (one
+process of the minimal raw HTTP client, ~0.1 ms CPU a request) and PostgreSQL share CPU 1. So
+throughput measures the service, not the client. Per-request CPU times are reported too: they
+hold up when other processes on the machine steal CPU ("cpu_other"), throughput does not.
 
-Prints one JSON line (plus per-phase lines on stderr). Reproduce:
+Prints one JSON line (per-phase lines go to stderr). Reproduce:
 
     /tmp/venv/bin/python bench/recorder_overhead.py [--clients 32 --duration 15 --endpoint /me]
 """
@@ -166,6 +170,41 @@ def _client_process(
     except ImportError:  # pragma: no cover - the service's own deps include it
         pass
     return asyncio.run(_drive(kind, base, endpoint, token, clients, start, end))
+
+
+async def _pairs(
+    targets: list[tuple[str, str]], endpoint: str, pairs: int, warmup: int
+) -> list[list[float]]:
+    """One client alternating between the services (order swapped every pair): each pair
+    sees the same machine state, so neighbours' noise cancels in the paired difference."""
+    connections = []
+    for base, token in targets:
+        url = httpx.URL(base)
+        request = (
+            f"GET {endpoint} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+            f"Authorization: Bearer {token}\r\nUser-Agent: recorder-overhead-bench\r\n\r\n"
+        ).encode()
+        connections.append(_RawConnection(str(url.host), url.port or 80, request))
+    latencies: list[list[float]] = [[] for _ in targets]
+    for n in range(warmup + pairs):
+        order = range(len(targets)) if n % 2 else reversed(range(len(targets)))
+        for i in order:
+            t0 = time.perf_counter()
+            if await connections[i].get() != 200:
+                raise RuntimeError("paired request failed")
+            if n >= warmup:
+                latencies[i].append(time.perf_counter() - t0)
+    for connection in connections:
+        connection.close()
+    return latencies
+
+
+def _pairs_process(
+    cpus: list[int] | None, targets: list[tuple[str, str]], endpoint: str, pairs: int, warmup: int
+) -> list[list[float]]:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    return asyncio.run(_pairs(targets, endpoint, pairs, warmup))
 
 
 # --- processes and accounting ---------------------------------------------------------------
@@ -330,17 +369,11 @@ def _phase(
         svc0, pg0, (busy0, all0), t0 = _proc_cpu(pid), pg.cpu(), _machine_busy(), time.time()
         results = _run_load(args, base, token, args.clients, args.duration, cpus["client"])
         svc1, pg1, (busy1, all1), t1 = _proc_cpu(pid), pg.cpu(), _machine_busy(), time.time()
-        light = (
-            _run_load(args, base, token, args.light_clients, args.light_duration, cpus["client"])
-            if args.light_duration > 0
-            else []
-        )
     finally:
         _stop_service(service)
     latencies = [x for r in results for x in r["latencies"]]
-    light_lat = [x for r in light for x in r["latencies"]]
     statuses: dict[str, int] = {}
-    for r in results + light:
+    for r in results:
         sent += r["total"]
         for code, n in r["statuses"].items():
             statuses[str(code)] = statuses.get(str(code), 0) + n
@@ -354,11 +387,9 @@ def _phase(
         "rps": round(len(latencies) / args.duration, 1),
         "p50_ms": round(_pct(latencies, 0.50), 2),
         "p99_ms": round(_pct(latencies, 0.99), 2),
-        "light_p50_ms": round(_pct(light_lat, 0.50), 3),
-        "light_p99_ms": round(_pct(light_lat, 0.99), 3),
         "requests": sent,
         "statuses": statuses,
-        "errors": sum(r["errors"] for r in results + light),
+        "errors": sum(r["errors"] for r in results),
         "rows_added": _recorded_rows(pg) - rows_before,
         # CPU time per request of the main load: robust to other processes on the machine.
         "service_cpu_ms_per_req": round((svc1 - svc0) / loaded * 1000, 3),
@@ -369,6 +400,45 @@ def _phase(
         "cpu_postgres": round((pg1 - pg0) / wall, 2),
         "cpu_clients": round(clients_cpu / wall, 2),
         "cpu_other": round(max(0.0, machine - (svc1 - svc0 + pg1 - pg0 + clients_cpu) / wall), 2),
+    }
+
+
+def _light(
+    args: argparse.Namespace, pg: Postgres, cpus: dict[str, list[int] | None]
+) -> dict[str, Any]:
+    """Light load (one client, requests never overlap): the latency a lone request gains."""
+    warmup = 200
+    rows_before = _recorded_rows(pg)
+    services, targets = [], []
+    try:
+        for record in (True, False):
+            port = _free_port()
+            base = f"http://127.0.0.1:{port}"
+            services.append(_start_service(pg.url, port, record, cpus["service"]))
+            login = httpx.post(
+                f"{base}/login", timeout=30, json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
+            login.raise_for_status()
+            targets.append((base, login.json()["access_token"]))
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            on, off = pool.submit(
+                _pairs_process, cpus["client"], targets, args.endpoint, args.pairs, warmup
+            ).result()
+    finally:
+        for service in services:
+            _stop_service(service)
+    return {
+        "pairs": args.pairs,
+        "p50_ms_on": round(_pct(on, 0.50), 3),
+        "p50_ms_off": round(_pct(off, 0.50), 3),
+        "p99_ms_on": round(_pct(on, 0.99), 3),
+        "p99_ms_off": round(_pct(off, 0.99), 3),
+        "added_p50_ms": round(_pct(on, 0.50) - _pct(off, 0.50), 3),
+        "median_paired_added_ms": round(
+            statistics.median(a - b for a, b in zip(on, off, strict=True)) * 1000, 3
+        ),
+        "requests_on": 1 + warmup + args.pairs,  # login included
+        "rows_added": _recorded_rows(pg) - rows_before,
     }
 
 
@@ -398,16 +468,10 @@ def main() -> None:
     )
     parser.add_argument("--client-procs", type=int, default=1, help="load generator processes")
     parser.add_argument(
-        "--light-clients",
+        "--pairs",
         type=int,
-        default=1,
-        help="clients of the light-load latency phase after each main phase",
-    )
-    parser.add_argument(
-        "--light-duration",
-        type=float,
-        default=5.0,
-        help="seconds of the light-load phase (0 skips it)",
+        default=3000,
+        help="light load: one client alternating on/off services, this many pairs (0 skips)",
     )
     parser.add_argument(
         "--pin",
@@ -435,6 +499,9 @@ def main() -> None:
                 phase = _phase(args, pg, record, cpus)
                 print(json.dumps(phase), file=sys.stderr, flush=True)
                 phases.append(phase)
+        light = _light(args, pg, cpus) if args.pairs > 0 else None
+        if light:
+            print(json.dumps({"light": light}), file=sys.stderr, flush=True)
         batches, events = pg.query(
             "SELECT count(DISTINCT recorded_at), count(*) FROM audit_event"
             " WHERE request_id IS NOT NULL"
@@ -451,7 +518,7 @@ def main() -> None:
     def med(ps: list[dict[str, Any]], key: str) -> float:
         return round(statistics.median(p[key] for p in ps), 3)
 
-    recorded = sum(p["requests"] for p in on)
+    recorded = sum(p["requests"] for p in on) + (light["requests_on"] if light else 0)
     rps_on, rps_off = total_rps(on), total_rps(off)
     result = {
         "bench": "recorder_overhead",
@@ -468,16 +535,12 @@ def main() -> None:
         "p99_ms_on": med(on, "p99_ms"),
         "p99_ms_off": med(off, "p99_ms"),
         "added_p50_ms": round(med(on, "p50_ms") - med(off, "p50_ms"), 3),
-        "light_clients": args.light_clients,
-        "light_p50_ms_on": med(on, "light_p50_ms") if args.light_duration > 0 else None,
-        "light_p50_ms_off": med(off, "light_p50_ms") if args.light_duration > 0 else None,
-        "light_added_p50_ms": (
-            round(med(on, "light_p50_ms") - med(off, "light_p50_ms"), 3)
-            if args.light_duration > 0
-            else None
-        ),
+        # One client alternating between an "on" and an "off" service (see _pairs).
+        "light": {k: v for k, v in light.items() if k not in ("requests_on", "rows_added")}
+        if light
+        else None,
         "recorded_requests": recorded,
-        "events_written": sum(p["rows_added"] for p in on),
+        "events_written": sum(p["rows_added"] for p in on) + (light["rows_added"] if light else 0),
         "audit_event_rows": int(events),
         "rows_while_off": sum(p["rows_added"] for p in off),
         "events_match": int(events) == recorded and all(p["rows_added"] == 0 for p in off),

@@ -27,7 +27,7 @@ from tests.pg import TempPostgres
 # Production-strength argon2 costs ~0.1-0.9 s of CPU per hash on these machines; the tests
 # hash hundreds of times, so they use the cheapest parameters (the code path is the same).
 security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-security._DUMMY_HASH = security._hasher.hash("dummy-password")
+security._dummy_hash = security._hasher.hash("dummy-password")
 
 ADMIN_PASSWORD = "admin-password-123"
 PASSWORD = "user-password-123"

@@ -160,6 +160,7 @@ async def test_list_actions(h: Harness) -> None:
         (URL, {"$ref": "https://example.com/schema.json"}),
         (URL, {"properties": {"a": {"$ref": "http://169.254.169.254/latest"}}}),
         (URL, {"type": "object", "description": "x" * 17_000}),
+        (URL, {"type": "object", "description": "a\x00b"}),
         (URL, ["not", "an", "object"]),
         ("/admin/actions/Not An Action/schema", SCHEMA),
         ("/admin/actions/exam/schema", SCHEMA),

@@ -109,6 +109,17 @@ async def test_send_and_send_batch(h: Harness) -> None:
     assert all(stored[r.id].idempotency_key == r.idempotency_key for r in batch.results)
 
 
+async def test_send_batch_splits_by_size_too(h: Harness) -> None:
+    key = await make_key(h)
+    big = [ev(i, description="x" * 9_000) for i in range(600)]  # ~5.5 MB as one request
+    async with _client(h, key) as client:
+        result = await client.send_batch(big)
+    assert client.attempts == 2 and result.inserted == 600
+    assert [r.idempotency_key for r in result.results] == [
+        e.idempotency_key for e in sorted(await ingested(h), key=lambda e: e.id)
+    ]
+
+
 def test_prepare_assigns_a_key_once_and_formats_times() -> None:
     when = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
     first = prepare(ev(), occurred_at=when)

@@ -270,6 +270,10 @@ BAD_EVENTS: dict[str, tuple[dict[str, Any], list[str | int]]] = {
     "unknown field (typo)": (event(acter_id="x"), ["acter_id"]),
     "source is not the caller's to set": (event(source="billing"), ["source"]),
     "module not lowercase": (event(module="Exams"), ["module"]),
+    # PostgreSQL text and JSONB cannot hold NUL: a 422 here, not a database error.
+    "NUL in description": (event(description="a\x00b"), ["description"]),
+    "NUL in metadata": (event(metadata={"note": "a\x00b"}), ["metadata"]),
+    "NUL in a metadata key": (event(metadata={"a\x00": 1}), ["metadata"]),
 }
 
 

@@ -1,4 +1,8 @@
-"""The request's audit record and its database session, as dependencies."""
+"""The request's audit record and its database session, as dependencies.
+
+`async def` although nothing here awaits: FastAPI runs a plain `def` dependency in a worker
+thread, and that hop costs far more than the attribute lookup (measured ~50 µs per dependency).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from audit_service.audit_log.recorder import RequestAudit
 
 
-def get_request_audit(request: Request) -> RequestAudit:
+async def get_request_audit(request: Request) -> RequestAudit:
     audit: RequestAudit = request.state.audit
     return audit
 
 
-def get_session(audit: Annotated[RequestAudit, Depends(get_request_audit)]) -> AsyncSession:
+async def get_session(audit: Annotated[RequestAudit, Depends(get_request_audit)]) -> AsyncSession:
     # The recorder middleware owns the session: it commits it together with the request's
     # event before the response starts, or rolls it back.
     return audit.session()

@@ -47,7 +47,13 @@ log = logging.getLogger("audit_service.client")
 MAX_BATCH_EVENTS = 1000
 # Under the service's 5 MiB per batch, leaving room for the envelope.
 MAX_BATCH_BYTES = 4 * 1024 * 1024 + 512 * 1024
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def retryable(status: int) -> bool:
+    """429 and every 5xx: the request may succeed later (and retrying cannot duplicate)."""
+    return status == 429 or status >= 500
+
+
 # Configuration mistakes, not outages: retrying cannot help.
 _FATAL_TRANSPORT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
@@ -303,7 +309,7 @@ class AuditClient:
                 raise
             except httpx.TransportError as exc:
                 outcome = exc
-            if isinstance(outcome, httpx.Response) and outcome.status_code not in RETRY_STATUSES:
+            if isinstance(outcome, httpx.Response) and not retryable(outcome.status_code):
                 if outcome.is_success:
                     result: dict[str, Any] = outcome.json()
                     return result
@@ -469,7 +475,7 @@ class AsyncAuditClient:
                 raise
             except httpx.TransportError as exc:
                 outcome = exc
-            if isinstance(outcome, httpx.Response) and outcome.status_code not in RETRY_STATUSES:
+            if isinstance(outcome, httpx.Response) and not retryable(outcome.status_code):
                 if outcome.is_success:
                     result: dict[str, Any] = outcome.json()
                     return result

@@ -19,6 +19,7 @@ from pydantic import (
 
 from audit_service.kit.models import utcnow
 from audit_service.kit.net import parse_ip
+from audit_service.kit.schemas import InputModel
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 MODULE_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"
@@ -66,8 +67,9 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
-class EventIn(BaseModel):
-    """One event, as a posting service describes it. Unknown fields are refused."""
+class EventIn(InputModel):
+    """One event, as a posting service describes it. Unknown fields (and NUL characters,
+    which PostgreSQL cannot store) are refused."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -178,9 +180,7 @@ class EventIn(BaseModel):
         return self
 
 
-class EventBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EventBatch(InputModel):
     events: list[EventIn] = Field(
         min_length=1,
         max_length=MAX_BATCH,

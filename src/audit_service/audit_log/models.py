@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -66,12 +67,29 @@ class AuditEvent(Base):
         CheckConstraint(f"outcome IN {OUTCOMES!r}", name="outcome"),
         # Idempotency: one event per (source, key), forever; NULL keys never collide.
         Index("uq_audit_event_source_idempotency_key", "source", "idempotency_key", unique=True),
+        # Every page is "newest first": each filter gets an index that leads with the filtered
+        # column and continues with occurred_at, so a page is a short backward index walk
+        # and the capped count an index-only scan. Chosen by EXPLAIN at 10M rows; see
+        # docs/performance.md.
         Index("ix_audit_event_occurred_at_id", "occurred_at", "id"),
         Index("ix_audit_event_actor_id_occurred_at", "actor_id", "occurred_at"),
         Index("ix_audit_event_actor_name_occurred_at", "actor_name", "occurred_at"),
         Index("ix_audit_event_action_occurred_at", "action", "occurred_at"),
         Index("ix_audit_event_module_occurred_at", "module", "occurred_at"),
-        Index("ix_audit_event_ip_bytes", "ip_bytes"),
+        Index("ix_audit_event_module_outcome_occurred_at", "module", "outcome", "occurred_at"),
+        Index("ix_audit_event_outcome_occurred_at", "outcome", "occurred_at"),
+        Index("ix_audit_event_source_occurred_at", "source", "occurred_at"),
+        Index(
+            "ix_audit_event_tenant_id_occurred_at", "tenant_id", "occurred_at",
+            postgresql_where=text("tenant_id IS NOT NULL"),
+            sqlite_where=text("tenant_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_audit_event_target_id_occurred_at", "target_id", "occurred_at",
+            postgresql_where=text("target_id IS NOT NULL"),
+            sqlite_where=text("target_id IS NOT NULL"),
+        ),
+        Index("ix_audit_event_ip_bytes_occurred_at", "ip_bytes", "occurred_at"),
         # Trigram index behind `q` (case-insensitive substring search); Postgres only.
         Index(
             "ix_audit_event_description_trgm",

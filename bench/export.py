@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from audit_service.core.db import create_engine  # noqa: E402
+from audit_service.core.db import create_engine
 
 PASSWORD = "bench-admin-password"
 
@@ -47,9 +47,15 @@ async def since_for(url: str, rows: int) -> str:
     """The `since` that makes the newest `rows` events match (an index walk, not a count)."""
     engine = create_engine(url)
     async with engine.connect() as conn:
-        value = (await conn.execute(text(
-            "SELECT occurred_at FROM audit_event ORDER BY occurred_at DESC, id DESC "
-            "OFFSET :n LIMIT 1"), {"n": rows - 1})).scalar_one()
+        value = (
+            await conn.execute(
+                text(
+                    "SELECT occurred_at FROM audit_event ORDER BY occurred_at DESC, id DESC "
+                    "OFFSET :n LIMIT 1"
+                ),
+                {"n": rows - 1},
+            )
+        ).scalar_one()
     await engine.dispose()
     return str(value.isoformat())
 
@@ -59,16 +65,35 @@ async def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--formats", default="csv,ndjson,json,xlsx")
-    parser.add_argument("--xlsx-rows", type=int, default=200_000,
-                        help="XLSX is slow (pure Python): measure on fewer rows")
+    parser.add_argument(
+        "--xlsx-rows",
+        type=int,
+        default=200_000,
+        help="XLSX is slow (pure Python): measure on fewer rows",
+    )
     args = parser.parse_args()
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": args.database_url, "AUDIT_JWT_SECRET": "e" * 40,
-           "AUDIT_BOOTSTRAP_ADMIN_PASSWORD": PASSWORD,
-           "AUDIT_DEFAULT_RATE_LIMIT": "1000000/minute"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "AUDIT_JWT_SECRET": "e" * 40,
+        "AUDIT_BOOTSTRAP_ADMIN_PASSWORD": PASSWORD,
+        "AUDIT_DEFAULT_RATE_LIMIT": "1000000/minute",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "audit_service.cli", "serve", "--no-migrate", "--port", str(port),
-         "--log-level", "warning"], env=env)
+        [
+            sys.executable,
+            "-m",
+            "audit_service.cli",
+            "serve",
+            "--no-migrate",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     results: dict[str, Any] = {}
     try:
@@ -92,13 +117,22 @@ async def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(json.dumps({"bench": "export", "rows": args.rows, "results": results,
-                      "baseline_rss_mb": round(baseline, 1),
-                      "command": " ".join(["python", *sys.argv])}))
+    print(
+        json.dumps(
+            {
+                "bench": "export",
+                "rows": args.rows,
+                "results": results,
+                "baseline_rss_mb": round(baseline, 1),
+                "command": " ".join(["python", *sys.argv]),
+            }
+        )
+    )
 
 
-async def run_export(client: httpx.AsyncClient, pid: int, fmt: str, since: str,
-                     baseline: float) -> dict[str, Any]:
+async def run_export(
+    client: httpx.AsyncClient, pid: int, fmt: str, since: str, baseline: float
+) -> dict[str, Any]:
     peak = baseline
     probes: list[float] = []
     page_probes: list[float] = []
@@ -119,8 +153,9 @@ async def run_export(client: httpx.AsyncClient, pid: int, fmt: str, since: str,
     sampler = asyncio.create_task(sample())
     started = time.perf_counter()
     size = 0
-    async with client.stream("GET", "/admin/activity/export",
-                             params={"format": fmt, "since": since}) as response:
+    async with client.stream(
+        "GET", "/admin/activity/export", params={"format": fmt, "since": since}
+    ) as response:
         response.raise_for_status()
         row_count = int(response.headers["x-export-row-count"])
         first_byte = None
@@ -132,8 +167,10 @@ async def run_export(client: httpx.AsyncClient, pid: int, fmt: str, since: str,
     done.set()
     await sampler
     return {
-        "rows": row_count, "seconds": round(elapsed, 2),
-        "rows_per_s": round(row_count / elapsed), "mb": round(size / 1e6, 1),
+        "rows": row_count,
+        "seconds": round(elapsed, 2),
+        "rows_per_s": round(row_count / elapsed),
+        "mb": round(size / 1e6, 1),
         "first_byte_s": round(first_byte or 0, 3),
         "rss_growth_mb": round(peak - baseline, 1),
         "healthz_p50_ms": round(statistics.median(probes), 1) if probes else None,

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.pg import TempPostgres  # noqa: E402
+from tests.pg import TempPostgres
 
 JWT_SECRET = "bench-" + "x" * 40
 SERVICE = "exam-platform"

@@ -24,8 +24,8 @@ from sqlalchemy import event, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from audit_service.core.config import Settings  # noqa: E402
-from audit_service.main import create_app  # noqa: E402
+from audit_service.core.config import Settings
+from audit_service.main import create_app
 
 PASSWORD = "bench-admin-password"
 
@@ -38,25 +38,33 @@ async def pick_values(conn: Any) -> dict[str, Any]:
     return {
         "top_actor": await one(
             "SELECT actor_name FROM audit_event WHERE actor_type = 'user' GROUP BY actor_name "
-            "ORDER BY count(*) DESC LIMIT 1"),
+            "ORDER BY count(*) DESC LIMIT 1"
+        ),
         "median_actor": await one(
             "SELECT actor_id FROM (SELECT actor_id, count(*) c FROM audit_event "
-            "WHERE actor_type = 'user' GROUP BY actor_id) s ORDER BY c LIMIT 1 OFFSET 5000"),
+            "WHERE actor_type = 'user' GROUP BY actor_id) s ORDER BY c LIMIT 1 OFFSET 5000"
+        ),
         "common_action": await one(
-            "SELECT action FROM audit_event GROUP BY action ORDER BY count(*) DESC LIMIT 1"),
+            "SELECT action FROM audit_event GROUP BY action ORDER BY count(*) DESC LIMIT 1"
+        ),
         "rare_action": await one(
-            "SELECT action FROM audit_event GROUP BY action ORDER BY count(*) LIMIT 1"),
+            "SELECT action FROM audit_event GROUP BY action ORDER BY count(*) LIMIT 1"
+        ),
         "module": await one(
-            "SELECT module FROM audit_event GROUP BY module ORDER BY count(*) DESC OFFSET 2 LIMIT 1"),
+            "SELECT module FROM audit_event GROUP BY module ORDER BY count(*) DESC OFFSET 2 LIMIT 1"
+        ),
         "source": await one(
             "SELECT source FROM audit_event WHERE source <> 'audit-service' GROUP BY source "
-            "ORDER BY count(*) DESC LIMIT 1"),
+            "ORDER BY count(*) DESC LIMIT 1"
+        ),
         "tenant": await one(
             "SELECT tenant_id FROM audit_event WHERE tenant_id IS NOT NULL GROUP BY tenant_id "
-            "ORDER BY count(*) DESC LIMIT 1"),
+            "ORDER BY count(*) DESC LIMIT 1"
+        ),
         "target_id": await one(
             "SELECT target_id FROM audit_event WHERE target_id IS NOT NULL "
-            "ORDER BY id DESC LIMIT 1 OFFSET 12345"),
+            "ORDER BY id DESC LIMIT 1 OFFSET 12345"
+        ),
         "ip": await one("SELECT ip FROM audit_event ORDER BY id DESC LIMIT 1 OFFSET 777"),
         "latest": latest,
     }
@@ -66,12 +74,13 @@ def scenarios(v: dict[str, Any]) -> dict[str, str]:
     ip = v["ip"]
     cidr = ".".join(ip.split(".")[:2]) + ".0.0/16" if "." in ip else ip + "/64"
     end = v["latest"].replace(hour=0, minute=0, second=0, microsecond=0)
-    day = f"since={(end.replace(day=1) if end.day > 2 else end).isoformat()}"
-    day_range = (f"since={end.isoformat()}".replace("+", "%2B")
-                 + "&until=" + (end.replace(hour=23, minute=59)).isoformat().replace("+", "%2B"))
+    day_range = (
+        f"since={end.isoformat()}".replace("+", "%2B")
+        + "&until="
+        + (end.replace(hour=23, minute=59)).isoformat().replace("+", "%2B")
+    )
     month_start = end.replace(day=1)
     month_range = (f"since={month_start.isoformat()}&until={end.isoformat()}").replace("+", "%2B")
-    del day
     return {
         "first page": "",
         "actor (top user)": f"actor={v['top_actor']}",
@@ -111,17 +120,22 @@ async def main() -> None:
     parser.add_argument("--cursor-depth", type=int, default=1000)
     parser.add_argument("--explain", type=Path, help="write EXPLAIN ANALYZE plans to this file")
     args = parser.parse_args()
-    settings = Settings(database_url=args.database_url, jwt_secret="b" * 40,
-                        bootstrap_admin_password=PASSWORD, default_rate_limit="1000000/minute",
-                        login_rate_limit="1000/minute")
+    settings = Settings(
+        database_url=args.database_url,
+        jwt_secret="b" * 40,
+        bootstrap_admin_password=PASSWORD,
+        default_rate_limit="1000000/minute",
+        login_rate_limit="1000/minute",
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         engine = app.state.engine
         async with engine.connect() as conn:
             values = await pick_values(conn)
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench",
-                                     timeout=120) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=120
+        ) as client:
             r = await client.post("/login", json={"username": "admin", "password": PASSWORD})
             r.raise_for_status()
             client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
@@ -129,8 +143,14 @@ async def main() -> None:
             captured: dict[str, list[tuple[str, Any]]] = {}
             current: list[str] = [""]
 
-            def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any,
-                        _context: Any, _executemany: bool) -> None:
+            def capture(
+                _conn: Any,
+                _cursor: Any,
+                statement: str,
+                parameters: Any,
+                _context: Any,
+                _executemany: bool,
+            ) -> None:
                 if "audit_event" in statement and not statement.lstrip().startswith("INSERT"):
                     captured.setdefault(current[0], []).append((statement, parameters))
 
@@ -146,13 +166,19 @@ async def main() -> None:
                     if i >= 2:  # two warm-up runs
                         timings.append(elapsed)
                 body = r.json()
-                results[name] = {"p50_ms": round(statistics.median(timings), 1),
-                                 "p95_ms": round(pct(timings, 95), 1),
-                                 "total": body["total"], "estimate": body["total_is_estimate"],
-                                 "params": params}
-                print(f"{name:24} p50 {results[name]['p50_ms']:7.1f} ms  "
-                      f"p95 {results[name]['p95_ms']:7.1f} ms  total {body['total']}"
-                      f"{' (est.)' if body['total_is_estimate'] else ''}", file=sys.stderr)
+                results[name] = {
+                    "p50_ms": round(statistics.median(timings), 1),
+                    "p95_ms": round(pct(timings, 95), 1),
+                    "total": body["total"],
+                    "estimate": body["total_is_estimate"],
+                    "params": params,
+                }
+                print(
+                    f"{name:24} p50 {results[name]['p50_ms']:7.1f} ms  "
+                    f"p95 {results[name]['p95_ms']:7.1f} ms  total {body['total']}"
+                    f"{' (est.)' if body['total_is_estimate'] else ''}",
+                    file=sys.stderr,
+                )
 
             # Page N by cursor: walk there, then time the deep page itself.
             url = f"/admin/activity?page_size={args.page_size}&action={values['common_action']}"
@@ -167,14 +193,17 @@ async def main() -> None:
                 timings.append((time.perf_counter() - started) * 1000)
             results[f"page {args.cursor_depth} via cursor"] = {
                 "p50_ms": round(statistics.median(timings), 1),
-                "p95_ms": round(pct(timings, 95), 1)}
+                "p95_ms": round(pct(timings, 95), 1),
+            }
             timings = []
             for _ in range(args.runs):
                 started = time.perf_counter()
                 r = await client.get(url + "&last=true")
                 timings.append((time.perf_counter() - started) * 1000)
-            results["last page"] = {"p50_ms": round(statistics.median(timings), 1),
-                                    "p95_ms": round(pct(timings, 95), 1)}
+            results["last page"] = {
+                "p50_ms": round(statistics.median(timings), 1),
+                "p95_ms": round(pct(timings, 95), 1),
+            }
 
             if args.explain:
                 event.listen(engine.sync_engine, "before_cursor_execute", capture)
@@ -184,16 +213,28 @@ async def main() -> None:
                 event.remove(engine.sync_engine, "before_cursor_execute", capture)
                 await write_plans(engine, captured, args.explain)
 
-    count = None
-    print(json.dumps({"bench": "query", "events": count, "runs": args.runs,
-                      "page_size": args.page_size, "results": results,
-                      "command": " ".join(["python", *sys.argv])}))
+    print(
+        json.dumps(
+            {
+                "bench": "query",
+                "events": results["first page"]["total"],
+                "runs": args.runs,
+                "page_size": args.page_size,
+                "results": results,
+                "command": " ".join(["python", *sys.argv]),
+            }
+        )
+    )
 
 
 async def write_plans(engine: Any, captured: dict[str, list[tuple[str, Any]]], out: Path) -> None:
-    lines = ["# Query plans at scale", "",
-             "Generated by `bench/query.py --explain`. EXPLAIN (ANALYZE, BUFFERS) of the SQL "
-             "each /admin/activity scenario ran (page query, then count).", ""]
+    lines = [
+        "# Query plans at scale",
+        "",
+        "Generated by `bench/query.py --explain`. EXPLAIN (ANALYZE, BUFFERS) of the SQL "
+        "each /admin/activity scenario ran (page query, then count).",
+        "",
+    ]
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.pg import TempPostgres  # noqa: E402
+from tests.pg import TempPostgres
 
 ADMIN_PASSWORD = "bench-admin-password-123"
 JWT_SECRET = "bench-" + "x" * 40

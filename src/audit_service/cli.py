@@ -74,9 +74,19 @@ def _with_session(
 
 async def _record(session: AsyncSession, action: str, user: User, description: str) -> None:
     # The CLI changes users too; it leaves the same trace the API would, in the same commit.
-    await events.insert_events(session, [system_event(
-        action, "users", description, actor=CLI_ACTOR, target_type="user", target_id=str(user.id),
-    )])
+    await events.insert_events(
+        session,
+        [
+            system_event(
+                action,
+                "users",
+                description,
+                actor=CLI_ACTOR,
+                target_type="user",
+                target_id=str(user.id),
+            )
+        ],
+    )
 
 
 async def _get(session: AsyncSession, username: str) -> User:
@@ -90,15 +100,24 @@ async def users_create(session: AsyncSession, args: argparse.Namespace) -> None:
     password = _read_password(args)
     try:
         # The rules of POST /admin/users: the CLI is no way around them.
-        data = UserCreate(username=args.username, password=password, role=args.role,
-                          full_name=args.full_name)
+        data = UserCreate(
+            username=args.username, password=password, role=args.role, full_name=args.full_name
+        )
     except ValidationError as exc:
         # Never str(exc): it quotes the input, and the input holds the password.
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                             for e in exc.errors(include_input=False, include_url=False))
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
         raise SystemExit(f"invalid user: {problems}") from None
-    user = User(username=data.username, full_name=data.full_name, role=data.role,
-                password_hash=hash_password(data.password), is_active=True, token_version=0)
+    user = User(
+        username=data.username,
+        full_name=data.full_name,
+        role=data.role,
+        password_hash=hash_password(data.password),
+        is_active=True,
+        token_version=0,
+    )
     try:
         await users.add_user(session, user)
     except users.DuplicateUsername:
@@ -159,8 +178,10 @@ def api_keys_create(args: argparse.Namespace) -> None:
             ],
         )
         secret.append(secret_)
-        print(f"created API key {key.id} {key.prefix} for '{key.name}' ({', '.join(key.scopes)})",
-              file=sys.stderr)
+        print(
+            f"created API key {key.id} {key.prefix} for '{key.name}' ({', '.join(key.scopes)})",
+            file=sys.stderr,
+        )
 
     _with_session(create)(args)
     # Only after the commit, and alone on stdout so it can be captured; it is not shown again.
@@ -219,7 +240,9 @@ def serve(args: argparse.Namespace) -> None:
     gc.collect()
     gc.freeze()
     uvicorn.run(
-        app, host=args.host or settings.host, port=args.port or settings.port,
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
         proxy_headers=False,  # client IPs are resolved by our own trusted-proxy rules
         log_level=args.log_level,
     )

@@ -55,10 +55,19 @@ async def bootstrap_admin(app: FastAPI, settings: Settings) -> None:
         if created is None:
             return
         user, generated = created
-        await audit_repository.insert_events(session, [system_event(
-            "user.created", "users", f"Bootstrap admin '{user.username}' created",
-            target_type="user", target_id=str(user.id), actor=SYSTEM,
-        )])
+        await audit_repository.insert_events(
+            session,
+            [
+                system_event(
+                    "user.created",
+                    "users",
+                    f"Bootstrap admin '{user.username}' created",
+                    target_type="user",
+                    target_id=str(user.id),
+                    actor=SYSTEM,
+                )
+            ],
+        )
         await session.commit()
     if generated:
         # Deliberately print, never log: the password must not end up in log storage.

@@ -11,6 +11,7 @@ async def test_time_budget_cancels_and_leaves_the_transaction_usable(pg_url: str
     engine = create_engine(pg_url)
     try:
         async with create_sessionmaker(engine)() as session:
+
             async def slow() -> object:
                 return (await session.execute(text("SELECT pg_sleep(2)"))).scalar()
 

@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,

@@ -80,12 +80,16 @@ class AuditEvent(Base):
         Index("ix_audit_event_outcome_occurred_at", "outcome", "occurred_at"),
         Index("ix_audit_event_source_occurred_at", "source", "occurred_at"),
         Index(
-            "ix_audit_event_tenant_id_occurred_at", "tenant_id", "occurred_at",
+            "ix_audit_event_tenant_id_occurred_at",
+            "tenant_id",
+            "occurred_at",
             postgresql_where=text("tenant_id IS NOT NULL"),
             sqlite_where=text("tenant_id IS NOT NULL"),
         ),
         Index(
-            "ix_audit_event_target_id_occurred_at", "target_id", "occurred_at",
+            "ix_audit_event_target_id_occurred_at",
+            "target_id",
+            "occurred_at",
             postgresql_where=text("target_id IS NOT NULL"),
             sqlite_where=text("target_id IS NOT NULL"),
         ),

@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -41,6 +41,7 @@ from audit_service.kit.models import utcnow
 from audit_service.kit.net import ip_key, parse_ip
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 NATIVE_SOURCE = "audit-service"
 UNRECORDED_PATHS = frozenset(
@@ -142,32 +143,34 @@ class RequestAudit:
         else:
             default_action = extra.get(AUDIT_ACTION_KEY, "http.request")
             default_module = extra.get(AUDIT_MODULE_KEY, "system")
-        return _without_nul({
-            "event_id": uuid.uuid4(),
-            "occurred_at": self.occurred_at,
-            "source": NATIVE_SOURCE,
-            "tenant_id": None,
-            "actor_type": self.actor.type,
-            "actor_id": self.actor.id,
-            "actor_name": self.actor.name,
-            "actor_role": self.actor.role,
-            "action": self.action or default_action,
-            "module": self.module or default_module,
-            "outcome": self.outcome or outcome_for(status),
-            "description": self.description,
-            "target_type": self.target_type,
-            "target_id": self.target_id,
-            "ip": self.ip,
-            "ip_bytes": ip_key(parse_ip(self.ip)) if self.ip else None,
-            "user_agent": self.user_agent,
-            "request_id": self.request_id,
-            "method": self.method,
-            "path": (route_path if status != 405 else self.path)[:512],
-            "status_code": status,
-            "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
-            "metadata": self.metadata,
-            "idempotency_key": None,
-        })
+        return _without_nul(
+            {
+                "event_id": uuid.uuid4(),
+                "occurred_at": self.occurred_at,
+                "source": NATIVE_SOURCE,
+                "tenant_id": None,
+                "actor_type": self.actor.type,
+                "actor_id": self.actor.id,
+                "actor_name": self.actor.name,
+                "actor_role": self.actor.role,
+                "action": self.action or default_action,
+                "module": self.module or default_module,
+                "outcome": self.outcome or outcome_for(status),
+                "description": self.description,
+                "target_type": self.target_type,
+                "target_id": self.target_id,
+                "ip": self.ip,
+                "ip_bytes": ip_key(parse_ip(self.ip)) if self.ip else None,
+                "user_agent": self.user_agent,
+                "request_id": self.request_id,
+                "method": self.method,
+                "path": (route_path if status != 405 else self.path)[:512],
+                "status_code": status,
+                "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
+                "metadata": self.metadata,
+                "idempotency_key": None,
+            }
+        )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -175,16 +178,17 @@ class RequestAudit:
             self._session = None
 
 
-def _without_nul(value: Any) -> Any:
+def _without_nul(value: _T) -> _T:
     """NUL → U+FFFD in every string. PostgreSQL text and JSONB cannot hold NUL, and a client
     must not make its request unrecordable (a 503, and no trace) with `/x%00` or a user name."""
+    cleaned: Any = value
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(v) for v in value]
-    return value
+        cleaned = value.replace("\x00", "\ufffd")
+    elif isinstance(value, dict):
+        cleaned = {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    elif isinstance(value, list | tuple):
+        cleaned = [_without_nul(v) for v in value]
+    return cast(_T, cleaned)
 
 
 def system_event(

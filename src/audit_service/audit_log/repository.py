@@ -40,7 +40,9 @@ COUNT_BUDGET_MS = 20  # what an exact total may cost a page, at most
 ESTIMATE_SUFFICES = 20  # planner expects > 20x the cap: counting cannot make it exact
 
 
-async def insert_events(bind: AsyncConnection | AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+async def insert_events(
+    bind: AsyncConnection | AsyncSession, rows: Sequence[dict[str, Any]]
+) -> None:
     """Append events. One statement for the whole batch (a multi-row INSERT on both dialects)."""
     if rows:
         recorded_at = utcnow()
@@ -71,8 +73,11 @@ class EventFilters:
         if self.actions:
             where.append(e.action.in_(self.actions))
         for column, value in (
-            (e.module, self.module), (e.outcome, self.outcome), (e.source, self.source),
-            (e.tenant_id, self.tenant_id), (e.target_type, self.target_type),
+            (e.module, self.module),
+            (e.outcome, self.outcome),
+            (e.source, self.source),
+            (e.tenant_id, self.tenant_id),
+            (e.target_type, self.target_type),
             (e.target_id, self.target_id),
         ):
             if value is not None:
@@ -188,7 +193,9 @@ async def count_events(
 def _capped_count(filters: EventFilters, limit: int) -> Select[Any]:
     e = AuditEvent
     if filters.actor is None:
-        matching = select(literal_column("1")).select_from(e).where(*filters.conditions())
+        matching: Select[Any] = (
+            select(literal_column("1")).select_from(e).where(*filters.conditions())
+        )
         return select(func.count()).select_from(matching.limit(limit).subquery())
     # As in list_events: the id side and the name side each walk their own index.
     where = filters.conditions(with_actor=False)

@@ -12,7 +12,8 @@ Role = Literal["admin", "auditor", "user"]
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{3,150}$"
 
 
-StrictModel = InputModel
+class StrictModel(InputModel):
+    """Request bodies of this domain: unknown fields and NUL characters are refused."""
 
 
 class LoginRequest(StrictModel):

@@ -28,6 +28,8 @@ from audit_service.core.config import Settings
 from audit_service.main import create_app
 
 PASSWORD = "bench-admin-password"
+# Pick filter values from the generated history, not from this benchmark's own requests.
+SEEDED = "occurred_at < now() - interval '1 day' AND ip <> '127.0.0.1'"
 
 
 async def pick_values(conn: Any) -> dict[str, Any]:
@@ -63,9 +65,11 @@ async def pick_values(conn: Any) -> dict[str, Any]:
         ),
         "target_id": await one(
             "SELECT target_id FROM audit_event WHERE target_id IS NOT NULL "
-            "ORDER BY id DESC LIMIT 1 OFFSET 12345"
+            f"AND {SEEDED} ORDER BY id DESC LIMIT 1 OFFSET 12345"
         ),
-        "ip": await one("SELECT ip FROM audit_event ORDER BY id DESC LIMIT 1 OFFSET 777"),
+        "ip": await one(
+            f"SELECT ip FROM audit_event WHERE {SEEDED} ORDER BY id DESC LIMIT 1 OFFSET 777"
+        ),
         "latest": latest,
     }
 

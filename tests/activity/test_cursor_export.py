@@ -178,7 +178,8 @@ async def test_csv_export_neutralizes_formulas_and_carries_metadata(h: Harness) 
         '\'=HYPERLINK("http://evil","x")',
         '\'-2+3, with "quotes"\nand a newline',
     }
-    assert b"\r\n" in r.content
+    header = r.content.decode("utf-8-sig").split("\n", 1)[0]
+    assert header == ",".join(repository.EXPORT_COLUMNS)
     event = await h.last_event()
     assert (event.action, event.event_metadata["row_count"], event.actor_name) == (
         "activity.exported",

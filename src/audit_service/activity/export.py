@@ -70,9 +70,9 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.isoformat(timespec="microseconds")
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False)  # spaced like PostgreSQL's jsonb text
     return str(value)
 
 
@@ -83,22 +83,22 @@ def neutralize(value: str) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.isoformat(timespec="microseconds")
     if value is None or isinstance(value, int | float | str | bool | dict | list):
         return value
     return str(value)
 
 
-async def csv_chunks(
-    meta: ExportMeta, batches: Batches, *, bom: bool, comments: bool
-) -> AsyncIterator[bytes]:
+def csv_preamble(meta: ExportMeta, *, bom: bool, comments: bool) -> bytes:
+    """What precedes the header row: a BOM for Excel, and the optional `# key: value` block."""
+    lines = [f"# {key}: {_text(value)}\n" for key, value in meta.as_dict().items()]
+    return (("\ufeff" if bom else "") + ("".join(lines) if comments else "")).encode()
+
+
+async def csv_chunks(meta: ExportMeta, batches: Batches) -> AsyncIterator[bytes]:
+    """RFC 4180 quoting (minimal), LF line ends: the same bytes PostgreSQL's COPY writes."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180: CRLF, minimal quoting
-    if bom:
-        buffer.write("\ufeff")
-    if comments:
-        for key, value in meta.as_dict().items():
-            buffer.write(f"# {key}: {_text(value)}\r\n")
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(meta.columns)
     yield buffer.getvalue().encode()
     async for rows in batches:
@@ -117,11 +117,33 @@ async def ndjson_chunks(meta: ExportMeta, batches: Batches) -> AsyncIterator[byt
         yield "".join(dumps(dict(zip(columns, row, strict=True))) + "\n" for row in rows).encode()
 
 
+def json_prefix(meta: ExportMeta) -> bytes:
+    return ('{"export":' + json.dumps(meta.as_dict(), ensure_ascii=False) + ',"events":[').encode()
+
+
+async def json_from_lines(meta: ExportMeta, lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """NDJSON bytes (one object per line, any chunking) → the JSON document."""
+    yield json_prefix(meta)
+    pending = b""
+    first = True
+    async for data in lines:
+        pending += data
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            continue
+        complete, pending = pending[:cut], pending[cut + 1 :]
+        yield (b"\n" if first else b",\n") + complete.replace(b"\n", b",\n")
+        first = False
+    if pending.strip():
+        yield (b"\n" if first else b",\n") + pending
+    yield b"\n]}\n"
+
+
 async def json_chunks(meta: ExportMeta, batches: Batches) -> AsyncIterator[bytes]:
     """`{"export": {...}, "events": [...]}`: the metadata first, then the events."""
     columns = meta.columns
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_jsonable).encode
-    yield ('{"export":' + dumps(meta.as_dict()) + ',"events":[').encode()
+    yield json_prefix(meta)
     first = True
     async for rows in batches:
         parts = [dumps(dict(zip(columns, row, strict=True))) for row in rows]
@@ -205,9 +227,9 @@ async def gzipped(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 Writer = Callable[[ExportMeta, Batches], AsyncIterator[bytes]]
-
-
-def writer_for(fmt: str, *, bom: bool, comments: bool) -> Writer:
-    if fmt == "csv":
-        return lambda meta, batches: csv_chunks(meta, batches, bom=bom, comments=comments)
-    return {"json": json_chunks, "ndjson": ndjson_chunks, "xlsx": xlsx_chunks}[fmt]
+WRITERS: dict[str, Writer] = {
+    "csv": csv_chunks,
+    "json": json_chunks,
+    "ndjson": ndjson_chunks,
+    "xlsx": xlsx_chunks,
+}

@@ -113,12 +113,26 @@ class OpenExport:
         self.meta = meta
 
     def chunks(self) -> AsyncIterator[bytes]:
-        batches = repository.stream_export(self._conn, self._query.to_filters())
-        write = export.writer_for(
-            self._query.format, bom=self._query.bom, comments=self._query.comments
-        )
-        body = write(self.meta, batches)
+        body = self._body()
         return export.gzipped(body) if self._query.gzip else body
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        query, filters = self._query, self._query.to_filters()
+        if query.format == "csv":
+            yield export.csv_preamble(self.meta, bom=query.bom, comments=query.comments)
+        # Postgres writes CSV and JSON lines itself (COPY); elsewhere Python formats rows.
+        copied = repository.copy_export(
+            self._conn, filters, "ndjson" if query.format == "json" else query.format
+        )
+        if copied is None:
+            batches = repository.stream_export(self._conn, filters)
+            body = export.WRITERS[query.format](self.meta, batches)
+        elif query.format == "json":
+            body = export.json_from_lines(self.meta, copied)
+        else:
+            body = copied
+        async for chunk in body:
+            yield chunk
 
     @property
     def filename(self) -> str:

@@ -31,7 +31,15 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from audit_service.audit_log.models import AuditEvent
-from audit_service.core.db import estimated_rows, is_postgres, within_budget
+from audit_service.core.db import (
+    copy_out,
+    estimated_rows,
+    is_postgres,
+    is_postgres_conn,
+    neutralized_text,
+    utc_iso,
+    within_budget,
+)
 from audit_service.kit.models import UTCDateTime, utcnow
 from audit_service.kit.net import IPAddress, IPNetwork, ip_key, network_key_range
 
@@ -184,7 +192,9 @@ async def count_events(
     async def count_capped() -> int:
         return int(await session.scalar(capped) or 0)
 
-    total = await within_budget(session, COUNT_BUDGET_MS, count_capped)
+    # Substring search has a 200 ms target (not 50): its count may take longer to be exact.
+    budget = COUNT_BUDGET_MS * 5 if filters.q else COUNT_BUDGET_MS
+    total = await within_budget(session, budget, count_capped)
     if total is not None and total <= exact_up_to:
         return total, False
     return max(total or 0, estimate), True
@@ -215,6 +225,47 @@ def export_statement(filters: EventFilters) -> Select[Any]:
         .where(*filters.conditions())
         .order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
     )
+
+
+EXPORT_COLUMNS = tuple(c.name for c in _table.columns if c.name != "ip_bytes")
+_TIMESTAMPS = {"occurred_at", "recorded_at"}
+_VERBATIM = {"id", "status_code", "latency_ms", "metadata", "event_id"}
+
+
+def copy_export(
+    conn: AsyncConnection, filters: EventFilters, fmt: str
+) -> AsyncIterator[bytes] | None:
+    """Postgres formats the export itself (COPY ... TO STDOUT): many times faster than Python,
+    and the event loop only forwards bytes. None on other databases or formats.
+
+    csv: header, RFC 4180 quoting, ISO 8601 UTC times, formula-leading text neutralized.
+    ndjson: a JSON object per line, via COPY in CSV mode with a quote and a delimiter that
+    JSON text cannot contain, so each line passes through verbatim.
+    """
+    if not is_postgres_conn(conn) or fmt not in ("csv", "ndjson"):
+        return None
+    columns = {name: _table.c[name] for name in EXPORT_COLUMNS}
+
+    def cell(name: str, col: Any) -> Any:
+        if name in _TIMESTAMPS:
+            return utc_iso(col)
+        return col if name in _VERBATIM or fmt == "ndjson" else neutralized_text(col)
+
+    if fmt == "csv":
+        row: list[Any] = [cell(name, col).label(name) for name, col in columns.items()]
+        options: dict[str, Any] = {"format": "csv", "header": True}
+    else:
+        pairs: list[Any] = []
+        for name, col in columns.items():
+            pairs += [literal_column(f"'{name}'"), cell(name, col)]
+        row = [func.json_build_object(*pairs)]
+        options = {"format": "csv", "delimiter": "\x02", "quote": "\x01"}
+    stmt = (
+        select(*row)
+        .where(*filters.conditions())
+        .order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+    )
+    return copy_out(conn, stmt, **options)
 
 
 async def count_exact(conn: AsyncConnection, filters: EventFilters) -> int:

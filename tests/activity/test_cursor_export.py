@@ -13,6 +13,7 @@ import pytest
 from openpyxl import load_workbook
 from sqlalchemy import text
 
+from audit_service.activity import export
 from audit_service.audit_log import repository
 from audit_service.audit_log.recorder import system_event
 from audit_service.kit.net import ip_key, parse_ip
@@ -251,3 +252,18 @@ async def test_export_permissions_and_bad_input(h: Harness) -> None:
     ):
         r = await h.client.get(f"/admin/activity/export?{params}", headers=admin)
         assert r.status_code == 422, params
+
+
+async def test_xlsx_continues_on_a_next_sheet_past_the_row_limit(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "XLSX_MAX_ROWS", 3)  # header + 2 rows a sheet
+    headers = await h.auth()
+    await seed(h, 5)
+    r = await h.client.get("/admin/activity/export?action=seed.event&format=xlsx", headers=headers)
+    book = load_workbook(io.BytesIO(r.content))
+    assert book.sheetnames == ["metadata", "events", "events 2", "events 3"]
+    rows = [row for name in book.sheetnames[1:] for row in book[name].iter_rows(values_only=True)]
+    header = rows[0]
+    data = [row for row in rows if row != header]
+    assert [row[header.index("target_id")] for row in data] == ["4", "3", "2", "1", "0"]

@@ -236,3 +236,13 @@ async def test_malformed_request_id_is_replaced(h: Harness, given: str) -> None:
 async def test_request_ids_are_unique_when_minted(h: Harness) -> None:
     ids = {(await h.client.get("/nowhere")).headers["x-request-id"] for _ in range(20)}
     assert len(ids) == 20
+
+
+@pytest.mark.parametrize(
+    ("path", "auth"), [("/login", False), ("/predict", True), ("/admin/users", True)]
+)
+async def test_absurdly_nested_json_is_a_422_everywhere(h: Harness, path: str, auth: bool) -> None:
+    headers = {"content-type": "application/json", **(await h.auth() if auth else {})}
+    r = await h.client.post(path, content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"

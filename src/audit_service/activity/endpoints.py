@@ -15,8 +15,9 @@ from audit_service.audit_log.recorder import audited
 from audit_service.auth.dependencies import AdminOrAuditor
 from audit_service.core.dependencies import EngineDep, SigningKeyDep
 from audit_service.core.errors import problem_responses
+from audit_service.core.routing import SafeJSONRoute
 
-router = APIRouter(prefix="/admin/activity", tags=["activity"])
+router = APIRouter(prefix="/admin/activity", tags=["activity"], route_class=SafeJSONRoute)
 
 
 class ExportResponse(StreamingResponse):

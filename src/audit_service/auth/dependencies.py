@@ -94,6 +94,10 @@ async def login_credentials(request: Request) -> LoginRequest:
         else:
             data = json.loads(await request.body())
         return LoginRequest.model_validate(data)
+    except RecursionError:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": "JSON nested too deeply", "type": "json_invalid"}]
+        ) from None
     except json.JSONDecodeError as exc:
         raise RequestValidationError(
             [{"loc": ("body",), "msg": f"Malformed JSON: {exc.msg}", "type": "json_invalid"}]

@@ -29,6 +29,7 @@ from audit_service.auth.schemas import (
 )
 from audit_service.core.dependencies import SettingsDep, SigningKeyDep
 from audit_service.core.errors import problem_responses
+from audit_service.core.routing import SafeJSONRoute
 
 _LOGIN_SCHEMA = LoginRequest.model_json_schema()
 _LOGIN_BODY = {
@@ -39,10 +40,10 @@ _LOGIN_BODY = {
     },
 }
 
-public_router = APIRouter(tags=["auth"])
-router = APIRouter(tags=["auth"])
-admin_router = APIRouter(prefix="/admin/users", tags=["users"])
-api_keys_router = APIRouter(prefix="/admin/api-keys", tags=["api-keys"])
+public_router = APIRouter(tags=["auth"], route_class=SafeJSONRoute)
+router = APIRouter(tags=["auth"], route_class=SafeJSONRoute)
+admin_router = APIRouter(prefix="/admin/users", tags=["users"], route_class=SafeJSONRoute)
+api_keys_router = APIRouter(prefix="/admin/api-keys", tags=["api-keys"], route_class=SafeJSONRoute)
 
 PageSize = Annotated[int, Query(ge=1, le=100, description="Users per page")]
 PageNo = Annotated[int, Query(ge=1, le=1_000_000)]

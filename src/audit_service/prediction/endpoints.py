@@ -10,11 +10,12 @@ from audit_service.audit_log.dependencies import RecorderDep
 from audit_service.audit_log.recorder import audited
 from audit_service.auth.dependencies import limit_predictions
 from audit_service.core.errors import problem_responses
+from audit_service.core.routing import SafeJSONRoute
 from audit_service.prediction import service
 from audit_service.prediction.model import IrisClassifier
 from audit_service.prediction.schemas import PredictRequest, PredictResponse
 
-router = APIRouter(tags=["prediction"])
+router = APIRouter(tags=["prediction"], route_class=SafeJSONRoute)
 
 
 def get_model(request: Request) -> IrisClassifier:

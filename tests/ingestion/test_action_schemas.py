@@ -139,6 +139,7 @@ async def test_list_actions(h: Harness) -> None:
         "action": "exam.submitted",
         "module": "exam",
         "event_count": 2,
+        "event_count_is_estimate": False,
         "schema": None,
         "schema_updated_at": None,
     }

@@ -434,9 +434,50 @@ async def ingest_events(
     return results
 
 
-async def action_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
-    """(action, module, events) for every action and module pair ever recorded."""
-    stmt = select(AuditEvent.action, AuditEvent.module, func.count()).group_by(
-        AuditEvent.action, AuditEvent.module
-    )
-    return [(action, module, int(n)) for action, module, n in await session.execute(stmt)]
+async def action_counts(
+    session: AsyncSession, *, exact_up_to: int
+) -> list[tuple[str, str, int, bool]]:
+    """(action, module, events, is_estimate) for every action ever recorded.
+
+    The module is the one its latest event carries. A GROUP BY reads every row (seconds at
+    10M); on Postgres the distinct actions come from a loose index scan of the action index
+    (one probe per action) and each count is capped like a page total.
+    """
+    e = AuditEvent
+    if not is_postgres(session):
+        stmt = select(e.action, e.module, func.count(), func.max(e.occurred_at)).group_by(
+            e.action, e.module
+        )
+        latest: dict[str, tuple[Any, str, int]] = {}
+        for action, module, n, at in await session.execute(stmt):
+            seen_at, seen_module, total = latest.get(action, (at, module, 0))
+            newer = at >= seen_at
+            latest[action] = (
+                at if newer else seen_at,
+                module if newer else seen_module,
+                total + int(n),
+            )
+        return [(a, m, n, False) for a, (_, m, n) in sorted(latest.items())]
+    actions = [row[0] for row in await session.execute(text(_DISTINCT_ACTIONS))]
+    result = []
+    for action in actions:
+        latest_module = await session.scalar(
+            select(e.module).where(e.action == action).order_by(e.occurred_at.desc()).limit(1)
+        )
+        total, estimated = await count_events(
+            session, EventFilters(actions=(action,)), exact_up_to=exact_up_to
+        )
+        result.append((action, str(latest_module), total, estimated))
+    return result
+
+
+# Loose index scan: each step jumps to the next distinct value in ix_audit_event_action_*.
+_DISTINCT_ACTIONS = """
+WITH RECURSIVE actions(action) AS (
+    (SELECT action FROM audit_event ORDER BY action LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.action FROM audit_event e WHERE e.action > a.action ORDER BY e.action LIMIT 1)
+    FROM actions a WHERE a.action IS NOT NULL
+)
+SELECT action FROM actions WHERE action IS NOT NULL
+"""

@@ -225,8 +225,11 @@ class ActionSchemaOut(BaseModel):
 
 class ActionOut(BaseModel):
     action: str
-    module: str | None = Field(description="The module its events carry most often")
+    module: str | None = Field(description="The module its latest event carries")
     event_count: int
+    event_count_is_estimate: bool = Field(
+        description="true past 10,000 events: the count is then PostgreSQL's estimate"
+    )
     json_schema: dict[str, Any] | None = Field(alias="schema")
     schema_updated_at: datetime | None
 

@@ -6,7 +6,6 @@ import hashlib
 import json
 import socket
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -205,16 +204,23 @@ async def delete_schema(session: AsyncSession, audit: RequestAudit, action: str)
     await repo.delete_schema(session, row)
 
 
+ACTION_COUNT_EXACT_UP_TO = 10_000
+
+
 async def list_actions(session: AsyncSession, audit: RequestAudit) -> ActionList:
-    counts: dict[str, Counter[str]] = {}
-    for action, module, n in await events.action_counts(session):
-        counts.setdefault(action, Counter())[module] += n
+    counts = {
+        action: (module, n, estimated)
+        for action, module, n, estimated in await events.action_counts(
+            session, exact_up_to=ACTION_COUNT_EXACT_UP_TO
+        )
+    }
     schemas = {row.action: row for row in await repo.list_schemas(session)}
     items = [
         ActionOut(
             action=action,
-            module=counts[action].most_common(1)[0][0] if action in counts else None,
-            event_count=sum(counts[action].values()) if action in counts else 0,
+            module=counts[action][0] if action in counts else None,
+            event_count=counts[action][1] if action in counts else 0,
+            event_count_is_estimate=counts[action][2] if action in counts else False,
             json_schema=schemas[action].json_schema if action in schemas else None,
             schema_updated_at=schemas[action].updated_at if action in schemas else None,
         )

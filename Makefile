@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/audit-service serve
 
 test: $(STAMP)
-	scripts/ensure-postgres.sh
+	scripts/ensure-test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -32,7 +32,7 @@ openapi: $(STAMP)
 	$(BIN)/python -m audit_service.openapi > openapi.json
 
 bench: $(STAMP)
-	scripts/ensure-postgres.sh
+	scripts/ensure-test-services.sh
 	$(BIN)/python bench/recorder_overhead.py
 
 clean:

@@ -27,7 +27,7 @@ def _bin_dir() -> Path:
     which = shutil.which("initdb")
     if which:
         return Path(which).resolve().parent
-    raise RuntimeError("PostgreSQL server binaries not found (run scripts/ensure-postgres.sh)")
+    raise RuntimeError("PostgreSQL server binaries not found (run scripts/ensure-test-services.sh)")
 
 
 def _free_port() -> int:

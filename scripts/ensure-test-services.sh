@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Make sure the server binaries the tests start privately exist: PostgreSQL (the main test
+# database) and Redis (shared rate limits across replicas). Installs Debian's packages when
+# they are missing; the tests start and stop their own throwaway servers from them.
+set -euo pipefail
+missing=()
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    missing+=(postgresql postgresql-contrib)
+fi
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing Debian packages the tests need: ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

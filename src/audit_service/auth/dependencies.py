@@ -28,10 +28,21 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/login", auto_error=False)
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
+async def get_token_claims(token: BearerToken, key: SigningKeyDep) -> TokenClaims | None:
+    """The bearer token's verified claims. A dependency, so FastAPI decodes it once per
+    request for both the rate limit and authentication."""
+    if not token or service.api_key_prefix(token) is not None:
+        return None
+    return decode_access_token(token, key)
+
+
+TokenClaimsDep = Annotated[TokenClaims | None, Depends(get_token_claims)]
+
+
 async def get_principal(
-    session: SessionDep, audit: RecorderDep, key: SigningKeyDep, token: BearerToken
+    session: SessionDep, audit: RecorderDep, token: BearerToken, claims: TokenClaimsDep
 ) -> tuple[User, TokenClaims]:
-    return await service.authenticate(session, audit, key, token)
+    return await service.authenticate(session, audit, token, claims)
 
 
 Principal = Annotated[tuple[User, TokenClaims], Depends(get_principal)]
@@ -60,14 +71,13 @@ AdminOrAuditor = Annotated[User, require_role("admin", "auditor")]
 async def limit_by_principal(
     limiter: RateLimiterDep,
     settings: SettingsDep,
-    key: SigningKeyDep,
     audit: RecorderDep,
     token: BearerToken,
+    claims: TokenClaimsDep,
 ) -> None:
     """The default limit: per user when a valid token is shown, per API key for a service
     key, else per client IP."""
     prefix = service.api_key_prefix(token) if token else None
-    claims = decode_access_token(token, key) if token and prefix is None else None
     who = f"key:{prefix}" if prefix else f"user:{claims.sub}" if claims else f"ip:{audit.ip}"
     await limiter.hit(settings.default_rate_limit, "default", who)
 

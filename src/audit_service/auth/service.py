@@ -112,12 +112,12 @@ async def _refuse_if_locked_out(session: AsyncSession, settings: Settings, usern
 
 
 async def authenticate(
-    session: AsyncSession, audit: RequestAudit, key: str, token: str | None
+    session: AsyncSession, audit: RequestAudit, token: str | None, claims: TokenClaims | None
 ) -> tuple[User, TokenClaims]:
-    """The active user a bearer token belongs to; any doubt is a 401."""
+    """The active user a bearer token (already verified into `claims`) belongs to; any doubt
+    is a 401."""
     if not token:
         raise Unauthorized()
-    claims = decode_access_token(token, key)
     if claims is None or not claims.sub.isdigit():
         audit.describe(auth_error="invalid_token")
         raise Unauthorized("Invalid or expired token")
@@ -391,8 +391,9 @@ async def authenticate_service(
         raise Unauthorized("An API key is required (Authorization: Bearer <key> or X-API-Key)")
     prefix = api_key_prefix(credential)
     if prefix is None:
-        if decode_access_token(credential, signing_key) is not None:
-            await authenticate(session, audit, signing_key, credential)  # names the user
+        claims = decode_access_token(credential, signing_key)
+        if claims is not None:
+            await authenticate(session, audit, credential, claims)  # names the user
             raise Forbidden("This endpoint takes a service API key, not a user token")
         audit.describe(auth_error="malformed_api_key")
         raise Unauthorized(INVALID_KEY)

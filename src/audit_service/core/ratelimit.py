@@ -11,7 +11,7 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from audit_service.core.errors import RateLimited
@@ -21,7 +21,9 @@ class RateLimiter:
     def __init__(self, storage_uri: str) -> None:
         uri = storage_uri if storage_uri.startswith("async+") else f"async+{storage_uri}"
         self._storage = storage_from_string(uri)
-        self._strategy = MovingWindowRateLimiter(self._storage)
+        # A sliding-window counter: O(1) per hit (a moving window keeps every timestamp), and
+        # no burst at window edges as with fixed windows.
+        self._strategy = SlidingWindowCounterRateLimiter(self._storage)
 
     async def hit(self, limit: str | RateLimitItem, *key: str, what: str = "requests") -> None:
         """Count one hit; raise 429 (with Retry-After) once `limit` is exceeded for `key`."""

@@ -28,7 +28,6 @@ import os
 import platform
 import random
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from common import children, cpu_model, free_port
 from tests.pg import TempPostgres
 
 JWT_SECRET = "bench-" + "x" * 40
@@ -214,25 +214,6 @@ def _pct(values: list[float], q: float) -> float:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _children(ppid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == ppid:
-                found.append(int(entry.name))
-    return found
-
-
 def _cpu_s(pids: Sequence[int], reaped: int | None = None) -> float:
     """CPU seconds of `pids`, plus those of the exited children `reaped` has waited for
     (PostgreSQL backends come and go; the postmaster's cutime/cstime keeps their share)."""
@@ -272,7 +253,7 @@ class Bench:
         self.dsn = self.url.replace("postgresql+asyncpg", "postgresql")
         self.postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
         if self.other_cpus:
-            for pid in [self.postmaster, *_children(self.postmaster)]:
+            for pid in [self.postmaster, *children(self.postmaster)]:
                 os.sched_setaffinity(pid, self.other_cpus)  # later backends inherit it
             os.sched_setaffinity(0, self.other_cpus)
         from audit_service.core import migrations
@@ -291,7 +272,7 @@ class Bench:
             env=self.env, cwd=REPO, capture_output=True, text=True, check=True,
         )  # fmt: skip
         self.key = made.stdout.strip()
-        self.port = _free_port()
+        self.port = free_port()
         self.service = subprocess.Popen(
             [
                 *(["taskset", "-c", ",".join(map(str, self.service_cpus))]
@@ -320,7 +301,7 @@ class Bench:
         self.pg.stop()
 
     def pg_pids(self) -> list[int]:
-        return [self.postmaster, *_children(self.postmaster)]
+        return [self.postmaster, *children(self.postmaster)]
 
     async def sql(self, query: str) -> Any:
         conn = await asyncpg.connect(self.dsn)
@@ -463,13 +444,6 @@ class Bench:
         }
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args)
     try:
@@ -510,7 +484,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "machine": {
             "nproc": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
         },
         "command": shlex.join([sys.executable, "bench/ingest.py", *sys.argv[1:]]),

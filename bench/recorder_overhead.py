@@ -27,7 +27,6 @@ import os
 import platform
 import resource
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from common import children, cpu_model, free_port
 from tests.pg import TempPostgres
 
 ADMIN_PASSWORD = "bench-admin-password-123"
@@ -210,12 +210,6 @@ def _pairs_process(
 # --- processes and accounting ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _proc_cpu(pid: int, reaped_children: bool = False) -> float:
     """utime + stime of one process (and of its exited children), seconds; 0 if it is gone."""
     try:
@@ -226,19 +220,6 @@ def _proc_cpu(pid: int, reaped_children: bool = False) -> float:
     if reaped_children:
         used += int(fields[13]) + int(fields[14])
     return used / TICKS
-
-
-def _children(ppid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == ppid:
-                found.append(int(entry.name))
-    return found
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -255,12 +236,12 @@ class Postgres:
         self.postmaster = int((self.server.data / "postmaster.pid").read_text().split()[0])
 
     def pin(self, cpus: list[int]) -> None:
-        for pid in [self.postmaster, *_children(self.postmaster)]:
+        for pid in [self.postmaster, *children(self.postmaster)]:
             os.sched_setaffinity(pid, cpus)  # backends forked later inherit the postmaster's
 
     def cpu(self) -> float:
         # Live backends, plus the ones that exited (pool overflow churn), reaped by postmaster.
-        live = sum(_proc_cpu(p) for p in _children(self.postmaster))
+        live = sum(_proc_cpu(p) for p in children(self.postmaster))
         return _proc_cpu(self.postmaster, reaped_children=True) + live
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
@@ -353,7 +334,7 @@ def _run_load(
 def _phase(
     args: argparse.Namespace, pg: Postgres, record: bool, cpus: dict[str, list[int] | None]
 ) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     rows_before = _recorded_rows(pg)
     service = _start_service(pg.url, port, record, cpus["service"])
@@ -412,7 +393,7 @@ def _light(
     services, targets = [], []
     try:
         for record in (True, False):
-            port = _free_port()
+            port = free_port()
             base = f"http://127.0.0.1:{port}"
             services.append(_start_service(pg.url, port, record, cpus["service"]))
             login = httpx.post(
@@ -444,13 +425,6 @@ def _light(
 
 def _recorded_rows(pg: Postgres) -> int:
     return int(pg.query("SELECT count(*) FROM audit_event WHERE request_id IS NOT NULL")[0][0])
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -560,7 +534,7 @@ def main() -> None:
         "cpu_on": {k: med(on, f"cpu_{k}") for k in ("service", "postgres", "clients", "other")},
         "cpu_off": {k: med(off, f"cpu_{k}") for k in ("service", "postgres", "clients", "other")},
         "pinning": {k: v for k, v in cpus.items()} if cpus["service"] else "none",
-        "machine": {"nproc": ncpu, "cpu": _cpu_model(), "python": platform.python_version()},
+        "machine": {"nproc": ncpu, "cpu": cpu_model(), "python": platform.python_version()},
         "command": shlex.join([sys.executable, "bench/recorder_overhead.py", *sys.argv[1:]]),
     }
     print(json.dumps(result))

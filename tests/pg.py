@@ -30,7 +30,7 @@ def _bin_dir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found (run scripts/ensure-test-services.sh)")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -41,7 +41,7 @@ class TempPostgres:
         self.bin = _bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="audit-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_user: list[str] = []
         if os.geteuid() == 0:
             account = pwd.getpwnam("postgres")

@@ -13,7 +13,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import sys
 import uuid
@@ -35,6 +34,7 @@ from audit_service.core import migrations
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from tests.conftest import Harness, make_settings, start_harness
+from tests.pg import free_port
 
 PASSWORD_1 = "first-Correct-horse-1"
 PASSWORD_2 = "second-Battery-staple-2"
@@ -399,15 +399,9 @@ async def test_cli_refuses_production_without_a_secret(sqlite_url: str, tmp_path
 # --- serve ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_serve_migrates_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:
     """What the container does: `serve` on an empty database, probed like the HEALTHCHECK."""
-    port = _free_port()
+    port = free_port()
     url = f"sqlite+aiosqlite:///{tmp_path / 'var' / 'served.db'}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

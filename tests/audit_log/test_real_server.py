@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,17 +14,12 @@ from sqlalchemy import func, select
 from audit_service.audit_log.models import AuditEvent
 from audit_service.main import create_app
 from tests.conftest import ADMIN_PASSWORD, make_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.pg import free_port
 
 
 async def _serve(url: str, **overrides: Any) -> AsyncIterator[tuple[Any, str]]:
     app = create_app(make_settings(url, **overrides))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
     )

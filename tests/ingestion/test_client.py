@@ -8,7 +8,6 @@ one server only starts listening after the client has begun to retry.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from audit_service.client import (
 from audit_service.main import create_app
 from tests.conftest import Harness, make_settings, start_harness
 from tests.ingestion.helpers import ingested, make_key
+from tests.pg import free_port
 
 FAST = RetryPolicy(max_attempts=6, base_delay=0.01, max_delay=0.05)
 
@@ -280,12 +280,6 @@ async def test_record_keeps_events_while_the_service_is_down(h: Harness) -> None
 # --- the blocking client over a real socket --------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def serving(app: ASGIApp, port: int, delay: float = 0.0) -> AsyncIterator[str]:
     """A real uvicorn on `port` (started after `delay` seconds) in this event loop."""
@@ -311,7 +305,7 @@ async def serving(app: ASGIApp, port: int, delay: float = 0.0) -> AsyncIterator[
 async def test_blocking_client_over_http(h: Harness, db_url: str) -> None:
     key = await make_key(h)
     flaky = FailFirst(create_app(make_settings(db_url)), 2, status=502)
-    async with serving(flaky, _free_port()) as url:
+    async with serving(flaky, free_port()) as url:
         client = AuditClient(url, key, retry=FAST, batch_size=5, flush_interval=60)
         one = await asyncio.to_thread(client.send, ev())
         batch = await asyncio.to_thread(client.send_batch, [ev(i) for i in range(1_500)])
@@ -326,7 +320,7 @@ async def test_blocking_client_over_http(h: Harness, db_url: str) -> None:
 
 async def test_blocking_client_waits_for_the_server_to_come_up(h: Harness, db_url: str) -> None:
     key = await make_key(h)
-    port = _free_port()
+    port = free_port()
     policy = RetryPolicy(max_attempts=100, base_delay=0.02, max_delay=0.1)
     with AuditClient(f"http://127.0.0.1:{port}", key, retry=policy) as client:
         async with serving(create_app(make_settings(db_url)), port, delay=0.5):

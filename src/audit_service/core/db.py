@@ -205,6 +205,9 @@ async def copy_out(
         await task  # surfaces a failed COPY
     finally:
         if not task.done():
-            task.cancel()  # the client went away: stop the server's query too
+            # The client went away mid-COPY: stop reading, and drop the connection (it is
+            # mid-protocol, unusable), which also ends the query on the server.
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await conn.invalidate()

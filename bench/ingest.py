@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common import children, cpu_model, free_port
+from common import RawConnection, children, cpu_model, free_port
 from tests.pg import TempPostgres
 
 JWT_SECRET = "bench-" + "x" * 40
@@ -161,49 +161,22 @@ COPY_COLUMNS = [
 # --- a minimal HTTP/1.1 client --------------------------------------------------------------
 
 
-class Connection:
-    """Keep-alive POSTs of prepared bodies: a few µs of CPU each, so the load generator does
-    not need the cores the service and PostgreSQL are measured on."""
+class Connection(RawConnection):
+    """Keep-alive POSTs of prepared bodies, so the load generator does not need the cores the
+    service and PostgreSQL are measured on."""
 
     def __init__(self, host: str, port: int, key: str) -> None:
-        self.host, self.port = host, port
+        super().__init__(host, port)
         self.head = (
             f"Host: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
             "Content-Type: application/json\r\nUser-Agent: ingest-bench\r\n"
         ).encode()
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.reader is None or self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        reader, writer = self.reader, self.writer
-        writer.write(
+        return await self.send(
             b"POST " + path.encode() + b" HTTP/1.1\r\n" + self.head
             + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )  # fmt: skip
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, chunked = 0, False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-        if chunked:
-            parts = []
-            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                parts.append((await reader.readexactly(size + 2))[:-2])
-            await reader.readuntil(b"\r\n")
-            return status, b"".join(parts)
-        return status, (await reader.readexactly(length)) if length else b""
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common import children, cpu_model, free_port
+from common import RawConnection, children, cpu_model, free_port
 from tests.pg import TempPostgres
 
 ADMIN_PASSWORD = "bench-admin-password-123"
@@ -53,46 +53,16 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # --- load generator (runs in client processes) ----------------------------------------------
 
 
-class _RawConnection:
-    """A minimal keep-alive HTTP/1.1 GET client: a few µs of CPU per request, where httpx
-    spends milliseconds at 32 connections and would need more CPU than the service it loads."""
+class _RawConnection(RawConnection):
+    """One prepared GET, repeated."""
 
     def __init__(self, host: str, port: int, request: bytes) -> None:
-        self.host, self.port, self.request = host, port, request
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        super().__init__(host, port)
+        self.request = request
 
     async def get(self) -> int:
-        if self.reader is None or self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        reader, writer = self.reader, self.writer
-        writer.write(self.request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, chunked, close = 0, False, False
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = b"close" in value.lower()
-        if chunked:
-            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                await reader.readexactly(size + 2)
-            await reader.readuntil(b"\r\n")
-        elif length:
-            await reader.readexactly(length)
-        if close:
-            self.close()
+        status, _ = await self.send(self.request)
         return status
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
 
 
 async def _drive(

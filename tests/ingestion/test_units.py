@@ -7,8 +7,7 @@ import pytest
 from audit_service.client import RetryPolicy
 from audit_service.ingestion.client import retryable
 from audit_service.ingestion.schemas import json_depth, json_size
-from audit_service.ingestion.service import _ip_key
-from audit_service.kit.net import ip_key, parse_ip
+from audit_service.kit.net import canonical_ip_key, ip_key, parse_ip
 
 
 @pytest.mark.parametrize(
@@ -18,8 +17,8 @@ from audit_service.kit.net import ip_key, parse_ip
 )  # fmt: skip
 def test_fast_ip_key_matches_the_reference(address: str) -> None:
     canonical = str(parse_ip(address))
-    assert _ip_key(canonical) == ip_key(parse_ip(canonical))
-    assert len(_ip_key(canonical)) == 16
+    assert canonical_ip_key(canonical) == ip_key(parse_ip(canonical))
+    assert len(canonical_ip_key(canonical)) == 16
 
 
 def test_json_depth_and_size() -> None:

@@ -38,7 +38,7 @@ from audit_service.core.db import session_wrote
 from audit_service.core.errors import problem_response
 from audit_service.core.request_context import client_ip, request_id, user_agent
 from audit_service.kit.models import utcnow
-from audit_service.kit.net import ip_key, parse_ip
+from audit_service.kit.net import canonical_ip_key
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -160,7 +160,7 @@ class RequestAudit:
                 "target_type": self.target_type,
                 "target_id": self.target_id,
                 "ip": self.ip,
-                "ip_bytes": ip_key(parse_ip(self.ip)) if self.ip else None,
+                "ip_bytes": canonical_ip_key(self.ip) if self.ip else None,
                 "user_agent": self.user_agent,
                 "request_id": self.request_id,
                 "method": self.method,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -21,6 +22,20 @@ def ip_key(address: IPAddress) -> bytes:
     if isinstance(address, ipaddress.IPv4Address):
         return (0xFFFF << 32 | int(address)).to_bytes(16, "big")
     return int(address).to_bytes(16, "big")
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def canonical_ip_key(canonical: str) -> bytes:
+    """`ip_key` of an address already in canonical text (as `parse_ip` renders it), without
+    parsing it again: inet_pton is ~10x cheaper than `ipaddress` on the per-event hot paths."""
+    try:
+        if ":" in canonical:
+            return socket.inet_pton(socket.AF_INET6, canonical)
+        return _V4_MAPPED + socket.inet_pton(socket.AF_INET, canonical)
+    except OSError:  # e.g. a scoped IPv6 address (fe80::1%eth0)
+        return ip_key(parse_ip(canonical))
 
 
 def network_key_range(network: IPNetwork) -> tuple[bytes, bytes]:

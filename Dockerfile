@@ -36,10 +36,8 @@ RUN groupadd --system --gid 10001 audit \
 
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
-# `audit-service migrate` looks for alembic/ in the working directory when the package is
-# installed from a wheel (core/migrations.py); alembic.ini serves the plain `alembic` command.
-COPY alembic.ini ./
-COPY alembic ./alembic
+# The migrations ship inside the wheel (audit_service/migrations): `audit-service migrate`
+# needs nothing from the source tree.
 # ./var holds the default SQLite database and the development key: the only writable place.
 RUN mkdir -p /app/var && chown audit:audit /app/var
 

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from importlib import resources
 
 from alembic import command
 from alembic.config import Config
 
 
-def _script_location() -> Path:
-    # Editable installs and source checkouts: <repo>/alembic. Images copy it next to the app.
-    for candidate in (Path(__file__).resolve().parents[3] / "alembic", Path.cwd() / "alembic"):
-        if (candidate / "env.py").exists():
-            return candidate
-    raise FileNotFoundError("alembic/ migrations directory not found")
+def _script_location() -> str:
+    # Always the package's own migrations, wherever it is installed: never a directory found
+    # in the working directory (inside another project's checkout that would run *its* env.py).
+    return str(resources.files("audit_service") / "migrations")
 
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(_script_location()))
+    config.set_main_option("script_location", _script_location())
     config.attributes["database_url"] = database_url
     return config
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository as events
-from audit_service.audit_log.recorder import Actor, system_event
+from audit_service.audit_log.context import Actor, system_event
 from audit_service.auth import repository as users
 from audit_service.auth import service as auth_service
 from audit_service.auth.models import ROLES, User

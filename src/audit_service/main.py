@@ -11,13 +11,9 @@ from fastapi import Depends, FastAPI
 from audit_service import __version__
 from audit_service.activity.endpoints import router as activity_router
 from audit_service.audit_log import repository as audit_repository
-from audit_service.audit_log.recorder import (
-    SYSTEM,
-    GroupCommitWriter,
-    Recorder,
-    RecorderMiddleware,
-    system_event,
-)
+from audit_service.audit_log.context import SYSTEM, system_event
+from audit_service.audit_log.middleware import Recorder, RecorderMiddleware
+from audit_service.audit_log.writer import GroupCommitWriter
 from audit_service.auth import service as auth_service
 from audit_service.auth.dependencies import get_principal, limit_by_principal, limit_ingestion
 from audit_service.auth.endpoints import admin_router as users_router

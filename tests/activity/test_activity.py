@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from audit_service.audit_log.context import Actor, system_event
 from audit_service.audit_log.models import AuditEvent
-from audit_service.audit_log.recorder import Actor, system_event
 from audit_service.audit_log.repository import insert_events
 from audit_service.kit.net import ip_key, parse_ip
 from tests.conftest import Harness

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from audit_service.activity import export
 from audit_service.audit_log import repository
-from audit_service.audit_log.recorder import system_event
+from audit_service.audit_log.context import system_event
 from audit_service.kit.net import ip_key, parse_ip
 from tests.conftest import Harness, make_settings, start_harness
 

@@ -10,8 +10,8 @@ from starlette.types import Receive, Scope, Send
 
 from audit_service.activity import service
 from audit_service.activity.schemas import ActivityQuery, EventOut, EventPage, ExportQuery
+from audit_service.audit_log.context import audited
 from audit_service.audit_log.dependencies import RecorderDep, SessionDep
-from audit_service.audit_log.recorder import audited
 from audit_service.auth.dependencies import AdminOrAuditor
 from audit_service.core.dependencies import EngineDep, SigningKeyDep
 from audit_service.core.errors import problem_responses

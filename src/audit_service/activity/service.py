@@ -16,8 +16,8 @@ from audit_service.activity.schemas import (
     ExportQuery,
 )
 from audit_service.audit_log import repository
+from audit_service.audit_log.context import RequestAudit
 from audit_service.audit_log.models import AuditEvent
-from audit_service.audit_log.recorder import RequestAudit
 from audit_service.core.db import snapshot_isolation
 from audit_service.core.errors import FieldError, NotFound, ValidationFailed
 from audit_service.kit.models import utcnow

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit_service.audit_log.recorder import RequestAudit
+from audit_service.audit_log.context import RequestAudit
 
 
 async def get_request_audit(request: Request) -> RequestAudit:

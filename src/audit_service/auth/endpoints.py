@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
+from audit_service.audit_log.context import audited
 from audit_service.audit_log.dependencies import RecorderDep, SessionDep
-from audit_service.audit_log.recorder import audited
 from audit_service.auth import service
 from audit_service.auth.dependencies import (
     AdminUser,

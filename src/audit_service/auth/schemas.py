@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from audit_service.audit_log.recorder import NATIVE_SOURCE
+from audit_service.audit_log.context import NATIVE_SOURCE
 from audit_service.kit.schemas import InputModel
 
 Role = Literal["admin", "auditor", "user"]

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository as events
-from audit_service.audit_log.recorder import Actor, RequestAudit
+from audit_service.audit_log.context import Actor, RequestAudit
 from audit_service.auth import repository as repo
 from audit_service.auth.models import ApiKey, User
 from audit_service.auth.schemas import (

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Response, status
 
+from audit_service.audit_log.context import audited
 from audit_service.audit_log.dependencies import RecorderDep, SessionDep
-from audit_service.audit_log.recorder import audited
 from audit_service.auth.dependencies import AdminOrAuditor, AdminUser, EventWriter
 from audit_service.core.errors import problem_responses
 from audit_service.core.routing import SafeJSONRoute

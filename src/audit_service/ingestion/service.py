@@ -16,7 +16,7 @@ from jsonschema.protocols import Validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository as events
-from audit_service.audit_log.recorder import RequestAudit
+from audit_service.audit_log.context import RequestAudit
 from audit_service.auth.models import ApiKey, User
 from audit_service.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from audit_service.ingestion import repository as repo

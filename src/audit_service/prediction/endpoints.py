@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from audit_service.audit_log.context import audited
 from audit_service.audit_log.dependencies import RecorderDep
-from audit_service.audit_log.recorder import audited
 from audit_service.auth.dependencies import limit_predictions
 from audit_service.core.errors import problem_responses
 from audit_service.core.routing import SafeJSONRoute

@@ -3,7 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from audit_service.audit_log.recorder import RequestAudit
+from audit_service.audit_log.context import RequestAudit
 from audit_service.prediction.model import FEATURES, IrisClassifier
 from audit_service.prediction.schemas import PredictRequest, PredictResponse
 

@@ -1,0 +1,137 @@
+"""Per-request recording: one event per handled request, committed before the response starts.
+
+The pure-ASGI `RecorderMiddleware` is the request boundary. It creates the request's
+`RequestAudit` (the event being written, filled in by auth and services), lazily owns the
+request's database session, and when the application emits `http.response.start`:
+
+- success and the session changed data → the event joins that transaction and both commit
+  together (atomic with the business change);
+- anything else → the session is rolled back and the event goes to the group-commit writer,
+  which stores many concurrent requests' events in one transaction;
+- if the event cannot be stored, the client gets 503 instead and nothing is committed.
+
+Only then is the start message forwarded, so no byte leaves before the record is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from audit_service.audit_log import repository
+from audit_service.audit_log.context import UNRECORDED_PATHS, RequestAudit
+from audit_service.audit_log.writer import GroupCommitWriter
+from audit_service.core.db import session_wrote
+from audit_service.core.errors import problem_response
+from audit_service.core.request_context import client_ip, request_id, user_agent
+
+log = logging.getLogger(__name__)
+
+
+class _ResponseReplaced(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Recorder:
+    """What the middleware needs at run time; built in the app's lifespan."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    writer: GroupCommitWriter
+    enabled: bool = True
+
+    async def finish(self, audit: RequestAudit, status: int, route: BaseRoute | None) -> None:
+        session = audit._session
+        record = self.enabled and (status >= 400 or audit.record_on_success)
+        if status < 400 and session is not None and session_wrote(session):
+            if record:
+                await repository.insert_events(session, [audit.to_row(status, route)])
+            await session.commit()
+            return
+        if session is not None:
+            await session.rollback()
+        if record:
+            await self.writer.write(audit.to_row(status, route))
+
+
+class RecorderMiddleware:
+    """The request boundary: see the module docstring."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        if scope["path"] in UNRECORDED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        recorder: Recorder = state.recorder
+        audit = RequestAudit(
+            request_id=request_id(scope),
+            ip=client_ip(scope, state.settings.trusted_proxy_networks),
+            user_agent=user_agent(scope),
+            method=scope["method"],
+            path=scope["path"],
+            _sessionmaker=recorder.sessionmaker,
+        )
+        scope.setdefault("state", {})["audit"] = audit
+        started = False
+        replaced = False
+
+        async def send_recorded(message: Message) -> None:
+            nonlocal started, replaced
+            if replaced:
+                # The client already has the 503: stop the application producing a body
+                # (a large export) for nobody.
+                raise _ResponseReplaced
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                try:
+                    await recorder.finish(audit, message["status"], scope.get("route"))
+                except Exception as exc:
+                    # Fail closed: the record is missing, so the response must not go out.
+                    log.error("request %s not recorded: %s", audit.request_id, type(exc).__name__)
+                    replaced = True
+                    if audit._session is not None:
+                        with contextlib.suppress(Exception):
+                            await audit._session.rollback()
+                    await problem_response(
+                        503,
+                        detail="The audit record could not be stored; nothing was changed.",
+                        request_id=audit.request_id,
+                        headers={"X-Request-ID": audit.request_id, "Retry-After": "1"},
+                    )(scope, receive, send)
+                    return
+                message = dict(message)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", audit.request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recorded)
+        except _ResponseReplaced:
+            return
+        except Exception as exc:
+            log.exception("unhandled error in request %s", audit.request_id)
+            if started:
+                raise
+            audit.describe(
+                action="system.error", module="system", outcome="error", error=type(exc).__name__
+            )
+            await problem_response(
+                500,
+                detail="An unexpected error occurred. It has been recorded.",
+                request_id=audit.request_id,
+            )(scope, receive, send_recorded)
+        finally:
+            await audit.close()

@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from audit_service.activity import service
 from audit_service.activity.endpoints import ExportResponse
-from audit_service.activity.schemas import ExportQuery
+from audit_service.activity.schemas import ActivityExport, ExportQuery
 from audit_service.audit_log.models import AuditEvent
 from audit_service.kit.pagination import InvalidCursor, _sign, decode_cursor
 from tests.activity.test_cursor_export import seed
@@ -335,3 +335,22 @@ def test_export_slots_are_given_back_once() -> None:
     slots.give_back()
     slots.take()
     assert slots.in_use == 1
+
+
+# Filtered to the seeded rows: an unfiltered SQLite export also counts its own event
+# (the snapshot item of another workstream), which is not what this test is about.
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"format": "json", "action": "seed.event"},
+        {"format": "json", "action": "seed.event", "ip": "10.0.0.0/8"},
+    ],
+)
+async def test_json_export_matches_its_declared_schema(h: Harness, params: dict[str, str]) -> None:
+    headers = await h.auth()
+    await seed(h, 4)
+    r = await h.client.get("/admin/activity/export", params=params, headers=headers)
+    assert r.status_code == 200, r.text
+    document = ActivityExport.model_validate_json(r.content, strict=False)
+    assert document.export.row_count == len(document.events) == 4
+    assert int(r.headers["x-export-row-count"]) == document.export.row_count

@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,12 @@ def scenarios(v: dict[str, Any]) -> dict[str, str]:
         + "&until="
         + (end.replace(hour=23, minute=59)).isoformat().replace("+", "%2B")
     )
-    month_start = end.replace(day=1)
-    month_range = (f"since={month_start.isoformat()}&until={end.isoformat()}").replace("+", "%2B")
+    # The last 30 days up to the newest event, not "since the 1st": on the 1st of a month
+    # that window was empty and the month scenarios measured nothing.
+    month_end = v["latest"] + timedelta(microseconds=1)  # until is exclusive
+    month_range = (
+        f"since={(month_end - timedelta(days=30)).isoformat()}&until={month_end.isoformat()}"
+    ).replace("+", "%2B")
     return {
         "first page": "",
         "actor (top user)": f"actor={v['top_actor']}",

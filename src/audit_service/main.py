@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from audit_service import __version__
 from audit_service.activity.endpoints import router as activity_router
@@ -22,8 +23,10 @@ from audit_service.auth.endpoints import public_router as login_router
 from audit_service.auth.endpoints import router as auth_router
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
+from audit_service.core.docs import install_offline_docs
 from audit_service.core.errors import install_error_handlers, problem_responses
 from audit_service.core.middleware import BodyLimitMiddleware
+from audit_service.core.openapi import install_contract
 from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
 from audit_service.ingestion.endpoints import admin_router as actions_router
@@ -100,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_offline_docs
+        redoc_url=None,
         openapi_tags=[
             {"name": "auth", "description": "Log in and out"},
             {"name": "users", "description": "User administration (admin)"},
@@ -113,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_contract(app)
     # Outermost last: the recorder wraps everything, so even a 413 is recorded.
     app.add_middleware(
         BodyLimitMiddleware,
@@ -120,6 +126,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         per_path={"/events/batch": settings.max_batch_body_bytes},
     )
     app.add_middleware(RecorderMiddleware)
+    if settings.cors_origin_list:
+        # Outside the recorder: a preflight is answered here and is not an event (without
+        # this it reached the router and was recorded as a 405).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Idempotency-Key"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "Content-Disposition",
+                "X-Export-Exported-By",
+                "X-Export-Exported-At",
+                "X-Export-Filters",
+                "X-Export-Row-Count",
+                "X-Export-Service-Version",
+            ],
+            max_age=600,
+        )
+    install_offline_docs(app)
 
     # Public routes are mounted explicitly; everything else needs a principal.
     app.include_router(health_router)

@@ -336,7 +336,12 @@ FILTER_CASES: list[tuple[str, list[tuple[str, str]], list[str]]] = [
     ("ipv6 /48 excludes 2001:db8:1::", [("ip", "2001:db8::/48")], ["e", "d"]),
     ("ipv6 /32", [("ip", "2001:db8::/32")], ["f", "e", "d"]),
     ("ipv4 /0 is every ipv4", [("ip", "0.0.0.0/0")], ["g", "c", "b", "a"]),
-    ("ipv6 /0 is every address", [("ip", "::/0")], ALL),
+    # IPv4 rows are stored mapped into ::ffff:0:0/96: an IPv6 network must not reach them...
+    ("ipv6 /0 is every ipv6 address only", [("ip", "::/0")], ["f", "e", "d"]),
+    ("ipv6 ::/8 skips the mapped ipv4 block", [("ip", "::/8")], []),
+    # ...unless it is IPv4 written as IPv6 (inside the mapped block).
+    ("ipv4-mapped /96 is every ipv4", [("ip", "::ffff:0:0/96")], ["g", "c", "b", "a"]),
+    ("ipv4-mapped /104", [("ip", "::ffff:10.0.0.0/104")], ["c", "b", "a"]),
     ("q case-insensitive", [("q", "login")], ["g", "a"]),
     ("q mixed case", [("q", "LoGiN fRoM")], ["g", "a"]),
     ("q percent is literal", [("q", "50%")], ["b"]),

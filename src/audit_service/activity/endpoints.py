@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from audit_service.activity import service
-from audit_service.activity.schemas import ActivityQuery, EventOut, EventPage, ExportQuery
+from audit_service.activity import export, service
+from audit_service.activity.schemas import (
+    ActivityExport,
+    ActivityQuery,
+    EventOut,
+    EventPage,
+    EventRef,
+    ExportQuery,
+)
 from audit_service.audit_log.context import audited
 from audit_service.audit_log.dependencies import RecorderDep, SessionDep
 from audit_service.auth.dependencies import AdminOrAuditor
@@ -40,17 +47,39 @@ class ExportResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self._opened.close()
+            try:
+                # A stream cut short leaves its generators suspended mid-query; closed later
+                # by the garbage collector they would run their cleanup (closing the server
+                # cursor, the XLSX temp file) on a connection already back in the pool.
+                await export.aclose(self.body_iterator)
+            finally:
+                await self._opened.close()
 
 
+def _binary(media_type: str) -> dict[str, Any]:
+    # format: binary for OpenAPI 3.0 generators, contentMediaType as FastAPI emits for 3.1:
+    # either way a generated client hands back bytes instead of decoding text.
+    return {"schema": {"type": "string", "format": "binary", "contentMediaType": media_type}}
+
+
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 _EXPORT_CONTENT = {
+    # application/json gets ActivityExport's schema from the response's `model`.
     "text/csv": {"schema": {"type": "string"}},
-    "application/json": {"schema": {"type": "object"}},
     "application/x-ndjson": {"schema": {"type": "string"}},
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {
-        "schema": {"type": "string", "format": "binary"}
-    },
-    "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+    _XLSX: _binary(_XLSX),
+    "application/gzip": _binary("application/gzip"),
+}
+_EXPORT_HEADERS = {
+    "Content-Disposition": "attachment; filename=activity-<UTC time>.<format>[.gz]",
+    "X-Export-Exported-By": "Username of who exported (JSON string escapes)",
+    "X-Export-Exported-At": "When the export's snapshot was taken (ISO 8601, UTC)",
+    "X-Export-Filters": "The filters applied, as compact JSON",
+    "X-Export-Row-Count": "Exactly the number of events in the file",
+    "X-Export-Service-Version": "The version of the service that wrote the file",
+}
+_EXPORT_BUSY = {
+    "description": "Too many exports in flight on this instance; retry after Retry-After",
 }
 
 
@@ -78,8 +107,21 @@ async def list_activity(
     status_code=200,
     operation_id="export_activity",
     responses={
-        200: {"content": _EXPORT_CONTENT, "description": "The export file, streamed"},
+        200: {
+            "model": ActivityExport,
+            "content": _EXPORT_CONTENT,
+            "description": "The export file, streamed",
+            "headers": {
+                name: {
+                    "description": text,
+                    "schema": {"type": "string"},
+                    "required": True,
+                }
+                for name, text in _EXPORT_HEADERS.items()
+            },
+        },
         **problem_responses(401, 403, 422),
+        503: {**problem_responses(503)[503], **_EXPORT_BUSY},
     },
     openapi_extra=audited("activity.exported", "activity"),
 )
@@ -88,9 +130,14 @@ async def export_activity(
     user: AdminOrAuditor,
     engine: EngineDep,
     audit: RecorderDep,
+    request: Request,
 ) -> ExportResponse:
-    """Download every matching event (no cap) as CSV, XLSX, JSON or NDJSON, streamed."""
-    return ExportResponse(await service.open_export(engine, audit, query, user.username))
+    """Download every matching event (no cap) as CSV, XLSX, JSON or NDJSON, streamed.
+
+    Each export holds a database connection while it streams, so an instance runs at most
+    `AUDIT_MAX_CONCURRENT_EXPORTS` at once; past that the answer is 503 with Retry-After."""
+    slots = service.export_slots(request.app)
+    return ExportResponse(await service.open_export(engine, audit, query, user.username, slots))
 
 
 @router.get(
@@ -101,7 +148,9 @@ async def export_activity(
     openapi_extra=audited("activity.viewed", "activity"),
 )
 async def get_activity(
-    event_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    event_id: Annotated[
+        EventRef, Path(description="The event's `event_id` (UUID), or its numeric `id`")
+    ],
     _: AdminOrAuditor,
     session: SessionDep,
     audit: RecorderDep,

@@ -229,12 +229,22 @@ async def xlsx_chunks(
         builder.file.close()
 
 
+async def aclose(iterator: object) -> None:
+    """Close an async generator now (a no-op for other iterators)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
 async def gzipped(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: a gzip container
-    async for data in chunks:
-        if out := compressor.compress(data):
-            yield out
-    yield compressor.flush()
+    try:
+        async for data in chunks:
+            if out := compressor.compress(data):
+                yield out
+        yield compressor.flush()
+    finally:
+        await aclose(chunks)  # the export body it wraps: see OpenExport._body
 
 
 Writer = Callable[[ExportMeta, Batches], AsyncIterator[bytes]]

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     Field,
+    PlainValidator,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -21,6 +24,39 @@ Outcome = Literal["success", "failure", "denied", "error"]
 PAGE_SIZES = (10, 20, 50, 100)
 # OFFSET pagination reads and discards every skipped row; past this, keyset cursors.
 MAX_OFFSET_ROWS = 10_000
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+MAX_ID = 2**63 - 1
+
+
+def _event_ref(value: Any) -> int | uuid.UUID:
+    # One error naming the path parameter, instead of one per branch of an int | UUID union.
+    text = str(value).strip()
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        if 1 <= number <= MAX_ID:
+            return number
+    else:
+        try:
+            return uuid.UUID(text)
+        except ValueError:
+            pass
+    raise ValueError(f"must be an event_id (UUID) or an id from 1 to {MAX_ID}")
+
+
+EventRef = Annotated[
+    int | uuid.UUID,
+    PlainValidator(_event_ref),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "uuid"},
+                {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            ]
+        }
+    ),
+]
 
 
 class ActivityFilters(InputModel):
@@ -55,6 +91,17 @@ class ActivityFilters(InputModel):
         for a in value:
             if not 1 <= len(a) <= 100:
                 raise ValueError("each action is 1 to 100 characters")
+        return value
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso_8601_only(cls, value: Any) -> Any:
+        # pydantic also reads "1700000000" as a Unix time; the contract is ISO 8601 with an
+        # offset, and a bare number is more likely a mistake (milliseconds?) than a date.
+        if value is not None and (
+            not isinstance(value, str) or _NUMBER.fullmatch(value.strip()) is not None
+        ):
+            raise ValueError("must be ISO 8601 with an offset, e.g. 2026-01-31T23:00:00Z")
         return value
 
     @field_validator("since", "until")
@@ -229,3 +276,23 @@ class EventPage(BaseModel):
     )
     next_cursor: str | None = Field(description="Older events; null on the last page")
     prev_cursor: str | None = Field(description="Newer events; null on the first page")
+
+
+class ExportInfo(BaseModel):
+    """The `export` object at the head of a JSON export (the X-Export-* headers carry the same
+    facts for the other formats)."""
+
+    exported_by: str
+    exported_at: datetime
+    filters: dict[str, Any] = Field(description="The filters applied, as given")
+    row_count: int = Field(description="Exactly the number of events that follow")
+    service_version: str
+    format: ExportFormat
+    order: Literal["newest first"]
+
+
+class ActivityExport(BaseModel):
+    """A JSON export: `format=json`. Each event has exactly the export's columns."""
+
+    export: ExportInfo
+    events: list[EventOut]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -19,7 +21,7 @@ from audit_service.audit_log import repository
 from audit_service.audit_log.context import RequestAudit
 from audit_service.audit_log.models import AuditEvent
 from audit_service.core.db import snapshot_isolation
-from audit_service.core.errors import FieldError, NotFound, ValidationFailed
+from audit_service.core.errors import FieldError, NotFound, ServiceUnavailable, ValidationFailed
 from audit_service.kit.models import utcnow
 from audit_service.kit.pagination import (
     InvalidCursor,
@@ -95,22 +97,68 @@ async def list_activity(
     )
 
 
-async def get_activity(session: AsyncSession, audit: RequestAudit, event_id: int) -> EventOut:
+async def get_activity(
+    session: AsyncSession, audit: RequestAudit, event_id: int | uuid.UUID
+) -> EventOut:
     audit.describe(target_type="audit_event", target_id=str(event_id))
-    event = await repository.get_event(session, event_id)
+    if isinstance(event_id, uuid.UUID):
+        event = await repository.get_event_by_uuid(session, event_id)
+    else:
+        event = await repository.get_event(session, event_id)
     if event is None:
         raise NotFound(f"No event with id {event_id}")
     return EventOut.of(event)
+
+
+EXPORT_RETRY_AFTER = 5  # seconds: exports of a normal size finish in about that
+
+
+class ExportSlots:
+    """How many exports this process streams at once. Each holds a pooled connection for as
+    long as its client reads: forty slow downloads would otherwise take the whole pool and
+    every other request would wait for a connection. Refusing (503 + Retry-After) at once
+    beats queueing: a queued export would hold its HTTP request open for nobody's benefit.
+    Only touched from the event loop, so a plain counter is enough."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def take(self) -> None:
+        if self.in_use >= self.limit:
+            raise ServiceUnavailable(
+                f"{self.limit} export(s) are already running on this instance; try again shortly",
+                headers={"Retry-After": str(EXPORT_RETRY_AFTER)},
+            )
+        self.in_use += 1
+
+    def give_back(self) -> None:
+        self.in_use -= 1
+
+
+def export_slots(app: Any) -> ExportSlots:
+    """The app's ExportSlots, made on first use from its settings."""
+    slots: ExportSlots | None = getattr(app.state, "export_slots", None)
+    if slots is None:
+        slots = app.state.export_slots = ExportSlots(app.state.settings.max_concurrent_exports)
+    return slots
 
 
 class OpenExport:
     """A counted, consistent export: the rows it streams are exactly the `row_count` it
     announced (one snapshot), and its connection is released however the response ends."""
 
-    def __init__(self, conn: AsyncConnection, query: ExportQuery, meta: export.ExportMeta):
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        query: ExportQuery,
+        meta: export.ExportMeta,
+        slots: ExportSlots,
+    ):
         self._conn = conn
         self._query = query
         self.meta = meta
+        self._slots: ExportSlots | None = slots
 
     def chunks(self) -> AsyncIterator[bytes]:
         body = self._body()
@@ -124,15 +172,25 @@ class OpenExport:
         copied = repository.copy_export(
             self._conn, filters, "ndjson" if query.format == "json" else query.format
         )
+        source: AsyncIterator[Any]
         if copied is None:
-            batches = repository.stream_export(self._conn, filters)
-            body = export.WRITERS[query.format](self.meta, batches)
+            source = repository.stream_export(self._conn, filters)
+            body = export.WRITERS[query.format](self.meta, source)
         elif query.format == "json":
+            source = copied
             body = export.json_from_lines(self.meta, copied)
         else:
-            body = copied
-        async for chunk in body:
-            yield chunk
+            source = body = copied
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            # Closing this generator does not close the ones it iterates: close them here,
+            # writer first, then the source (which ends a COPY or a server-side cursor on
+            # this connection) while the connection is still ours.
+            await export.aclose(body)
+            if source is not body:
+                await export.aclose(source)
 
     @property
     def filename(self) -> str:
@@ -144,20 +202,37 @@ class OpenExport:
         return "application/gzip" if self._query.gzip else export.MEDIA_TYPES[self._query.format]
 
     async def close(self) -> None:
-        await self._conn.close()
+        try:
+            await self._conn.close()
+        finally:
+            if self._slots is not None:  # once only, however often close() is called
+                self._slots.give_back()
+                self._slots = None
 
 
 async def open_export(
-    engine: AsyncEngine, audit: RequestAudit, query: ExportQuery, exported_by: str
+    engine: AsyncEngine,
+    audit: RequestAudit,
+    query: ExportQuery,
+    exported_by: str,
+    slots: ExportSlots,
 ) -> OpenExport:
     filters = query.to_filters()
-    conn = await engine.connect()
+    slots.take()
+    try:
+        conn = await engine.connect()
+    except BaseException:
+        slots.give_back()
+        raise
     try:
         await conn.execution_options(isolation_level=snapshot_isolation(engine))
         await conn.begin()
         row_count = await repository.count_exact(conn, filters)
     except BaseException:
-        await conn.close()
+        try:
+            await conn.close()
+        finally:
+            slots.give_back()
         raise
     columns = tuple(c.name for c in repository.export_statement(filters).selected_columns)
     meta = export.ExportMeta(
@@ -176,4 +251,4 @@ async def open_export(
         row_count=row_count,
         description=f"Exported {row_count} event(s) as {query.format}",
     )
-    return OpenExport(conn, query, meta)
+    return OpenExport(conn, query, meta, slots)

@@ -41,7 +41,7 @@ from audit_service.core.db import (
     within_budget,
 )
 from audit_service.kit.models import UTCDateTime, utcnow
-from audit_service.kit.net import IPAddress, IPNetwork, ip_key, network_key_range
+from audit_service.kit.net import IPAddress, IPNetwork, ip_key, network_key_ranges
 
 _table = cast(Table, AuditEvent.__table__)
 COUNT_BUDGET_MS = 20  # what an exact total may cost a page, at most
@@ -96,8 +96,8 @@ class EventFilters:
             where.append(e.occurred_at < self.until)
         if self.ip is not None:
             if isinstance(self.ip, IPNetwork):
-                low, high = network_key_range(self.ip)
-                where.append(e.ip_bytes.between(low, high))
+                ranges = network_key_ranges(self.ip)
+                where.append(or_(*(e.ip_bytes.between(lo, hi) for lo, hi in ranges)))
             else:
                 where.append(e.ip_bytes == ip_key(self.ip))
         if self.q:
@@ -287,6 +287,11 @@ async def stream_export(
 
 async def get_event(session: AsyncSession, event_id: int) -> AuditEvent | None:
     return await session.get(AuditEvent, event_id)
+
+
+async def get_event_by_uuid(session: AsyncSession, event_id: uuid.UUID) -> AuditEvent | None:
+    """By the public id (unique index)."""
+    return await session.scalar(select(AuditEvent).where(AuditEvent.event_id == event_id))
 
 
 async def count_recent(

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
+    # Comma-separated browser origins allowed to call the API (CORS); empty: CORS off.
+    cors_origins: str = ""
+    # Exports in flight per process: each holds a database connection for its whole stream.
+    max_concurrent_exports: int = Field(default=4, ge=1)
+
     @field_validator(
         "login_rate_limit", "predict_rate_limit", "default_rate_limit", "ingest_rate_limit"
     )
@@ -72,6 +77,23 @@ class Settings(BaseSettings):
         for part in _split(value):
             ipaddress.ip_network(part, strict=False)
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _valid_origins(cls, value: str) -> str:
+        for origin in _split(value):
+            # An origin is scheme://host[:port] exactly: a path or a trailing slash never
+            # matches the browser's Origin header, so the setting would silently do nothing.
+            scheme, sep, rest = origin.partition("://")
+            if origin != "*" and (
+                scheme not in ("http", "https") or not sep or not rest or "/" in rest
+            ):
+                raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _split(self.cors_origins)
 
     @model_validator(mode="after")
     def _secret_required_in_production(self) -> Settings:

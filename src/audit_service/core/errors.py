@@ -188,13 +188,36 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
+PROBLEM_REF = "#/components/schemas/Problem"
+# Every recorded request answers with the id its audit event carries (the recorder adds it).
+REQUEST_ID_HEADER: dict[str, Any] = {
+    "description": "The id of this request's audit event: quote it when reporting a problem",
+    "schema": {"type": "string"},
+    "required": True,
+}
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": "Seconds to wait before trying again",
+    "schema": {"type": "integer", "minimum": 1},
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries documenting problem+json for the given statuses."""
-    return {
-        s: {
-            "model": Problem,
-            "content": {PROBLEM_CONTENT_TYPE: {}},
+    """OpenAPI `responses=` entries documenting problem+json for the given statuses.
+
+    Only `application/problem+json` with a `$ref` to Problem: FastAPI's `model` key would add
+    an `application/json` twin (the route's media type) that the service never sends, and
+    generated clients then type every error as `unknown`. The Problem schema itself is put
+    into the components by `core.openapi.install_contract`.
+    """
+    responses: dict[int | str, dict[str, Any]] = {}
+    for s in statuses:
+        response: dict[str, Any] = {
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": PROBLEM_REF}}},
             "description": HTTPStatus(s).phrase,
         }
-        for s in statuses
-    }
+        if s == 429:
+            response["headers"] = {"Retry-After": {**RETRY_AFTER_HEADER, "required": True}}
+        elif s == 503:
+            response["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
+        responses[s] = response
+    return responses

@@ -43,6 +43,33 @@ def network_key_range(network: IPNetwork) -> tuple[bytes, bytes]:
     return ip_key(network.network_address), ip_key(network.broadcast_address)
 
 
+_MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def network_key_ranges(network: IPNetwork) -> list[tuple[bytes, bytes]]:
+    """Inclusive ip_key ranges of the addresses a network filter means.
+
+    IPv4 rows are stored mapped into ::ffff:0:0/96, so a wide IPv6 network (::/0, ::/8)
+    would also cover every IPv4 row: such a network is split around the mapped block. A
+    network inside the block (::ffff:10.0.0.0/104) is IPv4 written as IPv6 and keeps
+    matching the IPv4 rows it names.
+    """
+    if (
+        isinstance(network, ipaddress.IPv4Network)
+        or network.prefixlen >= _MAPPED_V4.prefixlen
+        or not network.supernet_of(_MAPPED_V4)
+    ):
+        return [network_key_range(network)]
+    low, high = network_key_range(network)
+    mapped_low, mapped_high = network_key_range(_MAPPED_V4)
+    ranges = []
+    if low < mapped_low:
+        ranges.append((low, (int.from_bytes(mapped_low, "big") - 1).to_bytes(16, "big")))
+    if mapped_high < high:
+        ranges.append(((int.from_bytes(mapped_high, "big") + 1).to_bytes(16, "big"), high))
+    return ranges
+
+
 def parse_ip_or_network(value: str) -> IPAddress | IPNetwork:
     """An address, or a CIDR network (host bits allowed: 10.1.2.3/16 means 10.1.0.0/16)."""
     if "/" in value:

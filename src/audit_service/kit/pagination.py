@@ -51,23 +51,35 @@ def encode_cursor(keyset: Keyset, key: str) -> str:
     return f"{payload}.{_sign(payload, key)}"
 
 
+MAX_ROW_ID = 2**63 - 1  # a bigint: anything larger cannot be compared with the id column
+
+
 def decode_cursor(token: str, key: str) -> Keyset:
     """The keyset a cursor names; anything forged, truncated or garbled is InvalidCursor."""
     payload, _, signature = token.partition(".")
-    if not payload or not signature or not hmac.compare_digest(signature, _sign(payload, key)):
+    # compare_digest refuses non-ASCII str with a TypeError; what we issue is base64url.
+    if (
+        not payload
+        or not signature
+        or not token.isascii()
+        or not hmac.compare_digest(signature, _sign(payload, key))
+    ):
         raise InvalidCursor("cursor is invalid or was not issued by this service")
     try:
         at, row_id, direction, scope = json.loads(_unb64(payload))
         occurred_at = datetime.fromisoformat(at)
         if (
             direction not in ("next", "prev")
-            or not isinstance(row_id, int)
+            or type(row_id) is not int  # bool is an int too
+            or not 1 <= row_id <= MAX_ROW_ID
             or occurred_at.tzinfo is None
+            or not isinstance(scope, str)
         ):
             raise ValueError
-    except (ValueError, TypeError) as exc:
+        occurred_at.astimezone(UTC)  # year 1 at +14:00 has no UTC equivalent
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidCursor("cursor is invalid") from exc
-    return Keyset(occurred_at, row_id, direction, str(scope))
+    return Keyset(occurred_at, row_id, direction, scope)
 
 
 def fingerprint(value: object) -> str:

@@ -49,7 +49,7 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
             if method not in _METHODS:
                 continue
             responses: dict[str, Any] = operation.setdefault("responses", {})
-            possible = ALWAYS_POSSIBLE
+            possible: tuple[int, ...] = ALWAYS_POSSIBLE
             if "requestBody" in operation:
                 # A body that is not UTF-8 never reaches validation: Starlette answers 400
                 # "There was an error parsing the body" (found by schemathesis).

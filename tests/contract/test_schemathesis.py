@@ -40,6 +40,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         # The run is one client hammering: let it through so it reaches the endpoints.
         default_rate_limit="1000000/minute",
         login_rate_limit="1000000/minute",
+        predict_rate_limit="1000000/minute",
         ingest_rate_limit="1000000/second",
     )
     app = create_app(settings)

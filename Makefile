@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+	scripts/check-typescript-client.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -23,6 +23,7 @@ from audit_service.auth.schemas import SCOPES, ApiKeyCreate, UserCreate
 from audit_service.core import migrations
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
+from audit_service.core.logging import configure_logging, default_format
 from audit_service.core.security import hash_password
 from audit_service.kit.models import utcnow
 
@@ -230,6 +231,7 @@ def serve(args: argparse.Namespace) -> None:
     from audit_service.main import create_app
 
     settings = Settings()
+    configure_logging(settings.log_format or default_format(settings.env), args.log_level)
     if not args.no_migrate:
         migrations.upgrade(settings.database_url)
     app = create_app(settings)
@@ -245,6 +247,7 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port or settings.port,
         proxy_headers=False,  # client IPs are resolved by our own trusted-proxy rules
         log_level=args.log_level,
+        log_config=None,  # configure_logging() already routes uvicorn's loggers
     )
 
 

@@ -27,6 +27,7 @@ from audit_service.auth.endpoints import router as auth_router
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.errors import install_error_handlers, problem_responses
+from audit_service.core.metrics import Metrics, RequestMetricsMiddleware
 from audit_service.core.middleware import BodyLimitMiddleware
 from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rate_limiter = RateLimiter(settings.rate_limit_storage)
         app.state.predictor = load_model()
         writer = GroupCommitWriter(engine)
+        app.state.metrics.watch(writer=writer, engine=engine)
         writer.start()
         app.state.recorder = Recorder(app.state.sessionmaker, writer, settings.record_requests)
         try:
@@ -112,10 +114,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "ingestion", "description": "Events posted by other services (API key)"},
             {"name": "api-keys", "description": "Service API keys (admin)"},
             {"name": "actions", "description": "Known actions and their metadata schemas"},
-            {"name": "health", "description": "Liveness and readiness (not recorded)"},
+            {"name": "health", "description": "Liveness, readiness, metrics (not recorded)"},
         ],
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     # Outermost last: the recorder wraps everything, so even a 413 is recorded.
     app.add_middleware(
@@ -124,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         per_path={"/events/batch": settings.max_batch_body_bytes},
     )
     app.add_middleware(RecorderMiddleware)
+    # Outside the recorder: counts the status the client really got (a 503 replacement too).
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 
     # Public routes are mounted explicitly; everything else needs a principal.
     app.include_router(health_router)

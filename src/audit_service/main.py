@@ -33,6 +33,9 @@ from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
 from audit_service.ingestion.endpoints import admin_router as actions_router
 from audit_service.ingestion.endpoints import router as ingestion_router
+from audit_service.maintenance.dependencies import maintenance_gate
+from audit_service.maintenance.endpoints import router as maintenance_router
+from audit_service.maintenance.service import MaintenanceCache
 from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model
 
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         writer = GroupCommitWriter(engine)
         app.state.metrics.watch(writer=writer, engine=engine)
         writer.start()
+        app.state.maintenance = MaintenanceCache(app.state.sessionmaker)
         app.state.recorder = Recorder(app.state.sessionmaker, writer, settings.record_requests)
         try:
             await bootstrap_admin(app, settings)
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "ingestion", "description": "Events posted by other services (API key)"},
             {"name": "api-keys", "description": "Service API keys (admin)"},
             {"name": "actions", "description": "Known actions and their metadata schemas"},
+            {"name": "maintenance", "description": "Maintenance mode (admin)"},
             {"name": "health", "description": "Liveness, readiness, metrics (not recorded)"},
         ],
     )
@@ -134,10 +139,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(login_router)
     protected = [Depends(limit_by_principal), Depends(get_principal)]
+    # Maintenance mode answers 503 on these (admins and /admin/* excepted): not on health,
+    # login or ingestion, which are mounted without it.
+    gated = [*protected, Depends(maintenance_gate)]
     for router in (auth_router, prediction_router, activity_router, users_router):
-        app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
-    for router in (api_keys_router, actions_router):
-        app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
+        app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
+    for router in (api_keys_router, actions_router, maintenance_router):
+        app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).
     app.include_router(
         ingestion_router,

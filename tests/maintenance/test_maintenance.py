@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from audit_service.audit_log.models import AuditEvent
-from audit_service.maintenance.service import CACHE_SECONDS
+from audit_service.core.db import create_engine, create_sessionmaker
+from audit_service.maintenance.service import CACHE_SECONDS, MaintenanceCache
 from tests.conftest import Harness, start_harness
 from tests.ingestion.helpers import bearer, event, make_key
+from tests.pg import free_port
 from tests.test_cli import cli
 
 harness = asynccontextmanager(start_harness)
@@ -153,3 +155,13 @@ async def test_cli_switches_it_with_the_same_events(h: Harness, tmp_path: Path) 
     ]
     ev: AuditEvent = (await h.events(action="config.changed"))[-1]
     assert ev.event_metadata["before"] == {"enabled": True, "message": MESSAGE}
+
+
+async def test_cache_keeps_the_last_state_when_the_database_is_unreachable() -> None:
+    engine = create_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    try:
+        cache = MaintenanceCache(create_sessionmaker(engine))
+        state = await cache.current()  # connection refused: no exception, the default state
+        assert state.enabled is False
+    finally:
+        await engine.dispose()

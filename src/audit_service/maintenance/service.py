@@ -7,6 +7,7 @@ leave the same `system.maintenance_started` / `system.maintenance_ended` events.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +20,8 @@ from audit_service.audit_log import repository as events
 from audit_service.audit_log.recorder import Actor, system_event
 from audit_service.kit.models import utcnow
 from audit_service.maintenance import repository
+
+log = logging.getLogger(__name__)
 
 KEY = "maintenance"
 DEFAULT_MESSAGE = "The service is down for maintenance; please try again later."
@@ -129,7 +132,12 @@ class MaintenanceCache:
             return self._state
         async with self._lock:
             if time.monotonic() - self._fetched >= CACHE_SECONDS:
-                async with self._session_factory() as session:
-                    self._state = await get_state(session)
+                try:
+                    async with self._session_factory() as session:
+                        self._state = await get_state(session)
+                except Exception as exc:
+                    # The gate must not turn a database hiccup into a 500 of its own: keep
+                    # the last known state and try again after the next interval.
+                    log.warning("maintenance state not refreshed: %s", type(exc).__name__)
                 self._fetched = time.monotonic()
         return self._state

@@ -5,12 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint openapi bench clean
+.PHONY: run test lint openapi bench clean lock
 
-$(STAMP): pyproject.toml
+# The exact tested dependency set from the lock file, then the project itself without
+# resolving anything again (--no-deps): CI, `make test` and the Dockerfile install the same.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -31,6 +34,15 @@ lint: $(STAMP)
 # Regenerate the committed OpenAPI snapshot after an intended API change.
 openapi: $(STAMP)
 	$(BIN)/python -m audit_service.openapi > openapi.json
+
+# Regenerate the lock files from PyPI after changing dependencies in pyproject.toml
+# (add --upgrade-package NAME, or --upgrade, to move pins). Commit both files.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--index-url https://pypi.org/simple --no-emit-index-url --quiet --custom-compile-command "make lock"
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv
+	$(UV_COMPILE) --extra redis -o requirements.lock
+	$(UV_COMPILE) --extra dev --extra redis -o requirements-dev.lock
 
 bench: $(STAMP)
 	scripts/ensure-test-services.sh

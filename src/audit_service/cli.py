@@ -23,8 +23,10 @@ from audit_service.auth.schemas import SCOPES, ApiKeyCreate, UserCreate
 from audit_service.core import migrations
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
+from audit_service.core.logging import configure_logging, default_format
 from audit_service.core.security import hash_password
 from audit_service.kit.models import utcnow
+from audit_service.maintenance import service as maintenance
 
 
 def _os_user() -> str:
@@ -224,12 +226,44 @@ async def api_keys_revoke(session: AsyncSession, args: argparse.Namespace) -> No
     print(f"API key {key.id} {key.prefix} ('{key.name}') revoked")
 
 
+async def maintenance_switch(session: AsyncSession, args: argparse.Namespace) -> None:
+    # The same rules and events as PUT /admin/maintenance; replicas see it within ~2 s.
+    before, after = await maintenance.set_state(
+        session, CLI_ACTOR, enabled=args.state == "on", message=args.message
+    )
+    await events.insert_events(
+        session,
+        [
+            system_event(
+                "config.changed",
+                "system",
+                f"Maintenance mode {'on' if after.enabled else 'off'}",
+                actor=CLI_ACTOR,
+                target_type="setting",
+                target_id=maintenance.KEY,
+                setting=maintenance.KEY,
+                before=before.public(),
+                after=after.public(),
+            )
+        ],
+    )
+    print(f"maintenance mode {'on' if after.enabled else 'off'}")
+
+
+async def maintenance_status(session: AsyncSession, _args: argparse.Namespace) -> None:
+    state = await maintenance.get_state(session)
+    print(f"maintenance mode {'on' if state.enabled else 'off'}")
+    if state.enabled:
+        print(f"message: {state.client_message}")
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from audit_service.main import create_app
 
     settings = Settings()
+    configure_logging(settings.log_format or default_format(settings.env), args.log_level)
     if not args.no_migrate:
         migrations.upgrade(settings.database_url)
     app = create_app(settings)
@@ -245,6 +279,7 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port or settings.port,
         proxy_headers=False,  # client IPs are resolved by our own trusted-proxy rules
         log_level=args.log_level,
+        log_config=None,  # configure_logging() already routes uvicorn's loggers
     )
 
 
@@ -284,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = users_parser.add_parser("disable")
     p.add_argument("--username", required=True)
     p.set_defaults(func=_with_session(users_disable))
+
+    p = sub.add_parser("maintenance", help="turn maintenance mode on or off, or show it")
+    p.add_argument("state", choices=("on", "off", "status"))
+    p.add_argument("--message", help="what clients are told (with `on`)")
+    p.set_defaults(
+        func=lambda args: _with_session(
+            maintenance_status if args.state == "status" else maintenance_switch
+        )(args)
+    )
 
     keys_parser = sub.add_parser("api-keys", help="manage service API keys").add_subparsers(
         dest="api_keys_command", required=True

@@ -25,12 +25,16 @@ from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.docs import install_offline_docs
 from audit_service.core.errors import install_error_handlers, problem_responses
+from audit_service.core.metrics import Metrics, RequestMetricsMiddleware
 from audit_service.core.middleware import BodyLimitMiddleware
 from audit_service.core.openapi import install_contract
 from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
 from audit_service.ingestion.endpoints import admin_router as actions_router
 from audit_service.ingestion.endpoints import router as ingestion_router
+from audit_service.maintenance.dependencies import maintenance_gate
+from audit_service.maintenance.endpoints import router as maintenance_router
+from audit_service.maintenance.service import MaintenanceCache
 from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model
 
@@ -89,7 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rate_limiter = RateLimiter(settings.rate_limit_storage)
         app.state.predictor = load_model()
         writer = GroupCommitWriter(engine)
+        app.state.metrics.watch(writer=writer, engine=engine)
         writer.start()
+        app.state.maintenance = MaintenanceCache(app.state.sessionmaker)
         app.state.recorder = Recorder(app.state.sessionmaker, writer, settings.record_requests)
         try:
             await bootstrap_admin(app, settings)
@@ -113,10 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "ingestion", "description": "Events posted by other services (API key)"},
             {"name": "api-keys", "description": "Service API keys (admin)"},
             {"name": "actions", "description": "Known actions and their metadata schemas"},
-            {"name": "health", "description": "Liveness and readiness (not recorded)"},
+            {"name": "maintenance", "description": "Maintenance mode (admin)"},
+            {"name": "health", "description": "Liveness, readiness, metrics (not recorded)"},
         ],
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     install_contract(app)
     # Outermost last: the recorder wraps everything, so even a 413 is recorded.
@@ -126,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         per_path={"/events/batch": settings.max_batch_body_bytes},
     )
     app.add_middleware(RecorderMiddleware)
+    # Outside the recorder: counts the status the client really got (a 503 replacement too).
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origin_list:
         # Outside the recorder: a preflight is answered here and is not an event (without
         # this it reached the router and was recorded as a 405).
@@ -152,10 +162,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(login_router)
     protected = [Depends(limit_by_principal), Depends(get_principal)]
+    # Maintenance mode answers 503 on these (admins and /admin/* excepted): not on health,
+    # login or ingestion, which are mounted without it.
+    gated = [*protected, Depends(maintenance_gate)]
     for router in (auth_router, prediction_router, activity_router, users_router):
-        app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
-    for router in (api_keys_router, actions_router):
-        app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
+        app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
+    for router in (api_keys_router, actions_router, maintenance_router):
+        app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).
     app.include_router(
         ingestion_router,

@@ -4,5 +4,6 @@ from audit_service.audit_log.models import AuditEvent
 from audit_service.auth.models import ApiKey, RevokedToken, User
 from audit_service.ingestion.models import ActionSchema
 from audit_service.kit.models import Base
+from audit_service.maintenance.models import RuntimeSetting
 
-__all__ = ["ActionSchema", "ApiKey", "AuditEvent", "Base", "RevokedToken", "User"]
+__all__ = ["ActionSchema", "ApiKey", "AuditEvent", "Base", "RevokedToken", "RuntimeSetting", "User"]

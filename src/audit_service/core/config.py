@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     record_requests: bool = True
     bootstrap_admin_username: str = "admin"
     bootstrap_admin_password: str | None = None
+
+    # Log lines: JSON in production, text in development, unless set (AUDIT_LOG_FORMAT).
+    log_format: Literal["json", "text"] | None = None
+    # Bearer token GET /metrics asks for; unset: /metrics is open (keep it off the internet).
+    metrics_token: SecretStr | None = None
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)

@@ -29,6 +29,9 @@ T = TypeVar("T")
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    # Bound values can hold user data (descriptions, metadata, usernames): keep them out of
+    # the messages of SQLAlchemy's exceptions, which end up in logs.
+    kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -211,3 +214,33 @@ async def copy_out(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await conn.invalidate()
+
+
+# --- Migrations ------------------------------------------------------------------------------
+
+# Any fixed 64-bit number, the same in every replica: "audit-service migrations".
+MIGRATION_LOCK_KEY = 0x61756469745F6D67
+
+
+@contextlib.asynccontextmanager
+async def migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Serialise migration runs across processes (replicas starting together).
+
+    Postgres: a session-level advisory lock held on the migrating connection for the whole
+    run, so a second `migrate` waits, then finds the schema at head and does nothing. It is
+    committed at once so Alembic's own transaction starts clean; the lock outlives commits
+    and dies with the connection if the process does. SQLite needs none: its writer lock
+    already serialises the DDL transaction.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    await conn.commit()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.rollback()
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            await conn.commit()

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from audit_service.core.config import Settings
-from audit_service.core.db import create_engine
+from audit_service.core.db import create_engine, migration_lock
 from audit_service.models import Base
 
 config = context.config
@@ -39,7 +39,7 @@ def _configure(connection: Connection) -> None:
 async def _run_async() -> None:
     engine = create_engine(_url())
     try:
-        async with engine.connect() as connection:
+        async with engine.connect() as connection, migration_lock(connection):
             await connection.run_sync(_configure)
     finally:
         await engine.dispose()

@@ -1,0 +1,1 @@
+"""Maintenance mode: a runtime setting in the database, shared by every replica."""

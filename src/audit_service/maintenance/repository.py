@@ -1,0 +1,43 @@
+"""All SQL of runtime settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit_service.kit.models import utcnow
+from audit_service.maintenance.models import RuntimeSetting
+
+
+async def get(session: AsyncSession, key: str) -> dict[str, Any] | None:
+    value = await session.scalar(select(RuntimeSetting.value).where(RuntimeSetting.key == key))
+    return dict(value) if value is not None else None
+
+
+async def get_for_update(session: AsyncSession, key: str) -> RuntimeSetting | None:
+    # FOR UPDATE (Postgres; SQLite has one writer anyway): two concurrent changes serialise,
+    # so each one's "before" is what the other left.
+    stmt = select(RuntimeSetting).where(RuntimeSetting.key == key).with_for_update()
+    return await session.scalar(stmt.execution_options(populate_existing=True))
+
+
+async def put(
+    session: AsyncSession, key: str, value: dict[str, Any], updated_by: str | None
+) -> None:
+    row = await get_for_update(session, key)
+    if row is None:
+        try:
+            async with session.begin_nested():
+                session.add(
+                    RuntimeSetting(key=key, value=value, updated_at=utcnow(), updated_by=updated_by)
+                )
+            return
+        except IntegrityError:
+            # A concurrent first change inserted it: update that row instead.
+            row = await get_for_update(session, key)
+            assert row is not None
+    row.value, row.updated_at, row.updated_by = value, utcnow(), updated_by
+    await session.flush()

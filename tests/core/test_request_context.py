@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from audit_service.core.request_context import client_ip, request_id, user_agent
+from audit_service.core.request_context import (
+    client_ip,
+    client_request_id,
+    request_id,
+    user_agent,
+)
 from audit_service.kit.net import ip_key, network_key_range, parse_ip
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
@@ -68,8 +73,10 @@ def test_ip_keys_order_and_ranges() -> None:
 
 
 def test_request_id_and_user_agent() -> None:
-    assert request_id(scope("1.1.1.1", x_request_id="abc-123-def")) == "abc-123-def"
-    minted = request_id(scope("1.1.1.1", x_request_id="bad id with spaces"))
-    assert minted != "bad id with spaces" and len(minted) == 32
+    given = scope("1.1.1.1", x_request_id="abc-123-def")
+    assert request_id(given) != "abc-123-def" and len(request_id(given)) == 32
+    assert request_id(given) != request_id(given)
+    assert client_request_id(given) == "abc-123-def"
+    assert client_request_id(scope("1.1.1.1", x_request_id="bad id with spaces")) is None
     assert user_agent(scope("1.1.1.1", user_agent="u" * 1000)) == "u" * 512
     assert user_agent(scope("1.1.1.1")) is None

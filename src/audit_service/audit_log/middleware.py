@@ -28,7 +28,12 @@ from audit_service.audit_log.context import UNRECORDED_PATHS, RequestAudit
 from audit_service.audit_log.writer import GroupCommitWriter
 from audit_service.core.db import session_wrote
 from audit_service.core.errors import problem_response
-from audit_service.core.request_context import client_ip, request_id, user_agent
+from audit_service.core.request_context import (
+    client_ip,
+    client_request_id,
+    request_id,
+    user_agent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,8 @@ class RecorderMiddleware:
             return
         recorder: Recorder = state.recorder
         audit = RequestAudit(
-            request_id=request_id(scope),
+            request_id=request_id(),
+            client_request_id=client_request_id(scope),
             ip=client_ip(scope, state.settings.trusted_proxy_networks),
             user_agent=user_agent(scope),
             method=scope["method"],

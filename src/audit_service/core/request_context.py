@@ -25,12 +25,19 @@ def all_headers(scope: Scope, name: bytes) -> list[str]:
     return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name]
 
 
-def request_id(scope: Scope) -> str:
-    """Keep a caller's X-Request-ID when it is well-formed (for tracing), else mint one."""
+def request_id(_scope: Scope | None = None) -> str:
+    """Our id for this request, always minted: the stored `request_id` must be unique and not
+    chosen by the caller (a client could otherwise reuse another request's id)."""
+    return uuid.uuid4().hex
+
+
+def client_request_id(scope: Scope) -> str | None:
+    """The caller's X-Request-ID when well-formed, kept (as `client_request_id`) for their
+    tracing; anything else is dropped."""
     given = header(scope, b"x-request-id")
     if given and _REQUEST_ID_OK.match(given):
         return given
-    return uuid.uuid4().hex
+    return None
 
 
 def user_agent(scope: Scope) -> str | None:

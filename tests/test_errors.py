@@ -226,7 +226,7 @@ async def test_well_formed_client_request_id_is_kept_beside_ours(h: Harness, giv
     assert again.headers["x-request-id"] != ok.headers["x-request-id"]
     rows = await h.events(client_request_id=given)
     assert len(rows) == 3 and len({e.request_id for e in rows}) == 3
-    listed = await h.client.get("/admin/activity?page_size=1", headers=headers)
+    listed = await h.client.get("/admin/activity?page_size=10", headers=headers)
     assert listed.json()["items"][0]["client_request_id"] == given
 
 

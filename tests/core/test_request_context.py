@@ -56,7 +56,21 @@ def test_untrusted_peer_headers_are_ignored(
     ],
 )
 def test_trusted_proxy_chain(headers: dict[str, str], expected: str) -> None:
-    assert client_ip(scope("10.0.0.2", **headers), PROXIES) == expected
+    name = "forwarded" if "forwarded" in headers else "x-forwarded-for"
+    assert client_ip(scope("10.0.0.2", **headers), PROXIES, header_name=name) == expected
+
+
+@pytest.mark.parametrize(
+    ("header_name", "expected"),
+    [("x-forwarded-for", "203.0.113.5"), ("forwarded", "198.51.100.77")],
+)
+def test_only_the_configured_forwarding_header_is_read(header_name: str, expected: str) -> None:
+    both = scope("10.0.0.2", forwarded="for=198.51.100.77", x_forwarded_for="203.0.113.5")
+    assert client_ip(both, PROXIES, header_name=header_name) == expected
+    # The other header alone is never believed: the proxy itself is the address.
+    other = "forwarded" if header_name == "x-forwarded-for" else "x_forwarded_for"
+    alone = scope("10.0.0.2", **{other: "for=6.6.6.6" if other == "forwarded" else "6.6.6.6"})
+    assert client_ip(alone, PROXIES, header_name=header_name) == "10.0.0.2"
 
 
 def test_ipv4_mapped_peer_is_plain_ipv4() -> None:

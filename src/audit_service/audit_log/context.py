@@ -6,6 +6,7 @@ Services and the CLI import from here; nothing in this module touches the networ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -30,7 +31,12 @@ UNRECORDED_PATHS = frozenset(
 AUDIT_ACTION_KEY = "x-audit-action"
 AUDIT_MODULE_KEY = "x-audit-module"
 # Requests that never reached an endpoint.
-_UNROUTED = {404: "http.not_found", 405: "http.method_not_allowed", 413: "http.payload_too_large"}
+_UNROUTED = {
+    404: "http.not_found",
+    405: "http.method_not_allowed",
+    413: "http.payload_too_large",
+    431: "http.headers_too_large",
+}
 
 
 def audited(action: str, module: str) -> dict[str, Any]:
@@ -157,9 +163,16 @@ class RequestAudit:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                await session.close()
+            except Exception as exc:
+                # A connection that died with its database: closing it must not turn an
+                # answered request into a server error. Discard it instead of pooling it.
+                log.warning("request %s: session close failed: %s", self.request_id, exc)
+                with contextlib.suppress(Exception):
+                    await session.invalidate()
 
 
 def _without_nul(value: _T) -> _T:

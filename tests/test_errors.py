@@ -211,13 +211,23 @@ async def test_forbidden_is_a_403_problem(h: Harness) -> None:
 
 
 @pytest.mark.parametrize("given", ["trace-abc-12345", "a1b2c3d4", "span:1.2_3-x", "A" * 128])
-async def test_well_formed_request_id_is_kept(h: Harness, given: str) -> None:
+async def test_well_formed_client_request_id_is_kept_beside_ours(h: Harness, given: str) -> None:
     r = await h.client.get("/nowhere", headers={"X-Request-ID": given})
-    assert r.headers["x-request-id"] == given
-    assert assert_problem(r, 404)["request_id"] == given
-    assert (await h.last_event()).request_id == given
-    ok = await h.client.get("/me", headers={**await h.auth(), "X-Request-ID": given})
-    assert ok.status_code == 200 and ok.headers["x-request-id"] == given
+    ours = r.headers["x-request-id"]
+    assert ours != given and MINTED.match(ours)
+    assert assert_problem(r, 404)["request_id"] == ours
+    event = await h.last_event()
+    assert (event.request_id, event.client_request_id) == (ours, given)
+    headers = {**await h.auth(), "X-Request-ID": given}
+    ok = await h.client.get("/me", headers=headers)
+    assert ok.status_code == 200 and ok.headers["x-request-id"] not in (given, ours)
+    # The same client id twice is two requests with two ids of ours; both keep the client's.
+    again = await h.client.get("/me", headers=headers)
+    assert again.headers["x-request-id"] != ok.headers["x-request-id"]
+    rows = await h.events(client_request_id=given)
+    assert len(rows) == 3 and len({e.request_id for e in rows}) == 3
+    listed = await h.client.get("/admin/activity?page_size=10", headers=headers)
+    assert listed.json()["items"][0]["client_request_id"] == given
 
 
 @pytest.mark.parametrize(
@@ -230,7 +240,8 @@ async def test_malformed_request_id_is_replaced(h: Harness, given: str) -> None:
     minted = r.headers["x-request-id"]
     assert minted != given and MINTED.match(minted)
     assert assert_problem(r, 404)["request_id"] == minted
-    assert (await h.last_event()).request_id == minted
+    event = await h.last_event()
+    assert (event.request_id, event.client_request_id) == (minted, None)
 
 
 async def test_request_ids_are_unique_when_minted(h: Harness) -> None:

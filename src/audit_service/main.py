@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware,
         default=settings.max_body_bytes,
         per_path={"/events/batch": settings.max_batch_body_bytes},
+        max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(RecorderMiddleware)
     # Outside the recorder: counts the status the client really got (a 503 replacement too).

@@ -72,6 +72,25 @@ async def test_forwarded_for_is_used_behind_a_trusted_proxy(pg_only_url: str) ->
         assert event.ip == "198.51.100.23"
 
 
+@pytest.mark.parametrize(
+    ("header", "expected"), [("x-forwarded-for", "203.0.113.5"), ("forwarded", "6.6.6.6")]
+)
+async def test_only_the_configured_forwarding_header_is_believed(
+    pg_only_url: str, header: str, expected: str
+) -> None:
+    # nginx/ALB/Traefik append to X-Forwarded-For and pass a client's Forwarded through.
+    forged = {"Forwarded": "for=6.6.6.6", "X-Forwarded-For": "203.0.113.5"}
+    async for app, base in _serve(
+        pg_only_url, trusted_proxies="127.0.0.1/32", forwarded_header=header
+    ):
+        async with httpx.AsyncClient(base_url=base) as client:
+            r = await client.get("/me", headers=forged)
+            assert r.status_code == 401
+        event = await _last(app)
+        assert event.request_id == r.headers["x-request-id"]
+        assert event.ip == expected
+
+
 async def test_many_concurrent_clients_over_sockets(served: tuple[Any, str]) -> None:
     app, base = served
     limits = httpx.Limits(max_connections=40)

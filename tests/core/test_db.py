@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
-from audit_service.core.db import create_engine, create_sessionmaker, within_budget
+from audit_service.core.db import create_engine, create_sessionmaker, sqlstate, within_budget
 
 
 async def test_time_budget_cancels_and_leaves_the_transaction_usable(pg_url: str) -> None:
@@ -23,5 +25,50 @@ async def test_time_budget_cancels_and_leaves_the_transaction_usable(pg_url: str
             # The budget is scoped: the request's own timeout is what it was before.
             assert await session.scalar(text("SELECT current_setting('statement_timeout')")) == "0"
             assert await session.scalar(text("SELECT 1")) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_time_budget_survives_cancels_at_every_point(pg_url: str) -> None:
+    """Budgets close to the work's own duration: the cancel lands in the work, in the
+    RELEASE after it, or not at all. Each time the budget returns (a value or None), the
+    previous timeout is back and the transaction still works: no InFailedSQLTransaction."""
+    engine = create_engine(pg_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await session.execute(text("SET LOCAL statement_timeout = '5s'"))
+
+            async def count() -> object:
+                return await session.scalar(
+                    text("SELECT count(*) FROM generate_series(1, 20000 + (random() * 5000)::int)")
+                )
+
+            outcomes = set()
+            for attempt in range(300):
+                got = await within_budget(session, 1 + attempt % 3, count)
+                outcomes.add(got is None)
+                assert await session.scalar(text("SELECT 1")) == 1
+            assert outcomes == {True, False}, "the budget never (or always) ran out"
+            setting = await session.scalar(text("SELECT current_setting('statement_timeout')"))
+            assert setting == "5s"
+    finally:
+        await engine.dispose()
+
+
+async def test_time_budget_propagates_other_errors_with_a_usable_transaction(
+    pg_url: str,
+) -> None:
+    engine = create_engine(pg_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+
+            async def broken() -> object:
+                return await session.scalar(text("SELECT 1 / 0"))
+
+            with pytest.raises(DBAPIError) as caught:
+                await within_budget(session, 1000, broken)
+            assert sqlstate(caught.value) == "22012"
+            assert await session.scalar(text("SELECT 2")) == 2
+            assert await session.scalar(text("SELECT current_setting('statement_timeout')")) == "0"
     finally:
         await engine.dispose()

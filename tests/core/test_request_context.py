@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from audit_service.core.request_context import client_ip, request_id, user_agent
+from audit_service.core.request_context import (
+    client_ip,
+    client_request_id,
+    request_id,
+    user_agent,
+)
 from audit_service.kit.net import ip_key, network_key_range, parse_ip
 
 PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
@@ -51,7 +56,21 @@ def test_untrusted_peer_headers_are_ignored(
     ],
 )
 def test_trusted_proxy_chain(headers: dict[str, str], expected: str) -> None:
-    assert client_ip(scope("10.0.0.2", **headers), PROXIES) == expected
+    name = "forwarded" if "forwarded" in headers else "x-forwarded-for"
+    assert client_ip(scope("10.0.0.2", **headers), PROXIES, header_name=name) == expected
+
+
+@pytest.mark.parametrize(
+    ("header_name", "expected"),
+    [("x-forwarded-for", "203.0.113.5"), ("forwarded", "198.51.100.77")],
+)
+def test_only_the_configured_forwarding_header_is_read(header_name: str, expected: str) -> None:
+    both = scope("10.0.0.2", forwarded="for=198.51.100.77", x_forwarded_for="203.0.113.5")
+    assert client_ip(both, PROXIES, header_name=header_name) == expected
+    # The other header alone is never believed: the proxy itself is the address.
+    other = "forwarded" if header_name == "x-forwarded-for" else "x_forwarded_for"
+    alone = scope("10.0.0.2", **{other: "for=6.6.6.6" if other == "forwarded" else "6.6.6.6"})
+    assert client_ip(alone, PROXIES, header_name=header_name) == "10.0.0.2"
 
 
 def test_ipv4_mapped_peer_is_plain_ipv4() -> None:
@@ -68,8 +87,10 @@ def test_ip_keys_order_and_ranges() -> None:
 
 
 def test_request_id_and_user_agent() -> None:
-    assert request_id(scope("1.1.1.1", x_request_id="abc-123-def")) == "abc-123-def"
-    minted = request_id(scope("1.1.1.1", x_request_id="bad id with spaces"))
-    assert minted != "bad id with spaces" and len(minted) == 32
+    given = scope("1.1.1.1", x_request_id="abc-123-def")
+    assert request_id(given) != "abc-123-def" and len(request_id(given)) == 32
+    assert request_id(given) != request_id(given)
+    assert client_request_id(given) == "abc-123-def"
+    assert client_request_id(scope("1.1.1.1", x_request_id="bad id with spaces")) is None
     assert user_agent(scope("1.1.1.1", user_agent="u" * 1000)) == "u" * 512
     assert user_agent(scope("1.1.1.1")) is None

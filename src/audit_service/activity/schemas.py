@@ -227,6 +227,9 @@ class EventOut(BaseModel):
     ip: str | None
     user_agent: str | None
     request_id: str | None
+    client_request_id: str | None = Field(
+        default=None, description="The caller's own X-Request-ID, when it sent a valid one"
+    )
     method: str | None
     path: str | None
     status_code: int | None
@@ -256,6 +259,7 @@ class EventOut(BaseModel):
             ip=e.ip,
             user_agent=e.user_agent,
             request_id=e.request_id,
+            client_request_id=e.client_request_id,
             method=e.method,
             path=e.path,
             status_code=e.status_code,

@@ -6,12 +6,15 @@ Services and the CLI import from here; nothing in this module touches the networ
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import BaseRoute
 
@@ -28,7 +31,12 @@ UNRECORDED_PATHS = frozenset(
 AUDIT_ACTION_KEY = "x-audit-action"
 AUDIT_MODULE_KEY = "x-audit-module"
 # Requests that never reached an endpoint.
-_UNROUTED = {404: "http.not_found", 405: "http.method_not_allowed", 413: "http.payload_too_large"}
+_UNROUTED = {
+    404: "http.not_found",
+    405: "http.method_not_allowed",
+    413: "http.payload_too_large",
+    431: "http.headers_too_large",
+}
 
 
 def audited(action: str, module: str) -> dict[str, Any]:
@@ -77,6 +85,8 @@ class RequestAudit:
     target_type: str | None = None
     target_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The caller's own X-Request-ID when well-formed (for their tracing); never our key.
+    client_request_id: str | None = None
     # Successful ingestion stores the posted events themselves; the request adds nothing.
     record_on_success: bool = True
     _sessionmaker: async_sessionmaker[AsyncSession] | None = None
@@ -121,7 +131,8 @@ class RequestAudit:
         else:
             default_action = extra.get(AUDIT_ACTION_KEY, "http.request")
             default_module = extra.get(AUDIT_MODULE_KEY, "system")
-        return _without_nul(
+        ip = fit_ip(self.ip)
+        return fit_row(
             {
                 "event_id": uuid.uuid4(),
                 "occurred_at": self.occurred_at,
@@ -137,12 +148,13 @@ class RequestAudit:
                 "description": self.description,
                 "target_type": self.target_type,
                 "target_id": self.target_id,
-                "ip": self.ip,
-                "ip_bytes": canonical_ip_key(self.ip) if self.ip else None,
+                "ip": ip,
+                "ip_bytes": canonical_ip_key(ip) if ip else None,
                 "user_agent": self.user_agent,
                 "request_id": self.request_id,
+                "client_request_id": self.client_request_id,
                 "method": self.method,
-                "path": (route_path if status != 405 else self.path)[:512],
+                "path": route_path if status != 405 else self.path,
                 "status_code": status,
                 "latency_ms": round((time.perf_counter() - self.started) * 1000, 3),
                 "metadata": self.metadata,
@@ -151,9 +163,16 @@ class RequestAudit:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                await session.close()
+            except Exception as exc:
+                # A connection that died with its database: closing it must not turn an
+                # answered request into a server error. Discard it instead of pooling it.
+                log.warning("request %s: session close failed: %s", self.request_id, exc)
+                with contextlib.suppress(Exception):
+                    await session.invalidate()
 
 
 def _without_nul(value: _T) -> _T:
@@ -169,6 +188,48 @@ def _without_nul(value: _T) -> _T:
     return cast(_T, cleaned)
 
 
+@functools.cache
+def column_widths() -> dict[str, int]:
+    """Every bounded text column of audit_event and its width, read from the model itself,
+    so a column widened by a migration is fitted to its new width with no second list."""
+    from audit_service.audit_log.models import AuditEvent
+
+    return {
+        column.name: column.type.length
+        for column in AuditEvent.__table__.columns
+        if isinstance(column.type, String) and column.type.length
+    }
+
+
+def fit_ip(ip: str | None) -> str | None:
+    """An address that fits `ip`: a scoped IPv6 (fe80::1%<zone>) loses its zone id, which
+    only means something on the host that wrote it; anything still too long is dropped
+    rather than cut, because a cut address is a different, wrong address."""
+    if ip is None:
+        return None
+    width = column_widths()["ip"]
+    if len(ip) > width:
+        ip = ip.split("%", 1)[0]
+    return ip if len(ip) <= width else None
+
+
+def fit_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The one place a native event is made storable before it is queued: NUL replaced in
+    every string (metadata included) and each bounded column cut to its width. A value the
+    database would refuse would otherwise fail the row (and, before the writer isolated
+    failures, its whole batch); which fields were cut is kept in metadata["truncated"]."""
+    fitted = _without_nul(row)
+    cut = []
+    for name, width in column_widths().items():
+        value = fitted.get(name)
+        if isinstance(value, str) and len(value) > width:
+            fitted[name] = value[:width]
+            cut.append(name)
+    if cut:
+        fitted["metadata"] = {**(fitted.get("metadata") or {}), "truncated": cut}
+    return fitted
+
+
 def system_event(
     action: str,
     module: str,
@@ -181,29 +242,32 @@ def system_event(
     **metadata: Any,
 ) -> dict[str, Any]:
     """An event not tied to an HTTP request (start-up, CLI, background jobs)."""
-    return {
-        "event_id": uuid.uuid4(),
-        "occurred_at": utcnow(),
-        "source": NATIVE_SOURCE,
-        "tenant_id": None,
-        "actor_type": actor.type,
-        "actor_id": actor.id,
-        "actor_name": actor.name,
-        "actor_role": actor.role,
-        "action": action,
-        "module": module,
-        "outcome": outcome,
-        "description": description,
-        "target_type": target_type,
-        "target_id": target_id,
-        "ip": None,
-        "ip_bytes": None,
-        "user_agent": None,
-        "request_id": None,
-        "method": None,
-        "path": None,
-        "status_code": None,
-        "latency_ms": None,
-        "metadata": metadata,
-        "idempotency_key": None,
-    }
+    return fit_row(
+        {
+            "event_id": uuid.uuid4(),
+            "occurred_at": utcnow(),
+            "source": NATIVE_SOURCE,
+            "tenant_id": None,
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+            "actor_name": actor.name,
+            "actor_role": actor.role,
+            "action": action,
+            "module": module,
+            "outcome": outcome,
+            "description": description,
+            "target_type": target_type,
+            "target_id": target_id,
+            "ip": None,
+            "ip_bytes": None,
+            "user_agent": None,
+            "request_id": None,
+            "client_request_id": None,
+            "method": None,
+            "path": None,
+            "status_code": None,
+            "latency_ms": None,
+            "metadata": metadata,
+            "idempotency_key": None,
+        }
+    )

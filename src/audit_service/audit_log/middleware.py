@@ -26,15 +26,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from audit_service.audit_log import repository
 from audit_service.audit_log.context import UNRECORDED_PATHS, RequestAudit
 from audit_service.audit_log.writer import GroupCommitWriter
-from audit_service.core.db import session_wrote
+from audit_service.core.db import describe_error, is_outage, session_wrote
 from audit_service.core.errors import problem_response
-from audit_service.core.request_context import client_ip, request_id, user_agent
+from audit_service.core.request_context import (
+    client_ip,
+    client_request_id,
+    request_id,
+    user_agent,
+)
 
 log = logging.getLogger(__name__)
 
 
 class _ResponseReplaced(Exception):
     pass
+
+
+_UNAVAILABLE_DETAIL = "The database is unavailable; nothing was changed. Try again shortly."
+RETRY_AFTER = "1"
 
 
 @dataclass(slots=True)
@@ -54,7 +63,16 @@ class Recorder:
             await session.commit()
             return
         if session is not None:
-            await session.rollback()
+            try:
+                await session.rollback()
+            except Exception as exc:
+                # The session's connection died (a database restart): nothing of it can be
+                # committed anyway, and the writer may still reach the database.
+                log.warning(
+                    "request %s: rollback failed: %s", audit.request_id, describe_error(exc)
+                )
+                with contextlib.suppress(Exception):
+                    await session.invalidate()
         if record:
             await self.writer.write(audit.to_row(status, route))
 
@@ -74,9 +92,13 @@ class RecorderMiddleware:
             await self.app(scope, receive, send)
             return
         recorder: Recorder = state.recorder
+        settings = state.settings
         audit = RequestAudit(
-            request_id=request_id(scope),
-            ip=client_ip(scope, state.settings.trusted_proxy_networks),
+            request_id=request_id(),
+            client_request_id=client_request_id(scope),
+            ip=client_ip(
+                scope, settings.trusted_proxy_networks, header_name=settings.forwarded_header
+            ),
             user_agent=user_agent(scope),
             method=scope["method"],
             path=scope["path"],
@@ -98,7 +120,7 @@ class RecorderMiddleware:
                     await recorder.finish(audit, message["status"], scope.get("route"))
                 except Exception as exc:
                     # Fail closed: the record is missing, so the response must not go out.
-                    log.error("request %s not recorded: %s", audit.request_id, type(exc).__name__)
+                    log.error("request %s not recorded: %s", audit.request_id, describe_error(exc))
                     replaced = True
                     if audit._session is not None:
                         with contextlib.suppress(Exception):
@@ -107,7 +129,7 @@ class RecorderMiddleware:
                         503,
                         detail="The audit record could not be stored; nothing was changed.",
                         request_id=audit.request_id,
-                        headers={"X-Request-ID": audit.request_id, "Retry-After": "1"},
+                        headers={"X-Request-ID": audit.request_id, "Retry-After": RETRY_AFTER},
                     )(scope, receive, send)
                     return
                 message = dict(message)
@@ -119,12 +141,48 @@ class RecorderMiddleware:
 
         try:
             await self.app(scope, receive, send_recorded)
-        except _ResponseReplaced:
-            return
         except Exception as exc:
-            log.exception("unhandled error in request %s", audit.request_id)
+            if replaced:
+                # Our own _ResponseReplaced, possibly wrapped (an ExceptionGroup from a
+                # streaming response's task group) or turned into another error on the way
+                # out: the client has its complete 503, so nothing may reach the server,
+                # which would log "Exception in ASGI application" and drop the connection.
+                return
+            outage = is_outage(exc)
             if started:
+                if outage:
+                    # Mid-body (an export): the status is sent and cannot change. One line,
+                    # no traceback; the server closes the unfinished response.
+                    log.warning(
+                        "request %s: database lost mid-response: %s",
+                        audit.request_id,
+                        describe_error(exc),
+                    )
+                    return
+                log.exception("unhandled error in request %s", audit.request_id)
                 raise
+            if outage:
+                # The database is down or restarting (refused, reset, "cannot connect now",
+                # a dead pooled connection), here or in authentication: a 503 to retry, not
+                # a 500 with a traceback. The writer records it if the database is back.
+                log.warning(
+                    "request %s: database unavailable: %s", audit.request_id, describe_error(exc)
+                )
+                audit.describe(
+                    action="system.unavailable",
+                    module="system",
+                    outcome="error",
+                    error=type(exc).__name__,
+                )
+                await problem_response(
+                    503,
+                    slug="service-unavailable",
+                    detail=_UNAVAILABLE_DETAIL,
+                    request_id=audit.request_id,
+                    headers={"Retry-After": RETRY_AFTER},
+                )(scope, receive, send_recorded)
+                return
+            log.exception("unhandled error in request %s", audit.request_id)
             audit.describe(
                 action="system.error", module="system", outcome="error", error=type(exc).__name__
             )

@@ -55,6 +55,7 @@ class AuditEvent(Base):
     ip_bytes: Mapped[bytes | None] = mapped_column(LargeBinary(16))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     request_id: Mapped[str | None] = mapped_column(String(128))
+    client_request_id: Mapped[str | None] = mapped_column(String(128))
     method: Mapped[str | None] = mapped_column(String(10))
     path: Mapped[str | None] = mapped_column(String(512))
     status_code: Mapped[int | None] = mapped_column(Integer)

@@ -57,6 +57,16 @@ async def insert_events(
         await bind.execute(insert(_table), [{**row, "recorded_at": recorded_at} for row in rows])
 
 
+async def existing_event_ids(bind: AsyncConnection, event_ids: Sequence[Any]) -> set[Any]:
+    """Which of these event_ids are stored (the writer's check after an ambiguous commit)."""
+    if not event_ids:
+        return set()
+    result = await bind.execute(
+        select(AuditEvent.event_id).where(AuditEvent.event_id.in_(list(event_ids)))
+    )
+    return set(result.scalars().all())
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilters:
     actor: str | None = None

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
 
     # Comma-separated addresses or CIDRs whose Forwarded/X-Forwarded-For we believe.
     trusted_proxies: str = ""
+    # The one header those proxies write (the other is never read: a client could send it).
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
 
     rate_limit_storage: str = "memory://"
     login_rate_limit: str = "20/minute"
@@ -60,6 +62,8 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # All request headers together (names and values); more is refused with 431.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
 
     # Comma-separated browser origins allowed to call the API (CORS); empty: CORS off.
     cors_origins: str = ""
@@ -75,6 +79,11 @@ class Settings(BaseSettings):
 
         parse(value)  # "50/hour", "20 per minute": refuse anything limits cannot read
         return value
+
+    @field_validator("forwarded_header", mode="before")
+    @classmethod
+    def _lower_header(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("trusted_proxies")
     @classmethod

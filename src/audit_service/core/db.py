@@ -33,12 +33,15 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # the messages of SQLAlchemy's exceptions, which end up in logs.
     kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
+    # Bound values hold user data (names, metadata, addresses): never in error text or logs.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
@@ -50,6 +53,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy's pysqlite/aiosqlite recipe: the driver's own transaction handling would
+    # only BEGIN before the first write, so a read-only transaction (an export's count and
+    # its stream) read a fresh snapshot per statement. With the driver's autocommit mode and
+    # a real BEGIN emitted on "begin" (below), a transaction is one snapshot, and SAVEPOINT
+    # works as documented.
+    dbapi_connection.isolation_level = None
     # WAL lets readers run beside the single writer; busy_timeout makes writers queue instead
     # of failing with "database is locked" when the recorder and a request write together.
     cursor = dbapi_connection.cursor()
@@ -58,6 +67,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -126,6 +139,65 @@ def snapshot_isolation(engine: AsyncEngine | AsyncConnection) -> str:
     return "REPEATABLE READ" if engine.dialect.name == "postgresql" else "SERIALIZABLE"
 
 
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error (asyncpg's `sqlstate`, as SQLAlchemy's adapter
+    exposes it as `orig.pgcode`/`orig.sqlstate`), or None (SQLite has none)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        orig = getattr(seen, "orig", None)
+        for candidate in (seen, orig, getattr(orig, "__cause__", None)):
+            code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+            if isinstance(code, str):
+                return code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """Class, message and SQLSTATE of a failure, for logs. Engines hide bound parameters,
+    so the message carries no stored values."""
+    orig = getattr(exc, "orig", None) or exc
+    message = " ".join(str(orig).split())[:500]
+    code = sqlstate(exc)
+    return f"{type(exc).__name__} ({type(orig).__name__}): {message}" + (
+        f" [SQLSTATE {code}]" if code else ""
+    )
+
+
+# Class 08 (connection exception) and 57P01-57P03 (admin/crash shutdown, cannot connect now).
+_OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+_OUTAGE_CLASS_NAMES = {
+    "CannotConnectNowError",
+    "ConnectionDoesNotExistError",
+    "InterfaceError",  # asyncpg: "connection is closed", "cannot perform operation"
+    "InternalClientError",
+    "ConnectionFailureError",
+}
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error means "the database is unreachable", not "this statement is wrong":
+    refused/reset sockets, a server restarting or shutting down, a dead pooled connection."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, OSError | ConnectionError | TimeoutError):
+            return True
+        if type(seen).__name__ in _OUTAGE_CLASS_NAMES and type(seen).__module__.startswith(
+            ("asyncpg", "sqlalchemy")
+        ):
+            return True
+        code = getattr(seen, "sqlstate", None)
+        if isinstance(code, str) and code.startswith(_OUTAGE_SQLSTATES):
+            return True
+        seen = seen.__cause__ or seen.__context__ or getattr(seen, "orig", None)
+    return False
+
+
+STATEMENT_TIMEOUT = "57014"  # query_canceled: statement_timeout (or a cancel request)
+
+
 async def within_budget(
     session: AsyncSession, milliseconds: int, work: Callable[[], Awaitable[T]]
 ) -> T | None:
@@ -137,20 +209,32 @@ async def within_budget(
     if not is_postgres(session):
         return await work()
     previous = await session.scalar(text("SELECT current_setting('statement_timeout')"))
+    # A savepoint of our own (not the ORM's begin_nested) so that every failure path can
+    # roll it back explicitly: after a cancelled statement the transaction is aborted and
+    # any statement but ROLLBACK TO SAVEPOINT fails with InFailedSQLTransaction, the restore
+    # below included. The cancel can also land late, on the statement after the slow one
+    # (the RELEASE): that is handled the same way. The old timeout is put back only once
+    # the savepoint has ended and the transaction is usable again.
+    await session.execute(text("SAVEPOINT within_budget"))
+    result: T | None = None
     try:
-        async with session.begin_nested():
-            await session.execute(
-                text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(milliseconds)}
-            )
-            result = await work()
-    except DBAPIError as exc:
-        if "statement timeout" not in str(exc.orig) and "canceling statement" not in str(exc.orig):
-            raise
-        return None
-    finally:
         await session.execute(
-            text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": previous}
+            text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(milliseconds)}
         )
+        result = await work()
+        await session.execute(text("RELEASE SAVEPOINT within_budget"))
+    except DBAPIError as exc:
+        timed_out = sqlstate(exc) == STATEMENT_TIMEOUT
+        if not timed_out and is_outage(exc):
+            raise  # the connection is gone: nothing to roll back
+        await session.execute(text("ROLLBACK TO SAVEPOINT within_budget"))
+        await session.execute(text("RELEASE SAVEPOINT within_budget"))
+        if not timed_out:
+            raise
+        result = None
+    await session.execute(
+        text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": previous}
+    )
     return result
 
 

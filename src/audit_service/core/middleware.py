@@ -1,4 +1,4 @@
-"""Request body size limits, enforced before any handler reads the body."""
+"""Request size limits (headers, then body), enforced before any handler runs."""
 
 from __future__ import annotations
 
@@ -17,15 +17,30 @@ class BodyLimitMiddleware:
     and refused as soon as it passes it, so an oversized upload never reaches parsing.
     """
 
-    def __init__(self, app: ASGIApp, *, default: int, per_path: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: int,
+        per_path: Mapping[str, int] | None = None,
+        max_header_bytes: int | None = None,
+    ):
         self.app = app
         self.default = default
         self.per_path = dict(per_path or {})
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.max_header_bytes is not None:
+            # Some servers (uvicorn with httptools) accept headers of any size; a 1 MiB
+            # User-Agent would otherwise be parsed, authenticated and answered 200.
+            size = sum(len(name) + len(value) for name, value in scope.get("headers", ()))
+            if size > self.max_header_bytes:
+                await self._refuse_headers(self.max_header_bytes, scope, receive, send)
+                return
         limit = self.per_path.get(scope["path"], self.default)
         declared = header(scope, b"content-length")
         if declared is not None:
@@ -55,6 +70,16 @@ class BodyLimitMiddleware:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
+
+    async def _refuse_headers(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        audit = scope.get("state", {}).get("audit")
+        await problem_response(
+            431,
+            slug="request-header-fields-too-large",
+            detail=f"The request headers are larger than {limit} bytes in total.",
+            request_id=getattr(audit, "request_id", None),
+            instance=scope["path"],
+        )(scope, receive, send)
 
     async def _refuse(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         # The recorder (outside us) set the request's audit context: reuse its id, as every

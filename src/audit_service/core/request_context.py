@@ -25,12 +25,19 @@ def all_headers(scope: Scope, name: bytes) -> list[str]:
     return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name]
 
 
-def request_id(scope: Scope) -> str:
-    """Keep a caller's X-Request-ID when it is well-formed (for tracing), else mint one."""
+def request_id(_scope: Scope | None = None) -> str:
+    """Our id for this request, always minted: the stored `request_id` must be unique and not
+    chosen by the caller (a client could otherwise reuse another request's id)."""
+    return uuid.uuid4().hex
+
+
+def client_request_id(scope: Scope) -> str | None:
+    """The caller's X-Request-ID when well-formed, kept (as `client_request_id`) for their
+    tracing; anything else is dropped."""
     given = header(scope, b"x-request-id")
     if given and _REQUEST_ID_OK.match(given):
         return given
-    return uuid.uuid4().hex
+    return None
 
 
 def user_agent(scope: Scope) -> str | None:
@@ -42,12 +49,19 @@ def _trusted(address: IPAddress, proxies: Sequence[IPNetwork]) -> bool:
     return any(address.version == net.version and address in net for net in proxies)
 
 
-def _forwarded_chain(scope: Scope) -> list[str]:
-    """Hops named by RFC 7239 Forwarded (preferred) or X-Forwarded-For, left to right."""
-    forwarded = all_headers(scope, b"forwarded")
-    if forwarded:
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
+
+
+def _forwarded_chain(scope: Scope, header_name: str) -> list[str]:
+    """Hops named by the one header our proxies write, left to right.
+
+    Only that header is read: nginx, ALB and Traefik append to X-Forwarded-For but pass a
+    client's own `Forwarded` through untouched, so reading "whichever is present" would let
+    any client choose its recorded address.
+    """
+    if header_name == "forwarded":
         hops = []
-        for element in ",".join(forwarded).split(","):
+        for element in ",".join(all_headers(scope, b"forwarded")).split(","):
             for pair in element.split(";"):
                 name, _, value = pair.strip().partition("=")
                 if name.lower() == "for":
@@ -63,10 +77,13 @@ def _forwarded_chain(scope: Scope) -> list[str]:
     ]
 
 
-def client_ip(scope: Scope, trusted_proxies: Sequence[IPNetwork]) -> str | None:
+def client_ip(
+    scope: Scope, trusted_proxies: Sequence[IPNetwork], header_name: str = "x-forwarded-for"
+) -> str | None:
     """The socket peer, unless it is a trusted proxy: then the right-most untrusted hop.
 
-    Anyone can send X-Forwarded-For, so it is only read when the peer is a proxy we run;
+    Anyone can send X-Forwarded-For, so it (or `Forwarded`, per AUDIT_FORWARDED_HEADER) is
+    only read when the peer is a proxy we run;
     walking from the right stops at the first address our proxies did not add themselves.
     """
     peer = scope.get("client")
@@ -78,7 +95,7 @@ def client_ip(scope: Scope, trusted_proxies: Sequence[IPNetwork]) -> str | None:
         return None
     if not trusted_proxies or not _trusted(current, trusted_proxies):
         return str(current)
-    for hop in reversed(_forwarded_chain(scope)):
+    for hop in reversed(_forwarded_chain(scope, header_name)):
         try:
             current = parse_ip(hop)
         except ValueError:

@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.signing_key = settings.signing_key()
         app.state.rate_limiter = RateLimiter(settings.rate_limit_storage)
         app.state.predictor = load_model()
-        writer = GroupCommitWriter(engine)
+        writer = GroupCommitWriter(engine, on_batch=app.state.metrics.observe_batch)
         app.state.metrics.watch(writer=writer, engine=engine)
         writer.start()
         app.state.maintenance = MaintenanceCache(app.state.sessionmaker)

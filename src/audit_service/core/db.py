@@ -33,8 +33,6 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # the messages of SQLAlchemy's exceptions, which end up in logs.
     kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
-    # Bound values hold user data (names, metadata, addresses): never in error text or logs.
-    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository as events
-from audit_service.audit_log.recorder import Actor, system_event
+from audit_service.audit_log.context import Actor, system_event
 from audit_service.kit.models import utcnow
 from audit_service.maintenance import repository
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from audit_service.audit_log.dependencies import RecorderDep, SessionDep
 from audit_service.audit_log.context import audited
+from audit_service.audit_log.dependencies import RecorderDep, SessionDep
 from audit_service.auth.dependencies import AdminUser
 from audit_service.core.errors import problem_responses
 from audit_service.maintenance import service

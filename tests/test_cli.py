@@ -213,7 +213,7 @@ async def test_duplicate_username_is_refused_clearly(db_url: str, tmp_path: Path
     assert first.code == 0, first.err
     second = await cli(db_url, *args, stdin=PASSWORD_2, cwd=tmp_path)
     assert second.code != 0
-    assert "username 'bob' is taken" in second.err
+    assert "Username 'bob' is taken" in second.err
     assert "Traceback" not in second.err
     assert not second.shows(PASSWORD_2)
     assert await count_users(db_url, "bob") == 1

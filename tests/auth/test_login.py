@@ -36,7 +36,9 @@ async def test_login_with_json_returns_a_pinned_hs256_token(h: Harness) -> None:
 
 
 async def test_login_with_oauth2_form_for_swagger(h: Harness) -> None:
-    r = await h.client.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD})
+    r = await h.client.post(
+        "/login/form", data={"username": "admin", "password": ADMIN_PASSWORD}
+    )
     assert r.status_code == 200
     me = await h.client.get("/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
     assert me.json()["username"] == "admin"

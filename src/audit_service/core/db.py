@@ -211,3 +211,16 @@ async def copy_out(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await conn.invalidate()
+
+
+# --- upserts --------------------------------------------------------------------------------
+
+
+def upsert(bind: AsyncConnection | AsyncSession, table: Any) -> Any:
+    """`INSERT` with `.on_conflict_do_update()` / `.on_conflict_do_nothing()` for the bind's
+    dialect (PostgreSQL and SQLite ≥ 3.35 share the syntax, and RETURNING)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = bind.dialect if isinstance(bind, AsyncConnection) else bind.get_bind().dialect
+    module = postgresql if dialect.name == "postgresql" else sqlite
+    return module.insert(table)

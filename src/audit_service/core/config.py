@@ -92,7 +92,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DATABASE_URL is not a database URL (e.g. postgresql+asyncpg://user@host/db)"
             ) from None
-        backend, driver = url.get_backend_name(), url.get_driver_name()
+        # From the text: SQLAlchemy would import a driver to name the default one.
+        backend, _, driver = url.drivername.partition("+")
+        backend = "postgresql" if backend == "postgres" else backend
         wanted = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}.get(backend)
         if wanted is None:
             raise ValueError(

@@ -663,5 +663,5 @@ def test_secrets_are_secret_str(no_audit_env: Path) -> None:
     assert STRONG_SECRET not in repr(settings) and "boot-pw-123456" not in repr(settings)
     assert settings.signing_key() == STRONG_SECRET
     with pytest.raises(ValidationError) as caught:
-        Settings(env="production", jwt_secret="short", record_requests=False)
+        Settings(env="production", jwt_secret=STRONG_SECRET, record_requests=False)
     assert "AUDIT_RECORD_REQUESTS" in str(caught.value)

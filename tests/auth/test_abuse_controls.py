@@ -159,3 +159,15 @@ async def test_the_ingest_ip_limit_counts_real_keys_too(db_url: str) -> None:
             for _ in range(4)
         ]
         assert codes == [201, 201, 201, 429]
+
+
+async def test_a_successful_login_sweeps_counters_whose_window_ended(db_url: str) -> None:
+    settings = make_settings(db_url, login_lockout_window=1)
+    async for h in start_harness(settings):
+        for name in ("sprayed-1", "sprayed-2"):
+            assert await _login(h, "x-wrong", username=name) == 401
+        await asyncio.sleep(1.1)
+        assert await _login(h, "x-wrong", username="recent") == 401
+        assert await _login(h, ADMIN_PASSWORD) == 200
+        assert await _attempts(h, "sprayed-1") is None and await _attempts(h, "sprayed-2") is None
+        assert await _attempts(h, "recent") == 1  # its window is still open

@@ -66,4 +66,5 @@ class LoginCounter(Base):
 
     username: Mapped[str] = mapped_column(String(150), primary_key=True)
     attempts: Mapped[int] = mapped_column(Integer)
-    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Indexed for the sweep of ended windows (see repository.clear_login_attempts).
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -146,9 +146,18 @@ async def reserve_login_attempt(
     return int(attempts), started_at
 
 
-async def clear_login_attempts(session: AsyncSession, username: str) -> None:
-    """After a successful login; in the request's transaction, so it commits with its event."""
-    await session.execute(delete(LoginCounter).where(LoginCounter.username == username))
+async def clear_login_attempts(
+    session: AsyncSession, username: str, *, stale_before: datetime | None = None
+) -> None:
+    """After a successful login; in the request's transaction, so it commits with its event.
+
+    With `stale_before`, rows whose window ended before it go too: names sprayed by a
+    guesser (unknown ones included) would otherwise stay forever.
+    """
+    condition = LoginCounter.username == username
+    if stale_before is not None:
+        condition = or_(condition, LoginCounter.window_started_at < stale_before)
+    await session.execute(delete(LoginCounter).where(condition))
 
 
 async def login_attempts(session: AsyncSession, username: str) -> int:

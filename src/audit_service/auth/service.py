@@ -100,7 +100,11 @@ async def login(
             description=f"Failed login for '{username[:200]}'",
         )
         raise Unauthorized(BAD_CREDENTIALS)
-    await repo.clear_login_attempts(session, username)
+    await repo.clear_login_attempts(
+        session,
+        username,
+        stale_before=utcnow() - timedelta(seconds=settings.login_lockout_window),
+    )
     if needs_rehash(user.password_hash):
         user.password_hash = await hash_password_async(password)
         await repo.flush(session)

@@ -30,7 +30,14 @@ def upgrade() -> None:
         sa.Column("window_started_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("username", name=op.f("pk_login_counter")),
     )
+    op.create_index(
+        op.f("ix_login_counter_window_started_at"),
+        "login_counter",
+        ["window_started_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_login_counter_window_started_at"), table_name="login_counter")
     op.drop_table("login_counter")

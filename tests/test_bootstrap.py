@@ -119,3 +119,52 @@ async def test_a_name_held_by_a_non_admin_is_left_alone(
         # No active admin, but the name is taken by a plain user: a human must decide.
         assert capsys.readouterr().out == ""
         assert await _users(h) == [("someone", "admin", False), ("admin", "user", True)]
+
+
+async def test_the_banner_points_to_the_password_change(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with harness(make_settings(db_url, bootstrap_admin_password=None)):
+        out = capsys.readouterr().out
+    assert "POST /me/password" in out
+
+
+async def test_a_password_set_while_an_admin_exists_is_warned_about(
+    db_url: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with harness(make_settings(db_url)):
+        pass  # the first start uses the password: no warning
+    assert not [r for r in caplog.records if "AUDIT_BOOTSTRAP_ADMIN_PASSWORD" in r.getMessage()]
+    caplog.clear()
+    other = "another-bootstrap-password"
+    async with harness(make_settings(db_url, bootstrap_admin_password=other)) as h:
+        warnings = [r for r in caplog.records if "AUDIT_BOOTSTRAP_ADMIN_PASSWORD" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+        message = warnings[0].getMessage()
+        assert "already exists" in message and "ignored" in message
+        assert other not in message and ADMIN_PASSWORD not in message
+        # Ignored indeed: the first password still works, the new one does not.
+        assert await _login(h, "admin", ADMIN_PASSWORD) == 200
+        assert await _login(h, "admin", other) == 401
+    assert capsys.readouterr().out == ""
+    caplog.clear()
+    async with harness(make_settings(db_url, bootstrap_admin_password=None)):
+        pass  # not configured: nothing to warn about
+    assert not [r for r in caplog.records if "AUDIT_BOOTSTRAP_ADMIN_PASSWORD" in r.getMessage()]
+
+
+async def test_a_password_for_a_name_held_by_a_non_admin_is_warned_about(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with harness(make_settings(db_url, bootstrap_admin_username="someone")) as h:
+        await h.create_user("admin", "user")
+        async with h.app.state.sessionmaker() as session:
+            someone = await session.scalar(select(User).where(User.username == "someone"))
+            assert someone is not None
+            someone.is_active = False
+            await session.commit()
+    caplog.clear()
+    async with harness(make_settings(db_url)):
+        pass
+    [warning] = [r for r in caplog.records if "AUDIT_BOOTSTRAP_ADMIN_PASSWORD" in r.getMessage()]
+    assert "'admin'" in warning.getMessage() and "taken" in warning.getMessage()

@@ -213,7 +213,7 @@ async def test_duplicate_username_is_refused_clearly(db_url: str, tmp_path: Path
     assert first.code == 0, first.err
     second = await cli(db_url, *args, stdin=PASSWORD_2, cwd=tmp_path)
     assert second.code != 0
-    assert "username 'bob' is taken" in second.err
+    assert "Username 'bob' is taken" in second.err
     assert "Traceback" not in second.err
     assert not second.shows(PASSWORD_2)
     assert await count_users(db_url, "bob") == 1
@@ -539,3 +539,129 @@ def test_cli_actor_survives_a_uid_without_a_passwd_entry(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(getpass, "getuser", no_such_user)
     assert cli_module._os_user() == f"uid:{os.getuid()}"
+
+
+# --- the CLI goes through the services' rules --------------------------------------------
+
+
+async def _create(url: str, username: str, role: str, cwd: Path) -> None:
+    run = await cli(
+        url,
+        "users",
+        "create",
+        "--username",
+        username,
+        "--role",
+        role,
+        "--password-stdin",
+        stdin=PASSWORD_1,
+        cwd=cwd,
+    )
+    assert run.code == 0, run.err
+
+
+async def test_cli_cannot_disable_the_last_active_admin(db_url: str, tmp_path: Path) -> None:
+    await _create(db_url, "root", "admin", tmp_path)
+    refused = await cli(db_url, "users", "disable", "--username", "root", cwd=tmp_path)
+    assert refused.code != 0
+    assert "Cannot demote or deactivate the last active admin" in refused.err
+    assert "Traceback" not in refused.err
+    listed = await cli(db_url, "users", "list", cwd=tmp_path)
+    assert list_row(listed, "root") == ["root", "admin", "yes"]
+    # The refusal is on the record, as a refused API request would be.
+    events = await user_events(db_url, "root")
+    assert [(e.action, e.outcome, e.actor_id) for e in events] == [
+        ("user.created", "success", "cli"),
+        ("user.updated", "failure", "cli"),
+    ]
+    # With a second admin the first can go.
+    await _create(db_url, "second", "admin", tmp_path)
+    done = await cli(db_url, "users", "disable", "--username", "root", cwd=tmp_path)
+    assert done.code == 0, done.err
+    assert [e.action for e in await user_events(db_url, "root")][-1] == "user.deactivated"
+    async with harness(make_settings(db_url, bootstrap_admin_password=None)) as h:
+        assert (await login(h, "root", PASSWORD_1)).status_code == 401
+        assert (await login(h, "second", PASSWORD_1)).status_code == 200
+
+
+async def test_cli_set_password_ends_a_lockout(db_url: str, tmp_path: Path) -> None:
+    await _create(db_url, "locked", "user", tmp_path)
+    async with harness(make_settings(db_url)) as h:
+        for _ in range(5):
+            assert (await login(h, "locked", "wrong-password")).status_code == 401
+        assert (await login(h, "locked", PASSWORD_1)).status_code == 429
+        run = await cli(
+            db_url,
+            "users",
+            "set-password",
+            "--username",
+            "locked",
+            "--password-stdin",
+            stdin=PASSWORD_2,
+            cwd=tmp_path,
+        )
+        assert run.code == 0, run.err
+        assert (await login(h, "locked", PASSWORD_2)).status_code == 200
+
+
+# --- settings errors never echo their input -------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("serve", "--port", "1"), ("users", "list")])
+async def test_settings_errors_name_the_variable_but_never_echo_secrets(
+    sqlite_url: str, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    weak_secret = "weak-secret-Zq9"  # too short for production
+    bootstrap = "bootstrap-Pw-Xy7-never-shown"
+    run = await cli(
+        sqlite_url,
+        *command,
+        cwd=tmp_path,
+        AUDIT_ENV="production",
+        AUDIT_JWT_SECRET=weak_secret,
+        AUDIT_BOOTSTRAP_ADMIN_PASSWORD=bootstrap,
+    )
+    assert run.code != 0
+    assert "invalid settings" in run.err and "AUDIT_JWT_SECRET" in run.err
+    assert "Traceback" not in run.err and "input_value" not in run.err
+    assert not run.shows(weak_secret) and not run.shows(bootstrap)
+
+
+async def test_a_postgresql_url_without_asyncpg_gets_a_clear_message(tmp_path: Path) -> None:
+    url = "postgresql://auditor:Db-Pass-w0rd@127.0.0.1:1/audit"
+    run = await cli(url, "migrate", cwd=tmp_path)
+    assert run.code != 0
+    assert "DATABASE_URL must use the async driver: postgresql+asyncpg://" in run.err
+    assert "psycopg" not in run.err.replace("postgresql", "")  # no "No module named psycopg"
+    assert "Traceback" not in run.err and not run.shows("Db-Pass-w0rd")
+    for bad in ("postgres://u@h/db", "sqlite:///x.db", "mysql+aiomysql://u@h/db", "nonsense"):
+        run = await cli(bad, "migrate", cwd=tmp_path)
+        assert run.code != 0 and "DATABASE_URL" in run.err and "Traceback" not in run.err, bad
+
+
+async def test_production_refuses_to_run_without_recording_requests(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    run = await cli(
+        sqlite_url,
+        "migrate",
+        cwd=tmp_path,
+        AUDIT_ENV="production",
+        AUDIT_JWT_SECRET=STRONG_SECRET,
+        AUDIT_RECORD_REQUESTS="false",
+    )
+    assert run.code != 0 and "AUDIT_RECORD_REQUESTS=false is refused" in run.err
+    assert not run.shows(STRONG_SECRET)
+    dev = await cli(sqlite_url, "migrate", cwd=tmp_path, AUDIT_RECORD_REQUESTS="false")
+    assert dev.code == 0, dev.err  # development (benchmarks) may still turn it off
+
+
+def test_secrets_are_secret_str(no_audit_env: Path) -> None:
+    settings = Settings(
+        env="production", jwt_secret=STRONG_SECRET, bootstrap_admin_password="boot-pw-123456"
+    )
+    assert STRONG_SECRET not in repr(settings) and "boot-pw-123456" not in repr(settings)
+    assert settings.signing_key() == STRONG_SECRET
+    with pytest.raises(ValidationError) as caught:
+        Settings(env="production", jwt_secret=STRONG_SECRET, record_requests=False)
+    assert "AUDIT_RECORD_REQUESTS" in str(caught.value)

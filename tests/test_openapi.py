@@ -10,7 +10,7 @@ from audit_service.audit_log.repository import EXPORT_COLUMNS
 from audit_service.openapi import render, spec
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "openapi.json"
-PUBLIC = {"login", "healthz", "readyz", "metrics"}  # metrics: optional token of its own
+PUBLIC = {"login", "login_form", "healthz", "readyz", "metrics"}  # metrics: optional token
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 

@@ -16,17 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository as events
 from audit_service.audit_log.context import Actor, system_event
+from audit_service.audit_log.context import outcome_for
+from audit_service.audit_log.sink import SessionEventSink
 from audit_service.auth import repository as users
 from audit_service.auth import service as auth_service
-from audit_service.auth.models import ROLES, User
-from audit_service.auth.schemas import SCOPES, ApiKeyCreate, UserCreate
+from audit_service.auth.models import ROLES
+from audit_service.auth.schemas import SCOPES, ApiKeyCreate, PasswordReset, UserCreate, UserUpdate
 from audit_service.core import migrations
-from audit_service.core.config import Settings
+from audit_service.core.config import Settings, settings_error_text
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.logging import configure_logging, default_format
 from audit_service.core.security import hash_password
 from audit_service.kit.models import utcnow
 from audit_service.maintenance import service as maintenance
+from audit_service.core.errors import AppError
 
 
 def _os_user() -> str:
@@ -74,58 +77,64 @@ def _with_session(
     return run
 
 
-async def _record(session: AsyncSession, action: str, user: User, description: str) -> None:
-    # The CLI changes users too; it leaves the same trace the API would, in the same commit.
-    await events.insert_events(
-        session,
-        [
-            system_event(
-                action,
-                "users",
-                description,
-                actor=CLI_ACTOR,
-                target_type="user",
-                target_id=str(user.id),
-            )
-        ],
+ServiceWork = Callable[[AsyncSession, SessionEventSink, argparse.Namespace], Awaitable[str]]
+
+
+def _through_service(action: str, module: str, work: ServiceWork) -> Callable[..., None]:
+    """Run one service call as the CLI actor, recording its event in the same commit.
+
+    The services' rules apply as they do over HTTP (the last-admin guard, the password
+    policy); a refusal is recorded too, as the API records a refused request, and the
+    command exits non-zero with the reason. Returns the text to print after the commit.
+    """
+
+    def run(args: argparse.Namespace) -> None:
+        async def main() -> str:
+            engine = create_engine(Settings().database_url)
+            try:
+                async with create_sessionmaker(engine)() as session:
+                    sink = SessionEventSink(session, CLI_ACTOR, action, module)
+                    try:
+                        said = await work(session, sink, args)
+                        await sink.write()
+                        await session.commit()
+                        return said
+                    except AppError as exc:
+                        await session.rollback()
+                        await sink.write(outcome=outcome_for(exc.status_code))
+                        await session.commit()
+                        raise SystemExit(exc.detail or exc.title) from None
+            finally:
+                await engine.dispose()
+
+        # Printed only once committed: a secret shown for a key that was never stored
+        # would be worse than none.
+        print(asyncio.run(main()))
+
+    return run
+
+
+def _invalid(what: str, exc: ValidationError) -> SystemExit:
+    # Never str(exc): it quotes the input, and the input may hold the password.
+    problems = "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
     )
+    return SystemExit(f"invalid {what}: {problems}")
 
 
-async def _get(session: AsyncSession, username: str) -> User:
-    user = await users.get_user_by_username(session, username)
-    if user is None:
-        raise SystemExit(f"no user '{username}'")
-    return user
-
-
-async def users_create(session: AsyncSession, args: argparse.Namespace) -> None:
+async def users_create(
+    session: AsyncSession, sink: SessionEventSink, args: argparse.Namespace
+) -> str:
     password = _read_password(args)
     try:
-        # The rules of POST /admin/users: the CLI is no way around them.
         data = UserCreate(
             username=args.username, password=password, role=args.role, full_name=args.full_name
         )
     except ValidationError as exc:
-        # Never str(exc): it quotes the input, and the input holds the password.
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        )
-        raise SystemExit(f"invalid user: {problems}") from None
-    user = User(
-        username=data.username,
-        full_name=data.full_name,
-        role=data.role,
-        password_hash=hash_password(data.password),
-        is_active=True,
-        token_version=0,
-    )
-    try:
-        await users.add_user(session, user)
-    except users.DuplicateUsername:
-        raise SystemExit(f"username '{args.username}' is taken") from None
-    await _record(session, "user.created", user, f"Created user '{user.username}' ({user.role})")
-    print(f"created user {user.id} '{user.username}' with role {user.role}")
+        raise _invalid("user", exc) from None
+    user = await auth_service.create_user(session, sink, CLI_ACTOR, data)
+    return f"created user {user.id} '{user.username}' with role {user.role}"
 
 
 async def users_list(session: AsyncSession, _args: argparse.Namespace) -> None:
@@ -134,60 +143,40 @@ async def users_list(session: AsyncSession, _args: argparse.Namespace) -> None:
         print(f"{u.id:>5}  {u.username:<30} {u.role:<8} {'yes' if u.is_active else 'no'}")
 
 
-async def users_set_password(session: AsyncSession, args: argparse.Namespace) -> None:
-    user = await _get(session, args.username)
-    user.password_hash = hash_password(_read_password(args))
-    user.token_version += 1  # a new password ends the old sessions
-    await users.flush(session)
-    await _record(session, "user.updated", user, f"Password of '{user.username}' reset")
-    print(f"password of '{user.username}' changed; existing sessions revoked")
+async def users_set_password(
+    session: AsyncSession, sink: SessionEventSink, args: argparse.Namespace
+) -> str:
+    user_id = await auth_service.user_id_by_name(session, args.username)
+    try:
+        data = PasswordReset(new_password=_read_password(args))
+    except ValidationError as exc:
+        raise _invalid("password", exc) from None
+    await auth_service.set_password(session, sink, CLI_ACTOR, user_id, data)
+    return f"password of '{args.username}' changed; existing sessions revoked"
 
 
-async def users_disable(session: AsyncSession, args: argparse.Namespace) -> None:
-    user = await _get(session, args.username)
-    user.is_active = False
-    user.token_version += 1
-    await users.flush(session)
-    await _record(session, "user.deactivated", user, f"Deactivated '{user.username}'")
-    print(f"user '{user.username}' deactivated")
+async def users_disable(
+    session: AsyncSession, sink: SessionEventSink, args: argparse.Namespace
+) -> str:
+    user_id = await auth_service.user_id_by_name(session, args.username)
+    await auth_service.update_user(session, sink, CLI_ACTOR, user_id, UserUpdate(is_active=False))
+    return f"user '{args.username}' deactivated"
 
 
-def api_keys_create(args: argparse.Namespace) -> None:
+async def api_keys_create(
+    session: AsyncSession, sink: SessionEventSink, args: argparse.Namespace
+) -> str:
     try:
         data = ApiKeyCreate(name=args.name, scopes=args.scope)
-    except ValueError as exc:
-        raise SystemExit(f"invalid API key: {exc}") from None
-    secret: list[str] = []
-
-    async def create(session: AsyncSession, _args: argparse.Namespace) -> None:
-        key, secret_ = await auth_service.new_api_key(
-            session, name=data.name, scopes=list(data.scopes), created_by=None
-        )
-        await events.insert_events(
-            session,
-            [
-                system_event(
-                    "api_key.created",
-                    "auth",
-                    f"Created API key {key.prefix} for service '{key.name}'",
-                    actor=CLI_ACTOR,
-                    target_type="api_key",
-                    target_id=str(key.id),
-                    name=key.name,
-                    prefix=key.prefix,
-                    scopes=key.scopes,
-                )
-            ],
-        )
-        secret.append(secret_)
-        print(
-            f"created API key {key.id} {key.prefix} for '{key.name}' ({', '.join(key.scopes)})",
-            file=sys.stderr,
-        )
-
-    _with_session(create)(args)
-    # Only after the commit, and alone on stdout so it can be captured; it is not shown again.
-    print(secret[0])
+    except ValidationError as exc:
+        raise _invalid("API key", exc) from None
+    key = await auth_service.create_api_key(session, sink, CLI_ACTOR, data)
+    print(
+        f"created API key {key.id} {key.prefix} for '{key.name}' ({', '.join(key.scopes)})",
+        file=sys.stderr,
+    )
+    # Alone on stdout so it can be captured; it is not shown again.
+    return key.key
 
 
 async def api_keys_list(session: AsyncSession, _args: argparse.Namespace) -> None:
@@ -199,31 +188,14 @@ async def api_keys_list(session: AsyncSession, _args: argparse.Namespace) -> Non
         print(f"{k.id:>5}  {k.prefix:<17} {k.name:<30} {scopes:<20} {used:<20} {revoked}")
 
 
-async def api_keys_revoke(session: AsyncSession, args: argparse.Namespace) -> None:
-    key = await users.get_api_key(session, args.id)
-    if key is None:
-        raise SystemExit(f"no API key {args.id}")
-    if key.revoked_at is not None:
-        print(f"API key {key.id} {key.prefix} was already revoked")
-        return
-    key.revoked_at = utcnow()
-    await users.flush(session)
-    await events.insert_events(
-        session,
-        [
-            system_event(
-                "api_key.revoked",
-                "auth",
-                f"Revoked API key {key.prefix} of service '{key.name}'",
-                actor=CLI_ACTOR,
-                target_type="api_key",
-                target_id=str(key.id),
-                name=key.name,
-                prefix=key.prefix,
-            )
-        ],
-    )
-    print(f"API key {key.id} {key.prefix} ('{key.name}') revoked")
+async def api_keys_revoke(
+    session: AsyncSession, sink: SessionEventSink, args: argparse.Namespace
+) -> str:
+    await auth_service.revoke_api_key(session, sink, CLI_ACTOR, args.id)
+    what = f"API key {args.id} {sink.metadata.get('prefix', '')} ('{sink.metadata.get('name')}')"
+    if sink.metadata.get("already_revoked"):
+        return f"{what} was already revoked"
+    return f"{what} revoked"
 
 
 async def maintenance_switch(session: AsyncSession, args: argparse.Namespace) -> None:
@@ -310,15 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=ROLES, default="user")
     p.add_argument("--full-name")
     p.add_argument("--password-stdin", action="store_true")
-    p.set_defaults(func=_with_session(users_create))
+    p.set_defaults(func=_through_service("user.created", "users", users_create))
     users_parser.add_parser("list").set_defaults(func=_with_session(users_list))
     p = users_parser.add_parser("set-password")
     p.add_argument("--username", required=True)
     p.add_argument("--password-stdin", action="store_true")
-    p.set_defaults(func=_with_session(users_set_password))
+    p.set_defaults(func=_through_service("user.updated", "users", users_set_password))
     p = users_parser.add_parser("disable")
     p.add_argument("--username", required=True)
-    p.set_defaults(func=_with_session(users_disable))
+    p.set_defaults(func=_through_service("user.updated", "users", users_disable))
 
     p = sub.add_parser("maintenance", help="turn maintenance mode on or off, or show it")
     p.add_argument("state", choices=("on", "off", "status"))
@@ -335,17 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys_parser.add_parser("create", help="make a key; prints its secret once, on stdout")
     p.add_argument("--name", required=True, help="the calling service (its events' source)")
     p.add_argument("--scope", action="append", required=True, choices=SCOPES)
-    p.set_defaults(func=api_keys_create)
+    p.set_defaults(func=_through_service("api_key.created", "auth", api_keys_create))
     keys_parser.add_parser("list").set_defaults(func=_with_session(api_keys_list))
     p = keys_parser.add_parser("revoke")
     p.add_argument("--id", type=int, required=True)
-    p.set_defaults(func=_with_session(api_keys_revoke))
+    p.set_defaults(func=_through_service("api_key.revoked", "auth", api_keys_revoke))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        # Never pydantic's own text: it quotes the values, and they may be secrets.
+        raise SystemExit(settings_error_text(exc)) from None
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ async def bootstrap_admin(app: FastAPI, settings: Settings) -> None:
         # Deliberately print, never log: the password must not end up in log storage.
         print(
             f"\n  Bootstrap admin created: username '{user.username}', one-time password "
-            f"'{generated}'\n  Log in and change it; it is not shown again.\n",
+            f"'{generated}'\n  Log in and change it with POST /me/password "
+            "(current_password, new_password); it is not shown again.\n",
             flush=True,
         )
 

@@ -36,7 +36,7 @@ async def test_login_with_json_returns_a_pinned_hs256_token(h: Harness) -> None:
 
 
 async def test_login_with_oauth2_form_for_swagger(h: Harness) -> None:
-    r = await h.client.post("/login", data={"username": "admin", "password": ADMIN_PASSWORD})
+    r = await h.client.post("/login/form", data={"username": "admin", "password": ADMIN_PASSWORD})
     assert r.status_code == 200
     me = await h.client.get("/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
     assert me.json()["username"] == "admin"
@@ -195,3 +195,50 @@ async def test_deactivated_users_tokens_stop_working(h: Harness) -> None:
     assert r.status_code == 401
     event = await h.last_event()
     assert (event.actor_name, event.outcome) == ("bob", "denied")
+
+
+async def test_login_takes_json_only_and_the_form_has_its_own_operation(h: Harness) -> None:
+    form = {"username": "admin", "password": ADMIN_PASSWORD}
+    r = await h.client.post("/login", data=form)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    r = await h.client.post("/login/form", json=form)
+    assert r.status_code == 422
+    # Swagger UI's Authorize sends the OAuth2 grant fields too.
+    r = await h.client.post(
+        "/login/form", data={**form, "grant_type": "password", "scope": "", "client_id": ""}
+    )
+    assert r.status_code == 200, r.text
+    r = await h.client.post("/login/form", data={**form, "password": "bad-password"})
+    assert r.status_code == 401
+    events = await h.events(path="/login/form")
+    assert [(e.action, e.outcome) for e in events] == [
+        ("auth.login", "failure"),
+        ("auth.login", "success"),
+        ("auth.login_failed", "failure"),
+    ]
+
+
+async def test_invalid_utf8_in_a_login_body_is_a_4xx_problem(h: Harness) -> None:
+    cases = [
+        ("/login", b'{"username": "adm\xff\xfein", "password": "x"}', "application/json"),
+        ("/login", b"\xff\xfe\xfd", "application/json"),
+        ("/login/form", b"username=adm%FF%FEin&password=x", "application/x-www-form-urlencoded"),
+        ("/login/form", b"username=adm\xff\xfein&password=x", "application/x-www-form-urlencoded"),
+    ]
+    for path, body, content_type in cases:
+        r = await h.client.post(path, content=body, headers={"content-type": content_type})
+        assert 400 <= r.status_code < 500, (path, body, r.status_code, r.text)
+        assert r.headers["content-type"] == "application/problem+json", (path, body)
+        assert (await h.last_event()).status_code == r.status_code
+    assert await h.token()  # and the service is fine
+
+
+async def test_openapi_login_contract(h: Harness) -> None:
+    spec = (await h.client.get("/openapi.json")).json()
+    login = spec["paths"]["/login"]["post"]["requestBody"]["content"]
+    assert list(login) == ["application/json"]
+    assert login["application/json"]["schema"] == {"$ref": "#/components/schemas/LoginRequest"}
+    form = spec["paths"]["/login/form"]["post"]["requestBody"]["content"]
+    assert list(form) == ["application/x-www-form-urlencoded"]
+    flows = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]
+    assert flows["password"]["tokenUrl"] == "/login/form"

@@ -165,3 +165,34 @@ async def test_revoke_sessions(h: Harness) -> None:
     assert (
         await h.client.post("/login", json={"username": "bob", "password": PASSWORD})
     ).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"role": None},
+        {"is_active": None},
+        {"role": None, "full_name": "Bob B"},
+        {"is_active": None, "role": "auditor"},
+    ],
+)
+async def test_null_role_or_active_flag_is_a_422_naming_it(
+    h: Harness, body: dict[str, object]
+) -> None:
+    headers = await h.auth()
+    bob = await h.create_user("bob")
+    r = await h.client.patch(f"/admin/users/{bob.id}", headers=headers, json=body)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    nulls = [name for name, value in body.items() if value is None]
+    assert [e["loc"] for e in r.json()["errors"]] == [["body", name] for name in nulls]
+    got = (await h.client.get(f"/admin/users/{bob.id}", headers=headers)).json()
+    assert (got["role"], got["is_active"], got["full_name"]) == ("user", True, None)
+    assert (await h.last_event()).action == "user.viewed"
+
+
+async def test_the_openapi_schema_does_not_offer_null(h: Harness) -> None:
+    spec = (await h.client.get("/openapi.json")).json()
+    props = spec["components"]["schemas"]["UserUpdate"]["properties"]
+    for name in ("role", "is_active"):
+        assert "null" not in str(props[name]), props[name]

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends
 from fastapi.security import (
     APIKeyHeader,
     HTTPAuthorizationCredentials,
     HTTPBearer,
     OAuth2PasswordBearer,
 )
-from pydantic import ValidationError
 
 from audit_service.audit_log.dependencies import RecorderDep, SessionDep
 from audit_service.auth import service
 from audit_service.auth.models import ApiKey, User
-from audit_service.auth.schemas import LoginRequest
 from audit_service.core.dependencies import RateLimiterDep, SettingsDep, SigningKeyDep
 from audit_service.core.errors import Forbidden, Unauthorized
 from audit_service.core.security import TokenClaims, decode_access_token
 
 # auto_error=False: a missing token becomes our own problem+json 401, not FastAPI's.
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/login", auto_error=False)
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/login/form", auto_error=False)
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
@@ -75,10 +71,10 @@ async def limit_by_principal(
     token: BearerToken,
     claims: TokenClaimsDep,
 ) -> None:
-    """The default limit: per user when a valid token is shown, per API key for a service
-    key, else per client IP."""
-    prefix = service.api_key_prefix(token) if token else None
-    who = f"key:{prefix}" if prefix else f"user:{claims.sub}" if claims else f"ip:{audit.ip}"
+    """The default limit: per user when a token with our signature is shown, else per client
+    IP. Nothing unverified picks its bucket: a token merely shaped like an API key (which
+    these routes never accept) once got a fresh bucket per forgery, i.e. no limit at all."""
+    who = f"user:{claims.sub}" if claims else f"ip:{audit.ip}"
     await limiter.hit(settings.default_rate_limit, "default", who)
 
 
@@ -92,33 +88,6 @@ async def limit_predictions(
     limiter: RateLimiterDep, settings: SettingsDep, user: CurrentUser
 ) -> None:
     await limiter.hit(settings.predict_rate_limit, "predict", f"user:{user.id}", what="predictions")
-
-
-async def login_credentials(request: Request) -> LoginRequest:
-    """`{username, password}` as JSON, or as an OAuth2 password form (Swagger's Authorize)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            form = await request.form()
-            data: object = {k: form.get(k) for k in ("username", "password") if k in form}
-        else:
-            data = json.loads(await request.body())
-        return LoginRequest.model_validate(data)
-    except RecursionError:
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": "JSON nested too deeply", "type": "json_invalid"}]
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": f"Malformed JSON: {exc.msg}", "type": "json_invalid"}]
-        ) from None
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]
-        ) from None
-
-
-Credentials = Annotated[LoginRequest, Depends(login_credentials)]
 
 
 # --- services (API keys) --------------------------------------------------------------------
@@ -165,8 +134,26 @@ def require_scope(scope: str) -> object:
 EventWriter = Annotated[ApiKey, require_scope("events:write")]
 
 
-async def limit_ingestion(limiter: RateLimiterDep, settings: SettingsDep, key: ServiceKey) -> None:
-    """Per API key, after it is verified (an unverified prefix could spend a victim's quota)."""
+async def limit_ingestion_by_ip(
+    limiter: RateLimiterDep, settings: SettingsDep, audit: RecorderDep
+) -> None:
+    """Per client IP, before any key is verified: whatever a client presents (forged keys
+    included, each of which is a 401 and an audit row) counts against its address."""
+    await limiter.hit(
+        settings.ingest_ip_rate_limit, "ingest-ip", f"ip:{audit.ip}", what="ingestion requests"
+    )
+
+
+IngestIpLimit = Annotated[None, Depends(limit_ingestion_by_ip)]
+
+
+async def limit_ingestion(
+    limiter: RateLimiterDep, settings: SettingsDep, _ip: IngestIpLimit, key: ServiceKey
+) -> None:
+    """Per API key, after it is verified (an unverified prefix could spend a victim's quota).
+
+    `_ip` comes first: FastAPI resolves parameters in order, so the IP limit refuses a
+    flood before the key (and the database) is even looked at."""
     await limiter.hit(
         settings.ingest_rate_limit, "ingest", f"key:{key.prefix}", what="ingestion requests"
     )

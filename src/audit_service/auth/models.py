@@ -52,3 +52,19 @@ class RevokedToken(Base):
     # Kept until the token would have expired anyway; then the row is useless and can go.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LoginCounter(Base):
+    """Login attempts per attempted username, counted before the password is checked.
+
+    The service's own state, not the audit log: ingested events cannot touch it. A row exists
+    for unknown names too (the lockout must not reveal which accounts exist); a successful
+    login deletes it, and a window older than the lockout window starts again at one.
+    """
+
+    __tablename__ = "login_counter"
+
+    username: Mapped[str] = mapped_column(String(150), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    # Indexed for the sweep of ended windows (see repository.clear_login_attempts).
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

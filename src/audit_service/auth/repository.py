@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from audit_service.auth.models import ApiKey, RevokedToken, User
+from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
+from audit_service.core.db import upsert
+from audit_service.kit.models import UTCDateTime
 
 
 class DuplicateUsername(Exception):
@@ -109,4 +111,57 @@ async def touch_api_key(session: AsyncSession, key_id: int, now: datetime, stale
         .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale))
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
+    )
+
+
+# --- login attempts ---------------------------------------------------------------------------
+
+
+async def reserve_login_attempt(
+    session: AsyncSession, username: str, *, now: datetime, window_start: datetime
+) -> tuple[int, datetime]:
+    """Count one attempt at `username`; returns the attempts in its window and when that
+    window started. A window that began before `window_start` starts again at one.
+
+    One atomic upsert, in a transaction of its own on another connection that commits at
+    once: concurrent attempts each get a distinct count (no two read the same value), and
+    the count survives the rollback of a failed login's request transaction.
+    """
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine), "sessions are bound to the engine"
+    stale = LoginCounter.window_started_at < window_start
+    started = literal(now, UTCDateTime())
+    stmt = upsert(session, LoginCounter).values(
+        username=username, attempts=1, window_started_at=now
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[LoginCounter.username],
+        set_={
+            "attempts": case((stale, 1), else_=LoginCounter.attempts + 1),
+            "window_started_at": case((stale, started), else_=LoginCounter.window_started_at),
+        },
+    ).returning(LoginCounter.attempts, LoginCounter.window_started_at)
+    async with engine.begin() as conn:
+        attempts, started_at = (await conn.execute(stmt)).one()
+    return int(attempts), started_at
+
+
+async def clear_login_attempts(
+    session: AsyncSession, username: str, *, stale_before: datetime | None = None
+) -> None:
+    """After a successful login; in the request's transaction, so it commits with its event.
+
+    With `stale_before`, rows whose window ended before it go too: names sprayed by a
+    guesser (unknown ones included) would otherwise stay forever.
+    """
+    condition = LoginCounter.username == username
+    if stale_before is not None:
+        condition = or_(condition, LoginCounter.window_started_at < stale_before)
+    await session.execute(delete(LoginCounter).where(condition))
+
+
+async def login_attempts(session: AsyncSession, username: str) -> int:
+    return int(
+        await session.scalar(select(LoginCounter.attempts).where(LoginCounter.username == username))
+        or 0
     )

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from audit_service.audit_log.context import NATIVE_SOURCE
 from audit_service.kit.schemas import InputModel
@@ -16,9 +17,44 @@ class StrictModel(InputModel):
     """Request bodies of this domain: unknown fields and NUL characters are refused."""
 
 
+# The one password policy: user creation, resets (API and CLI) and POST /me/password.
+NewPassword = Annotated[str, Field(min_length=12, max_length=1024)]
+# What /login accepts; longer than any password that can be set would be pointless work.
+GivenPassword = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
 class LoginRequest(StrictModel):
+    """`POST /login` (JSON)."""
+
     username: str = Field(min_length=1, max_length=150)
-    password: str = Field(min_length=1, max_length=1024)
+    password: GivenPassword
+
+
+class LoginForm(InputModel):
+    """`POST /login/form`: the OAuth2 password grant form (what Swagger UI's Authorize sends).
+
+    The OAuth2 fields we do not use are accepted and ignored; anything else is refused.
+    """
+
+    username: str = Field(min_length=1, max_length=150)
+    password: GivenPassword
+    grant_type: Literal["password"] | None = None
+    scope: str = Field(default="", max_length=1000)
+    client_id: str | None = Field(default=None, max_length=200)
+    client_secret: str | None = Field(default=None, max_length=1024)
+
+
+class PasswordChange(StrictModel):
+    """`POST /me/password`."""
+
+    current_password: GivenPassword
+    new_password: NewPassword
+
+
+class PasswordReset(StrictModel):
+    """An administrator's (or the CLI's) new password for a user."""
+
+    new_password: NewPassword
 
 
 class TokenResponse(BaseModel):
@@ -41,7 +77,7 @@ class UserOut(BaseModel):
 
 class UserCreate(StrictModel):
     username: str = Field(pattern=USERNAME_PATTERN)
-    password: str = Field(min_length=12, max_length=1024)
+    password: NewPassword
     role: Role = "user"
     full_name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
@@ -50,8 +86,16 @@ class UserCreate(StrictModel):
 class UserUpdate(StrictModel):
     full_name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    role: Role | None = None
-    is_active: bool | None = None
+    # Omit them to leave them; null is no role or state (it used to reach the database: 500).
+    role: Role | SkipJsonSchema[None] = None
+    is_active: bool | SkipJsonSchema[None] = None
+
+    @field_validator("role", "is_active", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> UserUpdate:

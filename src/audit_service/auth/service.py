@@ -1,17 +1,24 @@
-"""Login, tokens and user administration: rules, permissions and what each event says."""
+"""Login, tokens and user administration: rules, permissions and what each event says.
+
+Every function takes the acting principal as an `Actor` (when it matters) and an `EventSink`
+for the event its work becomes, never anything HTTP-shaped: the CLI calls the same functions
+with a `SessionEventSink`, so the rules (the last-admin guard, the password policy) hold there.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import string
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit_service.audit_log import repository as events
-from audit_service.audit_log.context import Actor, RequestAudit
+from audit_service.audit_log.context import Actor
+from audit_service.audit_log.sink import EventSink
 from audit_service.auth import repository as repo
 from audit_service.auth.models import ApiKey, User
 from audit_service.auth.schemas import (
@@ -19,6 +26,8 @@ from audit_service.auth.schemas import (
     ApiKeyCreated,
     ApiKeyOut,
     ApiKeyPage,
+    PasswordChange,
+    PasswordReset,
     TokenResponse,
     UserCreate,
     UserOut,
@@ -26,7 +35,15 @@ from audit_service.auth.schemas import (
     UserUpdate,
 )
 from audit_service.core.config import Settings
-from audit_service.core.errors import Conflict, Forbidden, NotFound, RateLimited, Unauthorized
+from audit_service.core.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
 from audit_service.core.security import (
     TokenClaims,
     constant_time_equals,
@@ -39,39 +56,18 @@ from audit_service.core.security import (
 )
 from audit_service.kit.models import utcnow
 
+log = logging.getLogger(__name__)
+
 LOGIN_FAILED = "auth.login_failed"
 BAD_CREDENTIALS = "Incorrect username or password"
+WRONG_CURRENT_PASSWORD = "The current password is incorrect"  # noqa: S105 - a message
 
 
 def actor_of(user: User) -> Actor:
     return Actor(type="user", id=str(user.id), name=user.username, role=user.role)
 
 
-async def login(
-    session: AsyncSession,
-    audit: RequestAudit,
-    settings: Settings,
-    key: str,
-    *,
-    username: str,
-    password: str,
-) -> TokenResponse:
-    # The attempted name is recorded (never the password) so failures can be investigated.
-    audit.actor = Actor(type="anonymous", name=username[:200])
-    await _refuse_if_locked_out(session, settings, username)
-    user = await repo.get_user_by_username(session, username)
-    # Always verify (a dummy hash stands in for a missing user): same time, same answer.
-    valid = await verify_password_async(password, user.password_hash if user else None)
-    if user is None or not valid or not user.is_active:
-        audit.describe(
-            action=LOGIN_FAILED,
-            outcome="failure",
-            description=f"Failed login for '{username[:200]}'",
-        )
-        raise Unauthorized(BAD_CREDENTIALS)
-    if needs_rehash(user.password_hash):
-        user.password_hash = await hash_password_async(password)
-        await repo.flush(session)
+def _token(user: User, settings: Settings, key: str) -> tuple[TokenResponse, TokenClaims]:
     token, claims = create_access_token(
         subject=str(user.id),
         role=user.role,
@@ -79,55 +75,95 @@ async def login(
         key=key,
         ttl_seconds=settings.access_token_ttl,
     )
-    audit.actor = actor_of(user)
-    audit.describe(
+    return TokenResponse(access_token=token, expires_in=settings.access_token_ttl), claims
+
+
+async def login(
+    session: AsyncSession,
+    sink: EventSink,
+    settings: Settings,
+    key: str,
+    *,
+    username: str,
+    password: str,
+) -> TokenResponse:
+    # The attempted name is recorded (never the password) so failures can be investigated.
+    sink.actor = Actor(type="anonymous", name=username[:200])
+    await _reserve_attempt(session, sink, settings, username)
+    user = await repo.get_user_by_username(session, username)
+    # Always verify (a dummy hash stands in for a missing user): same time, same answer.
+    valid = await verify_password_async(password, user.password_hash if user else None)
+    if user is None or not valid or not user.is_active:
+        sink.describe(
+            action=LOGIN_FAILED,
+            outcome="failure",
+            description=f"Failed login for '{username[:200]}'",
+        )
+        raise Unauthorized(BAD_CREDENTIALS)
+    await repo.clear_login_attempts(
+        session,
+        username,
+        stale_before=utcnow() - timedelta(seconds=settings.login_lockout_window),
+    )
+    if needs_rehash(user.password_hash):
+        user.password_hash = await hash_password_async(password)
+        await repo.flush(session)
+    response, claims = _token(user, settings, key)
+    sink.actor = actor_of(user)
+    sink.describe(
         description=f"User '{user.username}' logged in",
         target_type="user",
         target_id=str(user.id),
         token_id=claims.jti,
     )
-    return TokenResponse(access_token=token, expires_in=settings.access_token_ttl)
+    return response
 
 
-async def _refuse_if_locked_out(session: AsyncSession, settings: Settings, username: str) -> None:
-    """Lock a username after N failures in the window; the audit log itself is the counter.
+async def _reserve_attempt(
+    session: AsyncSession, sink: EventSink, settings: Settings, username: str
+) -> None:
+    """Count this password attempt before checking it; refuse it past the threshold.
 
-    Counting recorded `auth.login_failed` events works the same for unknown usernames (no
-    enumeration through the lockout) and across replicas; a successful login resets it.
+    The count is the service's own (`login_counter`), never the audit log, which API keys
+    write into. It is taken atomically *before* argon2, so N concurrent guesses let at most
+    `login_lockout_failures` of them reach the check. It is keyed by the attempted name, also
+    for unknown names (no enumeration through the lockout); the lock ends with its window,
+    and the per-IP login limit still bounds how fast one client can keep it closed.
     """
     now = utcnow()
-    since = now - timedelta(seconds=settings.login_lockout_window)
-    last_ok = await events.latest_time(
-        session, action="auth.login", actor_name=username, outcome="success", since=since
+    window = timedelta(seconds=settings.login_lockout_window)
+    attempts, started = await repo.reserve_login_attempt(
+        session, username, now=now, window_start=now - window
     )
-    failures, oldest = await events.count_recent(
-        session, action=LOGIN_FAILED, actor_name=username, since=max(since, last_ok or since)
-    )
-    if failures >= settings.login_lockout_failures and oldest is not None:
-        retry = oldest + timedelta(seconds=settings.login_lockout_window) - now
+    if attempts > settings.login_lockout_failures:
+        sink.describe(locked_out=True)
         raise RateLimited(
             "Too many failed logins for this account. Try again later.",
-            int(retry.total_seconds()) + 1,
+            _seconds_until(started + window, now),
         )
 
 
+def _seconds_until(when: datetime, now: datetime) -> int:
+    return int((when - now).total_seconds()) + 1
+
+
 async def authenticate(
-    session: AsyncSession, audit: RequestAudit, token: str | None, claims: TokenClaims | None
+    session: AsyncSession, sink: EventSink, token: str | None, claims: TokenClaims | None
 ) -> tuple[User, TokenClaims]:
     """The active user a bearer token (already verified into `claims`) belongs to; any doubt
     is a 401."""
     if not token:
         raise Unauthorized()
     if claims is None or not claims.sub.isdigit():
-        audit.describe(auth_error="invalid_token")
+        sink.describe(auth_error="invalid_token")
         raise Unauthorized("Invalid or expired token")
     user = await repo.get_user(session, int(claims.sub))
     if user is None:
-        audit.describe(auth_error="unknown_user")
+        sink.describe(auth_error="unknown_user")
         raise Unauthorized("Invalid or expired token")
     # The signature is ours, so the token really names this user: record them as the actor
     # even when the token is no longer honoured.
-    audit.actor = actor_of(user)
+    sink.actor = actor_of(user)
     reason = (
         "user_inactive"
         if not user.is_active
@@ -138,17 +174,15 @@ async def authenticate(
         else None
     )
     if reason:
-        audit.describe(auth_error=reason)
+        sink.describe(auth_error=reason)
         raise Unauthorized("Invalid or expired token")
     return user, claims
 
 
-async def logout(
-    session: AsyncSession, audit: RequestAudit, user: User, claims: TokenClaims
-) -> None:
+async def logout(session: AsyncSession, sink: EventSink, user: User, claims: TokenClaims) -> None:
     await repo.revoke_token(session, jti=claims.jti, user_id=user.id, expires_at=claims.exp)
     await repo.purge_expired_revocations(session, utcnow())
-    audit.describe(
+    sink.describe(
         description=f"User '{user.username}' logged out",
         target_type="user",
         target_id=str(user.id),
@@ -156,14 +190,67 @@ async def logout(
     )
 
 
+async def change_password(
+    session: AsyncSession,
+    sink: EventSink,
+    settings: Settings,
+    key: str,
+    user: User,
+    data: PasswordChange,
+) -> TokenResponse:
+    """A user changes their own password, proving the current one.
+
+    Every token of the user stops working, the one used for this call included (the version
+    they carry is bumped); the fresh token returned is the only live session afterwards.
+    Guesses at the current password count against the same lockout as logins: a stolen
+    token must not become a way to brute-force the password.
+    """
+    _target(sink, user, f"User '{user.username}' changed their password")
+    await _reserve_attempt(session, sink, settings, user.username)
+    if not await verify_password_async(data.current_password, user.password_hash):
+        sink.describe(description=f"Wrong current password for '{user.username}'")
+        raise Forbidden(WRONG_CURRENT_PASSWORD)
+    await repo.clear_login_attempts(session, user.username)
+    if constant_time_equals(data.current_password, data.new_password):
+        raise ValidationFailed(
+            "The new password must differ from the current one",
+            errors=[
+                FieldError(
+                    loc=["body", "new_password"],
+                    msg="must differ from the current password",
+                    type="value_error",
+                )
+            ],
+        )
+    user.password_hash = await hash_password_async(data.new_password)
+    user.token_version += 1
+    await repo.flush(session)
+    response, claims = _token(user, settings, key)
+    sink.describe(sessions_revoked=True, token_id=claims.jti)
+    return response
+
+
 # --- administration -----------------------------------------------------------------------
 
 
-def _target(audit: RequestAudit, user: User, description: str, **metadata: Any) -> None:
-    audit.describe(target_type="user", target_id=str(user.id), description=description, **metadata)
+def _target(sink: EventSink, user: User, description: str, **metadata: Any) -> None:
+    sink.describe(target_type="user", target_id=str(user.id), description=description, **metadata)
 
 
-async def create_user(session: AsyncSession, audit: RequestAudit, data: UserCreate) -> UserOut:
+def _require_admin(actor: Actor) -> None:
+    """Administration is for admins and for the operator's CLI (a system actor).
+
+    The HTTP routes check the role before the call; this is the same rule for every caller.
+    """
+    if actor.type == "system" or (actor.type == "user" and actor.role == "admin"):
+        return
+    raise Forbidden("This needs the role admin")
+
+
+async def create_user(
+    session: AsyncSession, sink: EventSink, actor: Actor, data: UserCreate
+) -> UserOut:
+    _require_admin(actor)
     user = User(
         username=data.username,
         full_name=data.full_name,
@@ -176,17 +263,18 @@ async def create_user(session: AsyncSession, audit: RequestAudit, data: UserCrea
     try:
         await repo.add_user(session, user)
     except repo.DuplicateUsername:
-        audit.describe(username=data.username)
+        sink.describe(username=data.username)
         raise Conflict(f"Username '{data.username}' is taken") from None
-    _target(audit, user, f"Created user '{user.username}' with role {user.role}", role=user.role)
+    _target(sink, user, f"Created user '{user.username}' with role {user.role}", role=user.role)
     return UserOut.model_validate(user)
 
 
 async def list_users(
-    session: AsyncSession, audit: RequestAudit, page: int, page_size: int
+    session: AsyncSession, sink: EventSink, actor: Actor, page: int, page_size: int
 ) -> UserPage:
+    _require_admin(actor)
     users = await repo.list_users(session, offset=(page - 1) * page_size, limit=page_size)
-    audit.describe(page=page, page_size=page_size)
+    sink.describe(page=page, page_size=page_size)
     return UserPage(
         items=[UserOut.model_validate(u) for u in users],
         page=page,
@@ -195,36 +283,46 @@ async def list_users(
     )
 
 
-async def _get(session: AsyncSession, audit: RequestAudit, user_id: int) -> User:
-    audit.describe(target_type="user", target_id=str(user_id))
+async def _get(session: AsyncSession, sink: EventSink, user_id: int) -> User:
+    sink.describe(target_type="user", target_id=str(user_id))
     user = await repo.get_user(session, user_id)
     if user is None:
         raise NotFound(f"No user with id {user_id}")
     return user
 
 
-async def get_user(session: AsyncSession, audit: RequestAudit, user_id: int) -> UserOut:
-    return UserOut.model_validate(await _get(session, audit, user_id))
+async def user_id_by_name(session: AsyncSession, username: str) -> int:
+    """For callers that name users (the CLI); the API addresses them by id."""
+    user = await repo.get_user_by_username(session, username)
+    if user is None:
+        raise NotFound(f"no user '{username}'")
+    return user.id
 
 
-async def _keep_an_admin(session: AsyncSession, user: User, admin: User, what: str) -> None:
-    if user.id == admin.id:
+async def get_user(session: AsyncSession, sink: EventSink, actor: Actor, user_id: int) -> UserOut:
+    _require_admin(actor)
+    return UserOut.model_validate(await _get(session, sink, user_id))
+
+
+async def _keep_an_admin(session: AsyncSession, user: User, actor: Actor, what: str) -> None:
+    if actor.type == "user" and actor.id == str(user.id):
         raise Conflict(f"You cannot {what} your own account")
     if user.role == "admin" and user.is_active and await repo.count_active_admins(session) <= 1:
         raise Conflict(f"Cannot {what} the last active admin")
 
 
 async def update_user(
-    session: AsyncSession, audit: RequestAudit, admin: User, user_id: int, data: UserUpdate
+    session: AsyncSession, sink: EventSink, actor: Actor, user_id: int, data: UserUpdate
 ) -> UserOut:
-    user = await _get(session, audit, user_id)
+    _require_admin(actor)
+    user = await _get(session, sink, user_id)
     changes = {
         name: value
         for name, value in data.model_dump(exclude_unset=True).items()
         if getattr(user, name) != value
     }
     if changes.get("is_active") is False or (changes.get("role") not in (None, "admin")):
-        await _keep_an_admin(session, user, admin, "demote or deactivate")
+        await _keep_an_admin(session, user, actor, "demote or deactivate")
     before = {name: getattr(user, name) for name in changes}
     for name, value in changes.items():
         setattr(user, name, value)
@@ -238,9 +336,9 @@ async def update_user(
         if changes.get("is_active") is True
         else "user.updated"
     )
-    audit.describe(action=action)
+    sink.describe(action=action)
     _target(
-        audit,
+        sink,
         user,
         f"Updated user '{user.username}': {', '.join(changes) or 'no change'}",
         changed=sorted(changes),
@@ -250,36 +348,72 @@ async def update_user(
     return UserOut.model_validate(user)
 
 
-async def delete_user(
-    session: AsyncSession, audit: RequestAudit, admin: User, user_id: int
+async def set_password(
+    session: AsyncSession, sink: EventSink, actor: Actor, user_id: int, data: PasswordReset
 ) -> None:
-    user = await _get(session, audit, user_id)
-    await _keep_an_admin(session, user, admin, "delete")
-    _target(audit, user, f"Deleted user '{user.username}'", username=user.username, role=user.role)
+    """An administrator (or the operator's CLI) sets a user's password; every session ends."""
+    _require_admin(actor)
+    user = await _get(session, sink, user_id)
+    user.password_hash = await hash_password_async(data.new_password)
+    user.token_version += 1
+    # A known-good password from an administrator ends a lockout too.
+    await repo.clear_login_attempts(session, user.username)
+    await repo.flush(session)
+    _target(sink, user, f"Password of '{user.username}' reset", sessions_revoked=True)
+
+
+async def delete_user(session: AsyncSession, sink: EventSink, actor: Actor, user_id: int) -> None:
+    _require_admin(actor)
+    user = await _get(session, sink, user_id)
+    await _keep_an_admin(session, user, actor, "delete")
+    _target(sink, user, f"Deleted user '{user.username}'", username=user.username, role=user.role)
     await repo.delete_user(session, user)
 
 
-async def revoke_sessions(session: AsyncSession, audit: RequestAudit, user_id: int) -> None:
-    user = await _get(session, audit, user_id)
+async def revoke_sessions(
+    session: AsyncSession, sink: EventSink, actor: Actor, user_id: int
+) -> None:
+    _require_admin(actor)
+    user = await _get(session, sink, user_id)
     user.token_version += 1
     await repo.flush(session)
-    _target(audit, user, f"Revoked every session of '{user.username}'")
+    _target(sink, user, f"Revoked every session of '{user.username}'")
 
 
 async def ensure_bootstrap_admin(
-    session: AsyncSession, username: str, password: str | None
+    session: AsyncSession, username: str, password: SecretStr | None
 ) -> tuple[User, str | None] | None:
-    """Create the first admin when none exists; returns it and a generated password, if any."""
+    """Create the first admin when none exists; returns it and a generated password, if any.
+
+    A configured password that is not used is logged as a warning at start, instead of
+    leaving the operator to wonder why it does not log in.
+    """
     if await repo.count_active_admins(session) > 0:
+        if password is not None:
+            log.warning(
+                "AUDIT_BOOTSTRAP_ADMIN_PASSWORD is set but an active admin already exists, "
+                "so it is ignored (it only seeds the first admin). Change a password with "
+                "POST /me/password or `audit-service users set-password`, then unset it."
+            )
         return None
     if await repo.get_user_by_username(session, username) is not None:
-        return None  # an inactive admin or another role holds the name: leave it to a human
+        # An inactive admin or another role holds the name: leave it to a human.
+        if password is not None:
+            log.warning(
+                "AUDIT_BOOTSTRAP_ADMIN_PASSWORD is ignored: there is no active admin, but the "
+                "name %r (AUDIT_BOOTSTRAP_ADMIN_USERNAME) is taken by an inactive or non-admin "
+                "user. Fix it with `audit-service users ...`.",
+                username,
+            )
+        return None
     generated = None if password else secrets.token_urlsafe(15)
     user = User(
         username=username,
         full_name="Bootstrap administrator",
         role="admin",
-        password_hash=await hash_password_async(password or generated or ""),
+        password_hash=await hash_password_async(
+            password.get_secret_value() if password else generated or ""
+        ),
         is_active=True,
         token_version=0,
     )
@@ -334,12 +468,14 @@ async def new_api_key(
 
 
 async def create_api_key(
-    session: AsyncSession, audit: RequestAudit, admin: User, data: ApiKeyCreate
+    session: AsyncSession, sink: EventSink, actor: Actor, data: ApiKeyCreate
 ) -> ApiKeyCreated:
+    _require_admin(actor)
+    created_by = int(actor.id) if actor.type == "user" and actor.id else None
     key, secret = await new_api_key(
-        session, name=data.name, scopes=list(data.scopes), created_by=admin.id
+        session, name=data.name, scopes=list(data.scopes), created_by=created_by
     )
-    audit.describe(
+    sink.describe(
         target_type="api_key",
         target_id=str(key.id),
         description=f"Created API key {key.prefix} for service '{key.name}'",
@@ -351,10 +487,11 @@ async def create_api_key(
 
 
 async def list_api_keys(
-    session: AsyncSession, audit: RequestAudit, page: int, page_size: int
+    session: AsyncSession, sink: EventSink, actor: Actor, page: int, page_size: int
 ) -> ApiKeyPage:
+    _require_admin(actor)
     keys = await repo.list_api_keys(session, offset=(page - 1) * page_size, limit=page_size)
-    audit.describe(page=page, page_size=page_size)
+    sink.describe(page=page, page_size=page_size)
     return ApiKeyPage(
         items=[ApiKeyOut.model_validate(k) for k in keys],
         page=page,
@@ -363,20 +500,21 @@ async def list_api_keys(
     )
 
 
-async def revoke_api_key(session: AsyncSession, audit: RequestAudit, key_id: int) -> None:
-    audit.describe(target_type="api_key", target_id=str(key_id))
+async def revoke_api_key(session: AsyncSession, sink: EventSink, actor: Actor, key_id: int) -> None:
+    _require_admin(actor)
+    sink.describe(target_type="api_key", target_id=str(key_id))
     key = await repo.get_api_key(session, key_id)
     if key is None:
         raise NotFound(f"No API key with id {key_id}")
     if key.revoked_at is not None:
-        audit.describe(
+        sink.describe(
             description=f"API key {key.prefix} ('{key.name}') was already revoked",
             already_revoked=True,
         )
         return
     key.revoked_at = utcnow()
     await repo.flush(session)
-    audit.describe(
+    sink.describe(
         description=f"Revoked API key {key.prefix} of service '{key.name}'",
         name=key.name,
         prefix=key.prefix,
@@ -384,7 +522,7 @@ async def revoke_api_key(session: AsyncSession, audit: RequestAudit, key_id: int
 
 
 async def authenticate_service(
-    session: AsyncSession, audit: RequestAudit, signing_key: str, credential: str | None
+    session: AsyncSession, sink: EventSink, signing_key: str, credential: str | None
 ) -> ApiKey:
     """The live API key a credential belongs to; any doubt is a 401. A user token is a 403."""
     if not credential:
@@ -393,9 +531,9 @@ async def authenticate_service(
     if prefix is None:
         claims = decode_access_token(credential, signing_key)
         if claims is not None:
-            await authenticate(session, audit, credential, claims)  # names the user
+            await authenticate(session, sink, credential, claims)  # names the user
             raise Forbidden("This endpoint takes a service API key, not a user token")
-        audit.describe(auth_error="malformed_api_key")
+        sink.describe(auth_error="malformed_api_key")
         raise Unauthorized(INVALID_KEY)
     key = await repo.get_api_key_by_prefix(session, prefix)
     # Constant-time comparison, and a dummy one for unknown prefixes: no timing oracle.
@@ -403,12 +541,12 @@ async def authenticate_service(
         sha256_hex(credential), key.secret_sha256 if key else _DUMMY_SHA256
     )
     if key is None or not matches:
-        audit.describe(auth_error="unknown_api_key", api_key_prefix=prefix)
+        sink.describe(auth_error="unknown_api_key", api_key_prefix=prefix)
         raise Unauthorized(INVALID_KEY)
     # The secret was proven: the service is the actor, even if the key no longer works.
-    audit.actor = service_actor(key)
+    sink.actor = service_actor(key)
     if key.revoked_at is not None:
-        audit.describe(auth_error="api_key_revoked")
+        sink.describe(auth_error="api_key_revoked")
         raise Unauthorized(INVALID_KEY)
     now = utcnow()
     if key.last_used_at is None or key.last_used_at < now - LAST_USED_RESOLUTION:
@@ -416,7 +554,7 @@ async def authenticate_service(
     return key
 
 
-def require_scope(audit: RequestAudit, key: ApiKey, scope: str) -> None:
+def require_scope(sink: EventSink, key: ApiKey, scope: str) -> None:
     if scope not in key.scopes:
-        audit.describe(auth_error="missing_scope", scope=scope)
+        sink.describe(auth_error="missing_scope", scope=scope)
         raise Forbidden(f"This API key lacks the scope '{scope}'")

@@ -9,8 +9,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 VAR_DIR = Path("var")
 
@@ -34,7 +36,8 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", validation_alias="HOST")
     port: int = Field(default=8000, ge=1, le=65535, validation_alias="PORT")
 
-    jwt_secret: str = ""
+    # SecretStr: never shown by repr(), str() or a validation error's input echo.
+    jwt_secret: SecretStr = SecretStr("")
     access_token_ttl: int = Field(default=3600, ge=60, le=86400, description="seconds")
 
     # Comma-separated addresses or CIDRs whose Forwarded/X-Forwarded-For we believe.
@@ -48,12 +51,16 @@ class Settings(BaseSettings):
     default_rate_limit: str = "1000/minute"
     # Per API key, per request (a batch of 1,000 events is one request).
     ingest_rate_limit: str = "5000/second"
+    # Per client IP on /events and /events/batch, counted before the key is verified, so
+    # forged keys cannot flood the record. As high as one key's limit by default (a NAT may
+    # hold several services); lower it where callers are few.
+    ingest_ip_rate_limit: str = "5000/second"
     login_lockout_failures: int = Field(default=5, ge=1)
     login_lockout_window: int = Field(default=900, ge=1, description="seconds")
 
     record_requests: bool = True
     bootstrap_admin_username: str = "admin"
-    bootstrap_admin_password: str | None = None
+    bootstrap_admin_password: SecretStr | None = None
 
     # Log lines: JSON in production, text in development, unless set (AUDIT_LOG_FORMAT).
     log_format: Literal["json", "text"] | None = None
@@ -71,13 +78,48 @@ class Settings(BaseSettings):
     max_concurrent_exports: int = Field(default=4, ge=1)
 
     @field_validator(
-        "login_rate_limit", "predict_rate_limit", "default_rate_limit", "ingest_rate_limit"
+        "login_rate_limit",
+        "predict_rate_limit",
+        "default_rate_limit",
+        "ingest_rate_limit",
+        "ingest_ip_rate_limit",
     )
     @classmethod
     def _valid_limit(cls, value: str) -> str:
         from limits import parse
 
-        parse(value)  # "50/hour", "20 per minute": refuse anything limits cannot read
+        try:
+            parse(value)  # "50/hour", "20 per minute": refuse anything limits cannot read
+        except ValueError:
+            raise ValueError("not a rate limit: write N/period, e.g. 50/hour") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        # The engines are async: a plain `postgresql://` would load psycopg and fail with
+        # "No module named psycopg", which says nothing about the URL. The messages never
+        # quote the URL: it may hold a password.
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(
+                "DATABASE_URL is not a database URL (e.g. postgresql+asyncpg://user@host/db)"
+            ) from None
+        # From the text: SQLAlchemy would import a driver to name the default one.
+        backend, _, driver = url.drivername.partition("+")
+        backend = "postgresql" if backend == "postgres" else backend
+        wanted = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}.get(backend)
+        if wanted is None:
+            raise ValueError(
+                f"DATABASE_URL names the unsupported database '{backend}': use "
+                "postgresql+asyncpg://… or sqlite+aiosqlite:///…"
+            )
+        if driver != wanted:
+            raise ValueError(
+                f"DATABASE_URL must use the async driver: {backend}+{wanted}://… "
+                f"(not {url.drivername}://…)"
+            )
         return value
 
     @field_validator("forwarded_header", mode="before")
@@ -88,8 +130,11 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _valid_proxies(cls, value: str) -> str:
-        for part in _split(value):
-            ipaddress.ip_network(part, strict=False)
+        for number, part in enumerate(_split(value), 1):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"entry {number} is not an IP address or CIDR") from None
         return value
 
     @field_validator("cors_origins")
@@ -111,12 +156,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secret_required_in_production(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value()
         if self.env == "production" and (
-            self.jwt_secret.strip().lower() in _PLACEHOLDER_SECRETS or len(self.jwt_secret) < 32
+            secret.strip().lower() in _PLACEHOLDER_SECRETS or len(secret) < 32
         ):
             raise ValueError(
                 "AUDIT_JWT_SECRET must be set to a random value of at least 32 characters "
                 "when AUDIT_ENV=production"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _record_required_in_production(self) -> Settings:
+        # Without request recording the service keeps no record of what it does: the one
+        # thing it is for. Allowed in development (benchmarks compare with it off).
+        if self.env == "production" and not self.record_requests:
+            raise ValueError(
+                "AUDIT_RECORD_REQUESTS=false is refused when AUDIT_ENV=production: "
+                "it disables the audit record of every request"
             )
         return self
 
@@ -130,8 +187,8 @@ class Settings(BaseSettings):
 
     def signing_key(self) -> str:
         """The JWT key; in development one is generated once and kept under ./var/."""
-        if self.jwt_secret:
-            return self.jwt_secret
+        if secret := self.jwt_secret.get_secret_value():
+            return secret
         key_file = VAR_DIR / "jwt_secret"
         if key_file.exists():
             key = key_file.read_text().strip()
@@ -150,6 +207,28 @@ class Settings(BaseSettings):
             key_file,
         )
         return key
+
+
+def settings_error_text(exc: ValidationError) -> str:
+    """A settings error for people: each variable and what is wrong, never the value given
+    (pydantic's default text quotes the input, and the input may be a secret)."""
+    aliases = {
+        name: field.validation_alias
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.validation_alias, str)
+    }
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        loc = [str(part) for part in error["loc"]]
+        name = loc[0] if loc else ""
+        if name in aliases.values():
+            where = name
+        elif name in Settings.model_fields:
+            where = aliases.get(name) or f"AUDIT_{name.upper()}"
+        else:
+            where = "settings"
+        lines.append(f"  {where}: {error['msg'].removeprefix('Value error, ')}")
+    return "invalid settings:\n" + "\n".join(lines)
 
 
 def _split(value: str) -> list[str]:

@@ -326,3 +326,14 @@ async def migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
             await conn.rollback()
             await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
             await conn.commit()
+# --- upserts --------------------------------------------------------------------------------
+
+
+def upsert(bind: AsyncConnection | AsyncSession, table: Any) -> Any:
+    """`INSERT` with `.on_conflict_do_update()` / `.on_conflict_do_nothing()` for the bind's
+    dialect (PostgreSQL and SQLite ≥ 3.35 share the syntax, and RETURNING)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = bind.dialect if isinstance(bind, AsyncConnection) else bind.get_bind().dialect
+    module = postgresql if dialect.name == "postgresql" else sqlite
+    return module.insert(table)

@@ -36,7 +36,7 @@ from audit_service.ingestion.schemas import (
 )
 from audit_service.kit.models import utcnow
 from audit_service.kit.net import canonical_ip_key
-from audit_service.kit.schemas import has_nul
+from audit_service.kit.schemas import json_problem
 
 # Rejections name at most this many failing fields (the count is always given).
 MAX_REPORTED_ERRORS = 200
@@ -104,15 +104,17 @@ def _walk_refs(schema: Any) -> list[str]:
 
 def check_schema(schema: dict[str, Any]) -> None:
     """Refuse what cannot work as a metadata schema (422, naming where it is wrong)."""
+    # Before anything walks it recursively (jsonschema's own checks, json.dumps).
+    problem = json_problem(schema)
+    if problem is not None:
+        raise ValidationFailed(
+            f"A schema {problem}",
+            errors=[FieldError(loc=["body"], msg=problem, type="value_error")],
+        )
     if json_size(schema) > ACTION_SCHEMA_MAX_BYTES:
         raise ValidationFailed(
             f"A schema is at most {ACTION_SCHEMA_MAX_BYTES} bytes as JSON",
             errors=[FieldError(loc=["body"], msg="schema too large", type="too_long")],
-        )
-    if has_nul(schema):
-        raise ValidationFailed(
-            "A schema must not contain NUL characters",
-            errors=[FieldError(loc=["body"], msg="contains NUL", type="value_error")],
         )
     cls = validators.validator_for(schema, default=validators.Draft202012Validator)
     try:

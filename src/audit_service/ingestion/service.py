@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from jsonschema import exceptions as jsonschema_errors
-from jsonschema import validators
 from jsonschema.protocols import Validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +19,7 @@ from audit_service.audit_log.recorder import RequestAudit
 from audit_service.auth.models import ApiKey, User
 from audit_service.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from audit_service.ingestion import repository as repo
+from audit_service.ingestion import safe_schema
 from audit_service.ingestion.models import ActionSchema
 from audit_service.ingestion.schemas import (
     ACTION_SCHEMA_MAX_BYTES,
@@ -60,8 +60,7 @@ _compiled: dict[str, _Compiled] = {}
 def _validator(row: ActionSchema) -> Validator:
     cached = _compiled.get(row.action)
     if cached is None or cached.updated_at != row.updated_at:
-        cls = validators.validator_for(row.json_schema, default=validators.Draft202012Validator)
-        cached = _Compiled(row.updated_at, cls(row.json_schema, format_checker=cls.FORMAT_CHECKER))
+        cached = _Compiled(row.updated_at, safe_schema.make_validator(row.json_schema))
         if len(_compiled) > 1000:
             _compiled.clear()
         _compiled[row.action] = cached
@@ -71,7 +70,14 @@ def _validator(row: ActionSchema) -> Validator:
 def _schema_errors(validator: Validator, metadata: Any, loc: list[str | int]) -> list[FieldError]:
     try:
         found = sorted(validator.iter_errors(metadata), key=lambda e: list(e.absolute_path))
-    except (jsonschema_errors.SchemaError, jsonschema_errors.UnknownType) as exc:
+    except (
+        jsonschema_errors.SchemaError,
+        jsonschema_errors.UnknownType,
+        # Schemas stored before registration refused these (a pattern RE2 cannot compile,
+        # a reference cycle): the event is refused, the service stays up.
+        ValueError,
+        RecursionError,
+    ) as exc:
         return [
             FieldError(
                 loc=loc, msg=f"schema cannot be applied: {exc}"[:_MSG_MAX], type="metadata_schema"
@@ -116,15 +122,20 @@ def check_schema(schema: dict[str, Any]) -> None:
             f"A schema is at most {ACTION_SCHEMA_MAX_BYTES} bytes as JSON",
             errors=[FieldError(loc=["body"], msg="schema too large", type="too_long")],
         )
-    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
     try:
-        cls.check_schema(schema)
+        safe_schema.check_schema(schema)
     except jsonschema_errors.SchemaError as exc:
+        message = exc.message
+        if exc.validator == "format" and exc.validator_value == "regex":
+            message = (
+                f"{exc.instance!r} is not a pattern RE2 can match in linear time "
+                "(look-arounds and back-references are not supported)"
+            )
         raise ValidationFailed(
             "Not a valid JSON Schema",
             errors=[
                 FieldError(
-                    loc=["body", *exc.absolute_path], msg=exc.message[:_MSG_MAX], type="json_schema"
+                    loc=["body", *exc.absolute_path], msg=message[:_MSG_MAX], type="json_schema"
                 )
             ],
         ) from None
@@ -137,6 +148,29 @@ def check_schema(schema: dict[str, Any]) -> None:
             errors=[
                 FieldError(
                     loc=["body"], msg=f"external $ref: {external[0]}"[:_MSG_MAX], type="json_schema"
+                )
+            ],
+        )
+    cycle = safe_schema.reference_cycle(schema)
+    if cycle is not None:
+        raise ValidationFailed(
+            "The schema refers to itself without descending into the value",
+            errors=[
+                FieldError(
+                    loc=["body"],
+                    msg=f"reference cycle: {' -> '.join(cycle)}"[:_MSG_MAX],
+                    type="json_schema",
+                )
+            ],
+        )
+    if safe_schema.uses_unevaluated_with_patterns(schema):
+        raise ValidationFailed(
+            "unevaluatedProperties cannot be combined with patternProperties",
+            errors=[
+                FieldError(
+                    loc=["body"],
+                    msg="unevaluatedProperties with patternProperties is not supported",
+                    type="json_schema",
                 )
             ],
         )
@@ -263,13 +297,30 @@ async def _check_metadata(
     schemas = await repo.get_schemas(session, {e.action for e in batch})
     if not schemas:
         return []
-    errors: list[FieldError] = []
-    for index, event in enumerate(batch):
-        row = schemas.get(event.action)
-        if row is not None:
-            where = [*loc, "metadata"] if single else [*loc, index, "metadata"]
-            errors.extend(_schema_errors(_validator(row), event.metadata, where))
-    return errors
+    checks = [
+        (_validator(row), event.metadata, [*loc, "metadata"] if single else [*loc, i, "metadata"])
+        for i, event in enumerate(batch)
+        if (row := schemas.get(event.action)) is not None
+    ]
+
+    def check_all() -> list[FieldError]:
+        return [error for check in checks for error in _schema_errors(*check)]
+
+    # Off the event loop and time-limited: a costly schema slows its own request only.
+    try:
+        return await safe_schema.run_bounded(check_all)
+    except safe_schema.ValidationTimeout:
+        raise ValidationFailed(
+            "The metadata could not be checked against the registered schema in time; "
+            "nothing was stored",
+            errors=[
+                FieldError(
+                    loc=[*loc, "metadata"] if single else loc,
+                    msg="schema check timed out",
+                    type="metadata_schema.timeout",
+                )
+            ],
+        ) from None
 
 
 async def _store(

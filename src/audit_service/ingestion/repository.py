@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +35,11 @@ class ConcurrentChange(Exception):
     pass
 
 
-async def save_schema(session: AsyncSession, schema: ActionSchema) -> ActionSchema:
+class ConcurrentDelete(ConcurrentChange):
+    """The row was deleted by another request between our read and our write."""
+
+
+async def create_schema(session: AsyncSession, schema: ActionSchema) -> ActionSchema:
     session.add(schema)
     try:
         async with session.begin_nested():
@@ -43,6 +49,37 @@ async def save_schema(session: AsyncSession, schema: ActionSchema) -> ActionSche
     return schema
 
 
-async def delete_schema(session: AsyncSession, schema: ActionSchema) -> None:
-    await session.delete(schema)
-    await session.flush()
+async def update_schema(
+    session: AsyncSession,
+    action: str,
+    json_schema: dict[str, Any],
+    updated_at: datetime,
+    updated_by: int | None,
+) -> ActionSchema:
+    """Replace a schema read earlier in this request. A plain UPDATE whose row count says
+    whether the row still exists: the ORM's unit of work would raise StaleDataError (a 500)
+    when a concurrent DELETE won."""
+    stmt = (
+        update(ActionSchema)
+        .where(ActionSchema.action == action)
+        .values(json_schema=json_schema, updated_at=updated_at, updated_by=updated_by)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    if cast(CursorResult[Any], result).rowcount != 1:
+        raise ConcurrentDelete(action)
+    row = await session.get(ActionSchema, action, populate_existing=True)
+    if row is None:
+        raise ConcurrentDelete(action)
+    return row
+
+
+async def delete_schema(session: AsyncSession, action: str) -> None:
+    stmt = (
+        delete(ActionSchema)
+        .where(ActionSchema.action == action)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    if cast(CursorResult[Any], result).rowcount != 1:  # deleted meanwhile
+        raise ConcurrentDelete(action)

@@ -36,7 +36,7 @@ from audit_service.ingestion.schemas import (
 )
 from audit_service.kit.models import utcnow
 from audit_service.kit.net import canonical_ip_key
-from audit_service.kit.schemas import json_problem
+from audit_service.kit.schemas import config_change, json_problem
 
 # Rejections name at most this many failing fields (the count is always given).
 MAX_REPORTED_ERRORS = 200
@@ -200,21 +200,27 @@ async def put_schema(
     row = await repo.get_schema(session, action)
     previous = row.json_schema if row else None
     now = utcnow()
-    if row is None:
-        row = ActionSchema(
-            action=action, json_schema=schema, created_at=now, updated_at=now, updated_by=admin.id
-        )
-    else:
-        row.json_schema, row.updated_at, row.updated_by = schema, now, admin.id
     try:
-        await repo.save_schema(session, row)
+        if row is None:
+            row = await repo.create_schema(
+                session,
+                ActionSchema(
+                    action=action,
+                    json_schema=schema,
+                    created_at=now,
+                    updated_at=now,
+                    updated_by=admin.id,
+                ),
+            )
+        else:
+            row = await repo.update_schema(session, action, schema, now, admin.id)
     except repo.ConcurrentChange:
         raise Conflict(f"The schema of '{action}' was changed concurrently; retry") from None
     audit.describe(
         description=f"{'Replaced' if previous else 'Registered'} the metadata schema of '{action}'",
         schema_sha256=_sha256(schema),
         previous_sha256=_sha256(previous),
-        schema=schema,
+        **config_change(before=previous, after=schema),
     )
     return _schema_out(row)
 
@@ -235,8 +241,12 @@ async def delete_schema(session: AsyncSession, audit: RequestAudit, action: str)
     audit.describe(
         description=f"Removed the metadata schema of '{action}'",
         previous_sha256=_sha256(row.json_schema),
+        **config_change(before=row.json_schema, after=None),
     )
-    await repo.delete_schema(session, row)
+    try:
+        await repo.delete_schema(session, action)
+    except repo.ConcurrentDelete:
+        raise NotFound(f"No schema is registered for '{action}' (removed concurrently)") from None
 
 
 ACTION_COUNT_EXACT_UP_TO = 10_000

@@ -4,6 +4,7 @@ no NUL characters, no NaN/Infinity, no absurd nesting, anywhere in a value."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -39,6 +40,31 @@ def json_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
             else:
                 stack.extend((v, depth + 1) for v in item)
     return None
+
+
+# Names whose values are never written to an event, whatever setting they belong to.
+_SECRET_NAME = re.compile(r"secret|password|passwd|token|api_?key|credential|private", re.I)
+MASK = "********"
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of a JSON value with every member whose name looks secret replaced by MASK."""
+    if isinstance(value, dict):
+        return {
+            k: MASK if isinstance(k, str) and _SECRET_NAME.search(k) else mask_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def config_change(*, before: Any, after: Any) -> dict[str, Any]:
+    """Metadata of a `config.changed` event: the values before and after, secrets masked.
+
+    Every runtime configuration change made through the API records one (values already
+    passed `json_problem`, so they are bounded in depth)."""
+    return {"before": mask_secrets(before), "after": mask_secrets(after)}
 
 
 class InputModel(BaseModel):

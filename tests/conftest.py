@@ -32,7 +32,7 @@ security._dummy_hash = security._hasher.hash("dummy-password")
 ADMIN_PASSWORD = "admin-password-123"
 PASSWORD = "user-password-123"
 CLIENT_IP = "203.0.113.7"
-TABLES = ("audit_event", "revoked_token", "api_key", "action_schema", '"user"')
+TABLES = ("audit_event", "revoked_token", "api_key", "action_schema", "source_action", '"user"')
 
 
 @pytest.fixture(scope="session")

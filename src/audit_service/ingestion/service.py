@@ -253,24 +253,26 @@ ACTION_COUNT_EXACT_UP_TO = 10_000
 
 
 async def list_actions(session: AsyncSession, audit: RequestAudit) -> ActionList:
-    counts = {
-        action: (module, n, estimated)
-        for action, module, n, estimated in await events.action_counts(
-            session, exact_up_to=ACTION_COUNT_EXACT_UP_TO
+    rows = await repo.list_actions(
+        session,
+        cap=ACTION_COUNT_EXACT_UP_TO + 1,
+        # As for a page total: when statistics expect far more, counting cannot make it exact.
+        skip_count_above=20 * ACTION_COUNT_EXACT_UP_TO,
+    )
+    items = []
+    for row in rows:
+        exact = row.counted is not None and row.counted <= ACTION_COUNT_EXACT_UP_TO
+        count = row.counted if exact else max(row.counted or 0, row.estimate or 0)
+        items.append(
+            ActionOut(
+                action=row.action,
+                module=row.module,
+                event_count=int(count or 0),
+                event_count_is_estimate=not exact,
+                json_schema=row.json_schema,
+                schema_updated_at=row.schema_updated_at,
+            )
         )
-    }
-    schemas = {row.action: row for row in await repo.list_schemas(session)}
-    items = [
-        ActionOut(
-            action=action,
-            module=counts[action][0] if action in counts else None,
-            event_count=counts[action][1] if action in counts else 0,
-            event_count_is_estimate=counts[action][2] if action in counts else False,
-            json_schema=schemas[action].json_schema if action in schemas else None,
-            schema_updated_at=schemas[action].updated_at if action in schemas else None,
-        )
-        for action in sorted(counts.keys() | schemas.keys())
-    ]
     audit.describe(returned=len(items))
     return ActionList(items=items)
 
@@ -333,6 +335,42 @@ async def _check_metadata(
         ) from None
 
 
+async def _check_new_actions(
+    session: AsyncSession,
+    key: ApiKey,
+    batch: Sequence[EventIn],
+    loc: list[str | int],
+    single: bool,
+    cap: int,
+) -> None:
+    """Refuse the request (nothing stored) if its new actions take the posting service past
+    `cap` distinct actions. Most requests only use known actions: one indexed read."""
+    actions = {e.action for e in batch}
+    if not actions - await repo.known_actions(session, key.name, actions):
+        return
+    have = await repo.add_actions(session, key.name, sorted(actions), cap)
+    if have is None:
+        return
+    known = await repo.known_actions(session, key.name, actions)
+    failing = [i for i, e in enumerate(batch) if e.action not in known]
+    message = (
+        f"'{key.name}' already uses {have} of at most {cap} distinct actions "
+        "(AUDIT_MAX_ACTIONS_PER_SOURCE); this action is new"
+    )
+    raise ValidationFailed(
+        f"{len(failing)} event(s) use an action new to '{key.name}', past its limit of {cap} "
+        "distinct actions; nothing was stored",
+        errors=[
+            FieldError(
+                loc=[*loc, "action"] if single else [*loc, i, "action"],
+                msg=message,
+                type="too_many_actions",
+            )
+            for i in failing[:MAX_REPORTED_ERRORS]
+        ],
+    )
+
+
 async def _store(
     session: AsyncSession,
     audit: RequestAudit,
@@ -340,6 +378,7 @@ async def _store(
     batch: Sequence[EventIn],
     *,
     single: bool,
+    max_actions: int,
 ) -> list[events.Ingested]:
     loc: list[str | int] = ["body"] if single else ["body", "events"]
     audit.describe(description=f"Events posted by '{key.name}'", events=len(batch))
@@ -352,6 +391,7 @@ async def _store(
             f"{noun} did not match the registered metadata schema; nothing was stored",
             errors=errors[:MAX_REPORTED_ERRORS],
         )
+    await _check_new_actions(session, key, batch, loc, single, max_actions)
     # Who delivered it, next to what the service says: the posting service's own address
     # (trusted-proxy aware) and the key it used.
     received = {RECEIVED_FROM: audit.ip, API_KEY_PREFIX: key.prefix}
@@ -367,6 +407,8 @@ async def ingest_one(
     key: ApiKey,
     event: EventIn,
     header_key: str | None,
+    *,
+    max_actions: int,
 ) -> EventAccepted:
     if header_key is not None:
         if event.idempotency_key not in (None, header_key):
@@ -381,14 +423,19 @@ async def ingest_one(
                 ],
             )
         event = event.model_copy(update={"idempotency_key": header_key})
-    (stored,) = await _store(session, audit, key, [event], single=True)
+    (stored,) = await _store(session, audit, key, [event], single=True, max_actions=max_actions)
     return EventAccepted(id=stored.id, event_id=stored.event_id, duplicate=stored.duplicate)
 
 
 async def ingest_batch(
-    session: AsyncSession, audit: RequestAudit, key: ApiKey, batch: Sequence[EventIn]
+    session: AsyncSession,
+    audit: RequestAudit,
+    key: ApiKey,
+    batch: Sequence[EventIn],
+    *,
+    max_actions: int,
 ) -> BatchAccepted:
-    stored = await _store(session, audit, key, batch, single=False)
+    stored = await _store(session, audit, key, batch, single=False, max_actions=max_actions)
     duplicates = sum(s.duplicate for s in stored)
     return BatchAccepted(
         inserted=len(stored) - duplicates,

@@ -14,6 +14,8 @@ WORKDIR /src
 # pyproject.toml names README.md as the package description.
 COPY pyproject.toml README.md ./
 COPY src ./src
+# The bundled client library (the audit-service-client distribution's sources).
+COPY clients/python/src ./clients/python/src
 # Every dependency ships manylinux wheels for CPython 3.11, so no compiler is needed.
 # The `redis` extra lets replicas share rate limits (AUDIT_RATE_LIMIT_STORAGE=redis://…).
 RUN --mount=type=cache,target=/root/.cache/pip \

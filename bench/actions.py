@@ -105,10 +105,24 @@ async def main() -> None:
         async def now() -> int:
             async with sessions() as s:
                 rows = await repo.list_actions(
-                    s, cap=EXACT_UP_TO + 1, skip_count_above=20 * EXACT_UP_TO
+                    s, cap=EXACT_UP_TO + 1, skip_count_above=2 * EXACT_UP_TO
                 )
                 return len(rows)
 
+        async with sessions() as s:
+            rows = await repo.list_actions(s, cap=EXACT_UP_TO + 1, skip_count_above=2 * EXACT_UP_TO)
+            counted = sum(r.counted is not None for r in rows)
+            exact = await s.execute(text("SELECT action, count(*) FROM audit_event GROUP BY 1"))
+            truth = dict(exact.all())
+            worst = (
+                max(
+                    abs((r.estimate or 0) - truth[r.action]) / truth[r.action]
+                    for r in rows
+                    if r.counted is None
+                )
+                if counted < len(rows)
+                else 0.0
+            )
         timings: dict[str, list[float]] = {"before": [], "now": []}
         found = {}
         for _ in range(args.runs):
@@ -128,6 +142,8 @@ async def main() -> None:
                     "events": args.events + args.actions,
                     "seed_s": round(seeded, 1),
                     "runs": args.runs,
+                    "now_counted_actions": counted,
+                    "now_worst_estimate_error": round(worst, 3),
                     **{f"{k}_p50_ms": p(v, 50) for k, v in timings.items()},
                     **{f"{k}_p99_ms": p(v, 99) for k, v in timings.items()},
                 }

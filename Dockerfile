@@ -20,7 +20,10 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/pip install -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-# The service itself, resolving nothing again.
+# The bundled client library (the audit-service-client distribution's sources).
+COPY clients/python/src ./clients/python/src
+# Every dependency ships manylinux wheels for CPython 3.11, so no compiler is needed.
+# The `redis` extra lets replicas share rate limits (AUDIT_RATE_LIMIT_STORAGE=redis://…).
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
     && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl

@@ -39,6 +39,7 @@ TABLES = (
     "action_schema",
     "login_counter",
     "runtime_setting",
+    "source_action",
     '"user"',
 )
 

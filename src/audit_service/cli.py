@@ -15,8 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository as events
-from audit_service.audit_log.context import Actor, system_event
-from audit_service.audit_log.context import outcome_for
+from audit_service.audit_log.context import Actor, outcome_for, system_event
 from audit_service.audit_log.sink import SessionEventSink
 from audit_service.auth import repository as users
 from audit_service.auth import service as auth_service
@@ -25,11 +24,9 @@ from audit_service.auth.schemas import SCOPES, ApiKeyCreate, PasswordReset, User
 from audit_service.core import migrations
 from audit_service.core.config import Settings, settings_error_text
 from audit_service.core.db import create_engine, create_sessionmaker
-from audit_service.core.logging import configure_logging, default_format
-from audit_service.core.security import hash_password
-from audit_service.kit.models import utcnow
-from audit_service.maintenance import service as maintenance
 from audit_service.core.errors import AppError
+from audit_service.core.logging import configure_logging, default_format
+from audit_service.maintenance import service as maintenance
 
 
 def _os_user() -> str:

@@ -1,6 +1,8 @@
-"""The client library for services that post events: see `audit_service.ingestion.client`."""
+"""The client library for services that post events (the `audit-service-client`
+distribution, bundled with the server package so existing imports keep working): see
+`audit_service_client`."""
 
-from audit_service.ingestion.client import (
+from audit_service_client import (
     AsyncAuditClient,
     AuditClient,
     AuditError,

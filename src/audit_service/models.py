@@ -1,9 +1,19 @@
 """Every domain's tables, so `Base.metadata` is complete for Alembic and the model check."""
 
 from audit_service.audit_log.models import AuditEvent
-from audit_service.auth.models import ApiKey, RevokedToken, User
-from audit_service.ingestion.models import ActionSchema
+from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
+from audit_service.ingestion.models import ActionSchema, SourceAction
 from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
 
-__all__ = ["ActionSchema", "ApiKey", "AuditEvent", "Base", "RevokedToken", "RuntimeSetting", "User"]
+__all__ = [
+    "ActionSchema",
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "LoginCounter",
+    "RevokedToken",
+    "RuntimeSetting",
+    "SourceAction",
+    "User",
+]

@@ -58,7 +58,8 @@ async def test_register_enforce_replace_remove(h: Harness) -> None:
         "action",
         "exam.submitted",
     )
-    assert e.event_metadata["schema"] == SCHEMA and e.event_metadata["previous_sha256"] is None
+    assert e.event_metadata["after"] == SCHEMA and e.event_metadata["previous_sha256"] is None
+    assert e.event_metadata["before"] is None
     assert (await h.client.get(URL, headers=admin)).json()["schema"] == SCHEMA
 
     good = await h.client.post("/events", headers=bearer(key), json=event(metadata={"answers": 3}))

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # Bearer token GET /metrics asks for; unset: /metrics is open (keep it off the internet).
     metrics_token: SecretStr | None = None
 
+    # Distinct actions one API-key name (an event `source`) may introduce; past it, events
+    # with a new action are refused (422), so no key can grow /admin/actions without bound.
+    max_actions_per_source: int = Field(default=500, ge=1)
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     # All request headers together (names and values); more is refused with 431.

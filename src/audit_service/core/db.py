@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, event, func, literal_column, text
+from sqlalchemy import Select, Table, case, event, false, func, literal_column, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -326,6 +326,8 @@ async def migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
             await conn.rollback()
             await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
             await conn.commit()
+
+
 # --- upserts --------------------------------------------------------------------------------
 
 
@@ -337,3 +339,19 @@ def upsert(bind: AsyncConnection | AsyncSession, table: Any) -> Any:
     dialect = bind.dialect if isinstance(bind, AsyncConnection) else bind.get_bind().dialect
     module = postgresql if dialect.name == "postgresql" else sqlite
     return module.insert(table)
+
+
+async def lock_for_transaction(session: AsyncSession, name: str, table: Table) -> None:
+    """Serialize transactions on `name` until this one ends, so a read-check-write in it
+    cannot interleave with another's.
+
+    Postgres: a transaction-scoped advisory lock. SQLite has one writer at a time: a write
+    statement that changes nothing (on `table`) takes that lock now, and the reads after it
+    see every earlier commit (pysqlite begins the transaction at the first write)."""
+    if is_postgres(session):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}
+        )
+    else:
+        column = next(iter(table.primary_key.columns))
+        await session.execute(update(table).where(false()).values({column: column}))

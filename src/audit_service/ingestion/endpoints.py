@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Header, Path, Response, status
 from audit_service.audit_log.context import audited
 from audit_service.audit_log.dependencies import RecorderDep, SessionDep
 from audit_service.auth.dependencies import AdminOrAuditor, AdminUser, EventWriter
+from audit_service.core.dependencies import SettingsDep
 from audit_service.core.errors import problem_responses
 from audit_service.core.routing import SafeJSONRoute
 from audit_service.ingestion import service
@@ -47,6 +48,7 @@ async def ingest_event(
     session: SessionDep,
     audit: RecorderDep,
     response: Response,
+    settings: SettingsDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -58,7 +60,9 @@ async def ingest_event(
 ) -> EventAccepted:
     """Store one event from a service (201); a replayed idempotency key answers 200 with the
     original event."""
-    accepted = await service.ingest_one(session, audit, key, event, idempotency_key)
+    accepted = await service.ingest_one(
+        session, audit, key, event, idempotency_key, max_actions=settings.max_actions_per_source
+    )
     if accepted.duplicate:
         response.status_code = status.HTTP_200_OK
     return accepted
@@ -72,10 +76,16 @@ async def ingest_event(
     openapi_extra=audited("ingestion.batch_posted", "ingestion"),
 )
 async def ingest_event_batch(
-    batch: EventBatch, key: EventWriter, session: SessionDep, audit: RecorderDep
+    batch: EventBatch,
+    key: EventWriter,
+    session: SessionDep,
+    audit: RecorderDep,
+    settings: SettingsDep,
 ) -> BatchAccepted:
     """Store up to 1,000 events (5 MiB) atomically: any invalid event → 422, nothing stored."""
-    return await service.ingest_batch(session, audit, key, batch.events)
+    return await service.ingest_batch(
+        session, audit, key, batch.events, max_actions=settings.max_actions_per_source
+    )
 
 
 @admin_router.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,9 +17,10 @@ from pydantic import (
     model_validator,
 )
 
+from audit_service.audit_log.context import NATIVE_SOURCE
 from audit_service.kit.models import utcnow
 from audit_service.kit.net import parse_ip
-from audit_service.kit.schemas import InputModel
+from audit_service.kit.schemas import InputModel, json_problem
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 MODULE_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"
@@ -30,6 +31,12 @@ MAX_FUTURE = timedelta(minutes=5)
 METADATA_MAX_BYTES = 16 * 1024
 METADATA_MAX_DEPTH = 8
 USER_AGENT_MAX = 512
+IP_MAX = 45  # audit_event.ip
+# Older than any real event, and far enough from datetime.min that no offset conversion or
+# date arithmetic (a viewer's time zone, a `since` a day earlier) can overflow.
+MIN_OCCURRED_AT = datetime(1900, 1, 1, tzinfo=UTC)
+# The service's own identity: only the service itself records events under it.
+SERVICE_IDENTITY = NATIVE_SOURCE
 # Filled in by the service on receipt; a caller may not supply (or forge) them.
 RECEIVED_FROM, API_KEY_PREFIX = "received_from", "api_key_prefix"
 RESERVED_METADATA_KEYS = (RECEIVED_FROM, API_KEY_PREFIX)
@@ -132,10 +139,18 @@ class EventIn(InputModel):
 
     @field_validator("occurred_at")
     @classmethod
-    def _not_future(cls, value: datetime) -> datetime:
-        if value > utcnow() + MAX_FUTURE:
+    def _storable_time(cls, value: datetime) -> datetime:
+        try:
+            # 0001-01-01T00:00+14:00 is a valid ISO 8601 text whose UTC instant is before
+            # year 1 (and 9999-12-31T23:59-14:00 after 9999): Python cannot represent it.
+            utc = value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("out of range once converted to UTC") from None
+        if utc < MIN_OCCURRED_AT:
+            raise ValueError(f"must not be before {MIN_OCCURRED_AT.isoformat()}")
+        if utc > utcnow() + MAX_FUTURE:
             raise ValueError("must not be more than 5 minutes in the future")
-        return value
+        return utc
 
     @field_validator("actor_id")
     @classmethod
@@ -150,9 +165,29 @@ class EventIn(InputModel):
         if value is None:
             return None
         try:
-            return str(parse_ip(value))
+            canonical = str(parse_ip(value))
         except ValueError:
             raise ValueError("not an IPv4 or IPv6 address") from None
+        # A scoped IPv6 address (fe80::1%<zone>) can be valid and still too long to store.
+        if len(canonical) > IP_MAX:
+            raise ValueError(f"must be at most {IP_MAX} characters")
+        return canonical
+
+    @field_validator("actor_id", "actor_name")
+    @classmethod
+    def _not_the_service(cls, value: str | None) -> str | None:
+        # Events the service records itself carry this identity; a posted event must not be
+        # able to pass for one of them.
+        if value is not None and value.strip().lower() == SERVICE_IDENTITY:
+            raise ValueError(f"'{SERVICE_IDENTITY}' is the service's own identity")
+        return value
+
+    @field_validator("actor_type")
+    @classmethod
+    def _not_system(cls, value: str) -> str:
+        if value == "system":
+            raise ValueError("'system' events are recorded by the service itself")
+        return value
 
     @field_validator("user_agent")
     @classmethod
@@ -167,6 +202,9 @@ class EventIn(InputModel):
         reserved = [key for key in RESERVED_METADATA_KEYS if key in value]
         if reserved:
             raise ValueError(f"{', '.join(reserved)} is set by the service, not the caller")
+        problem = json_problem(value, METADATA_MAX_DEPTH)
+        if problem is not None:
+            raise ValueError(problem)
         if json_depth(value, METADATA_MAX_DEPTH) > METADATA_MAX_DEPTH:
             raise ValueError(f"must not be nested more than {METADATA_MAX_DEPTH} levels deep")
         if json_size(value) > METADATA_MAX_BYTES:

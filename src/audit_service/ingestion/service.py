@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from jsonschema import exceptions as jsonschema_errors
-from jsonschema import validators
 from jsonschema.protocols import Validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +19,7 @@ from audit_service.audit_log.context import RequestAudit
 from audit_service.auth.models import ApiKey, User
 from audit_service.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from audit_service.ingestion import repository as repo
+from audit_service.ingestion import safe_schema
 from audit_service.ingestion.models import ActionSchema
 from audit_service.ingestion.schemas import (
     ACTION_SCHEMA_MAX_BYTES,
@@ -36,7 +36,7 @@ from audit_service.ingestion.schemas import (
 )
 from audit_service.kit.models import utcnow
 from audit_service.kit.net import canonical_ip_key
-from audit_service.kit.schemas import has_nul
+from audit_service.kit.schemas import config_change, json_problem
 
 # Rejections name at most this many failing fields (the count is always given).
 MAX_REPORTED_ERRORS = 200
@@ -60,8 +60,7 @@ _compiled: dict[str, _Compiled] = {}
 def _validator(row: ActionSchema) -> Validator:
     cached = _compiled.get(row.action)
     if cached is None or cached.updated_at != row.updated_at:
-        cls = validators.validator_for(row.json_schema, default=validators.Draft202012Validator)
-        cached = _Compiled(row.updated_at, cls(row.json_schema, format_checker=cls.FORMAT_CHECKER))
+        cached = _Compiled(row.updated_at, safe_schema.make_validator(row.json_schema))
         if len(_compiled) > 1000:
             _compiled.clear()
         _compiled[row.action] = cached
@@ -71,7 +70,14 @@ def _validator(row: ActionSchema) -> Validator:
 def _schema_errors(validator: Validator, metadata: Any, loc: list[str | int]) -> list[FieldError]:
     try:
         found = sorted(validator.iter_errors(metadata), key=lambda e: list(e.absolute_path))
-    except (jsonschema_errors.SchemaError, jsonschema_errors.UnknownType) as exc:
+    except (
+        jsonschema_errors.SchemaError,
+        jsonschema_errors.UnknownType,
+        # Schemas stored before registration refused these (a pattern RE2 cannot compile,
+        # a reference cycle): the event is refused, the service stays up.
+        ValueError,
+        RecursionError,
+    ) as exc:
         return [
             FieldError(
                 loc=loc, msg=f"schema cannot be applied: {exc}"[:_MSG_MAX], type="metadata_schema"
@@ -104,25 +110,32 @@ def _walk_refs(schema: Any) -> list[str]:
 
 def check_schema(schema: dict[str, Any]) -> None:
     """Refuse what cannot work as a metadata schema (422, naming where it is wrong)."""
+    # Before anything walks it recursively (jsonschema's own checks, json.dumps).
+    problem = json_problem(schema)
+    if problem is not None:
+        raise ValidationFailed(
+            f"A schema {problem}",
+            errors=[FieldError(loc=["body"], msg=problem, type="value_error")],
+        )
     if json_size(schema) > ACTION_SCHEMA_MAX_BYTES:
         raise ValidationFailed(
             f"A schema is at most {ACTION_SCHEMA_MAX_BYTES} bytes as JSON",
             errors=[FieldError(loc=["body"], msg="schema too large", type="too_long")],
         )
-    if has_nul(schema):
-        raise ValidationFailed(
-            "A schema must not contain NUL characters",
-            errors=[FieldError(loc=["body"], msg="contains NUL", type="value_error")],
-        )
-    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
     try:
-        cls.check_schema(schema)
+        safe_schema.check_schema(schema)
     except jsonschema_errors.SchemaError as exc:
+        message = exc.message
+        if exc.validator == "format" and exc.validator_value == "regex":
+            message = (
+                f"{exc.instance!r} is not a pattern RE2 can match in linear time "
+                "(look-arounds and back-references are not supported)"
+            )
         raise ValidationFailed(
             "Not a valid JSON Schema",
             errors=[
                 FieldError(
-                    loc=["body", *exc.absolute_path], msg=exc.message[:_MSG_MAX], type="json_schema"
+                    loc=["body", *exc.absolute_path], msg=message[:_MSG_MAX], type="json_schema"
                 )
             ],
         ) from None
@@ -135,6 +148,29 @@ def check_schema(schema: dict[str, Any]) -> None:
             errors=[
                 FieldError(
                     loc=["body"], msg=f"external $ref: {external[0]}"[:_MSG_MAX], type="json_schema"
+                )
+            ],
+        )
+    cycle = safe_schema.reference_cycle(schema)
+    if cycle is not None:
+        raise ValidationFailed(
+            "The schema refers to itself without descending into the value",
+            errors=[
+                FieldError(
+                    loc=["body"],
+                    msg=f"reference cycle: {' -> '.join(cycle)}"[:_MSG_MAX],
+                    type="json_schema",
+                )
+            ],
+        )
+    if safe_schema.uses_unevaluated_with_patterns(schema):
+        raise ValidationFailed(
+            "unevaluatedProperties cannot be combined with patternProperties",
+            errors=[
+                FieldError(
+                    loc=["body"],
+                    msg="unevaluatedProperties with patternProperties is not supported",
+                    type="json_schema",
                 )
             ],
         )
@@ -164,21 +200,27 @@ async def put_schema(
     row = await repo.get_schema(session, action)
     previous = row.json_schema if row else None
     now = utcnow()
-    if row is None:
-        row = ActionSchema(
-            action=action, json_schema=schema, created_at=now, updated_at=now, updated_by=admin.id
-        )
-    else:
-        row.json_schema, row.updated_at, row.updated_by = schema, now, admin.id
     try:
-        await repo.save_schema(session, row)
+        if row is None:
+            row = await repo.create_schema(
+                session,
+                ActionSchema(
+                    action=action,
+                    json_schema=schema,
+                    created_at=now,
+                    updated_at=now,
+                    updated_by=admin.id,
+                ),
+            )
+        else:
+            row = await repo.update_schema(session, action, schema, now, admin.id)
     except repo.ConcurrentChange:
         raise Conflict(f"The schema of '{action}' was changed concurrently; retry") from None
     audit.describe(
         description=f"{'Replaced' if previous else 'Registered'} the metadata schema of '{action}'",
         schema_sha256=_sha256(schema),
         previous_sha256=_sha256(previous),
-        schema=schema,
+        **config_change(before=previous, after=schema),
     )
     return _schema_out(row)
 
@@ -199,32 +241,40 @@ async def delete_schema(session: AsyncSession, audit: RequestAudit, action: str)
     audit.describe(
         description=f"Removed the metadata schema of '{action}'",
         previous_sha256=_sha256(row.json_schema),
+        **config_change(before=row.json_schema, after=None),
     )
-    await repo.delete_schema(session, row)
+    try:
+        await repo.delete_schema(session, action)
+    except repo.ConcurrentDelete:
+        raise NotFound(f"No schema is registered for '{action}' (removed concurrently)") from None
 
 
 ACTION_COUNT_EXACT_UP_TO = 10_000
 
 
 async def list_actions(session: AsyncSession, audit: RequestAudit) -> ActionList:
-    counts = {
-        action: (module, n, estimated)
-        for action, module, n, estimated in await events.action_counts(
-            session, exact_up_to=ACTION_COUNT_EXACT_UP_TO
+    rows = await repo.list_actions(
+        session,
+        cap=ACTION_COUNT_EXACT_UP_TO + 1,
+        # When statistics expect well past the cap, counting could not make it exact: the
+        # estimate is the answer (reading 10,000 index entries for each of hundreds of
+        # actions was most of the listing's cost).
+        skip_count_above=2 * ACTION_COUNT_EXACT_UP_TO,
+    )
+    items = []
+    for row in rows:
+        exact = row.counted is not None and row.counted <= ACTION_COUNT_EXACT_UP_TO
+        count = row.counted if exact else max(row.counted or 0, row.estimate or 0)
+        items.append(
+            ActionOut(
+                action=row.action,
+                module=row.module,
+                event_count=int(count or 0),
+                event_count_is_estimate=not exact,
+                json_schema=row.json_schema,
+                schema_updated_at=row.schema_updated_at,
+            )
         )
-    }
-    schemas = {row.action: row for row in await repo.list_schemas(session)}
-    items = [
-        ActionOut(
-            action=action,
-            module=counts[action][0] if action in counts else None,
-            event_count=counts[action][1] if action in counts else 0,
-            event_count_is_estimate=counts[action][2] if action in counts else False,
-            json_schema=schemas[action].json_schema if action in schemas else None,
-            schema_updated_at=schemas[action].updated_at if action in schemas else None,
-        )
-        for action in sorted(counts.keys() | schemas.keys())
-    ]
     audit.describe(returned=len(items))
     return ActionList(items=items)
 
@@ -261,13 +311,66 @@ async def _check_metadata(
     schemas = await repo.get_schemas(session, {e.action for e in batch})
     if not schemas:
         return []
-    errors: list[FieldError] = []
-    for index, event in enumerate(batch):
-        row = schemas.get(event.action)
-        if row is not None:
-            where = [*loc, "metadata"] if single else [*loc, index, "metadata"]
-            errors.extend(_schema_errors(_validator(row), event.metadata, where))
-    return errors
+    checks = [
+        (_validator(row), event.metadata, [*loc, "metadata"] if single else [*loc, i, "metadata"])
+        for i, event in enumerate(batch)
+        if (row := schemas.get(event.action)) is not None
+    ]
+
+    def check_all() -> list[FieldError]:
+        return [error for check in checks for error in _schema_errors(*check)]
+
+    # Off the event loop and time-limited: a costly schema slows its own request only.
+    try:
+        return await safe_schema.run_bounded(check_all)
+    except safe_schema.ValidationTimeout:
+        raise ValidationFailed(
+            "The metadata could not be checked against the registered schema in time; "
+            "nothing was stored",
+            errors=[
+                FieldError(
+                    loc=[*loc, "metadata"] if single else loc,
+                    msg="schema check timed out",
+                    type="metadata_schema.timeout",
+                )
+            ],
+        ) from None
+
+
+async def _check_new_actions(
+    session: AsyncSession,
+    key: ApiKey,
+    batch: Sequence[EventIn],
+    loc: list[str | int],
+    single: bool,
+    cap: int,
+) -> None:
+    """Refuse the request (nothing stored) if its new actions take the posting service past
+    `cap` distinct actions. Most requests only use known actions: one indexed read."""
+    actions = {e.action for e in batch}
+    if not actions - await repo.known_actions(session, key.name, actions):
+        return
+    have = await repo.add_actions(session, key.name, sorted(actions), cap)
+    if have is None:
+        return
+    known = await repo.known_actions(session, key.name, actions)
+    failing = [i for i, e in enumerate(batch) if e.action not in known]
+    message = (
+        f"'{key.name}' already uses {have} of at most {cap} distinct actions "
+        "(AUDIT_MAX_ACTIONS_PER_SOURCE); this action is new"
+    )
+    raise ValidationFailed(
+        f"{len(failing)} event(s) use an action new to '{key.name}', past its limit of {cap} "
+        "distinct actions; nothing was stored",
+        errors=[
+            FieldError(
+                loc=[*loc, "action"] if single else [*loc, i, "action"],
+                msg=message,
+                type="too_many_actions",
+            )
+            for i in failing[:MAX_REPORTED_ERRORS]
+        ],
+    )
 
 
 async def _store(
@@ -277,6 +380,7 @@ async def _store(
     batch: Sequence[EventIn],
     *,
     single: bool,
+    max_actions: int,
 ) -> list[events.Ingested]:
     loc: list[str | int] = ["body"] if single else ["body", "events"]
     audit.describe(description=f"Events posted by '{key.name}'", events=len(batch))
@@ -289,6 +393,7 @@ async def _store(
             f"{noun} did not match the registered metadata schema; nothing was stored",
             errors=errors[:MAX_REPORTED_ERRORS],
         )
+    await _check_new_actions(session, key, batch, loc, single, max_actions)
     # Who delivered it, next to what the service says: the posting service's own address
     # (trusted-proxy aware) and the key it used.
     received = {RECEIVED_FROM: audit.ip, API_KEY_PREFIX: key.prefix}
@@ -304,6 +409,8 @@ async def ingest_one(
     key: ApiKey,
     event: EventIn,
     header_key: str | None,
+    *,
+    max_actions: int,
 ) -> EventAccepted:
     if header_key is not None:
         if event.idempotency_key not in (None, header_key):
@@ -318,14 +425,19 @@ async def ingest_one(
                 ],
             )
         event = event.model_copy(update={"idempotency_key": header_key})
-    (stored,) = await _store(session, audit, key, [event], single=True)
+    (stored,) = await _store(session, audit, key, [event], single=True, max_actions=max_actions)
     return EventAccepted(id=stored.id, event_id=stored.event_id, duplicate=stored.duplicate)
 
 
 async def ingest_batch(
-    session: AsyncSession, audit: RequestAudit, key: ApiKey, batch: Sequence[EventIn]
+    session: AsyncSession,
+    audit: RequestAudit,
+    key: ApiKey,
+    batch: Sequence[EventIn],
+    *,
+    max_actions: int,
 ) -> BatchAccepted:
-    stored = await _store(session, audit, key, batch, single=False)
+    stored = await _store(session, audit, key, batch, single=False, max_actions=max_actions)
     duplicates = sum(s.duplicate for s in stored)
     return BatchAccepted(
         inserted=len(stored) - duplicates,

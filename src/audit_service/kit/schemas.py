@@ -1,20 +1,70 @@
-"""Base for request bodies: unknown fields refused, and no NUL characters anywhere."""
+"""Base for request bodies: unknown fields refused, and nothing the database cannot store:
+no NUL characters, no NaN/Infinity, no absurd nesting, anywhere in a value."""
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+# Deeper than any real document; far below what exhausts Python's recursion limit in the
+# validators, jsonschema or json.dumps that later walk the same value.
+MAX_JSON_DEPTH = 32
 
-def has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
+
+def json_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why `value` cannot be stored as JSON/text (None when it can).
+
+    Iterative, and it stops at `max_depth` before looking further, so a body nested thousands
+    deep costs a bounded walk instead of a RecursionError (and its traceback in the logs).
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "must not contain NUL characters"
+        elif isinstance(item, float):
+            # Python's json reads NaN/Infinity; PostgreSQL JSONB (and strict JSON) cannot
+            # hold them.
+            if not math.isfinite(item):
+                return "must not contain NaN or Infinity"
+        elif isinstance(item, dict | list | tuple):
+            if depth >= max_depth:
+                return f"must not be nested more than {max_depth} levels deep"
+            if isinstance(item, dict):
+                stack.extend((k, depth + 1) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+# Names whose values are never written to an event, whatever setting they belong to.
+_SECRET_NAME = re.compile(r"secret|password|passwd|token|api_?key|credential|private", re.I)
+MASK = "********"
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of a JSON value with every member whose name looks secret replaced by MASK."""
     if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(has_nul(v) for v in value)
-    return False
+        return {
+            k: MASK if isinstance(k, str) and _SECRET_NAME.search(k) else mask_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def config_change(*, before: Any, after: Any) -> dict[str, Any]:
+    """Metadata of a `config.changed` event: the values before and after, secrets masked.
+
+    Every runtime configuration change made through the API records one (values already
+    passed `json_problem`, so they are bounded in depth)."""
+    return {"before": mask_secrets(before), "after": mask_secrets(after)}
 
 
 class InputModel(BaseModel):
@@ -23,9 +73,10 @@ class InputModel(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL text and JSONB cannot hold NUL: refuse it as bad input (422) instead of
-        # letting it surface as a database error.
-        if has_nul(value):
-            raise ValueError("must not contain NUL characters")
+    def _storable(cls, value: Any) -> Any:
+        # PostgreSQL text and JSONB cannot hold NUL or NaN: refuse them as bad input (422)
+        # instead of letting them surface as a database error.
+        problem = json_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value

@@ -32,7 +32,7 @@ security._dummy_hash = security._hasher.hash("dummy-password")
 ADMIN_PASSWORD = "admin-password-123"
 PASSWORD = "user-password-123"
 CLIENT_IP = "203.0.113.7"
-TABLES = ("audit_event", "revoked_token", "api_key", "action_schema", '"user"')
+TABLES = ("audit_event", "revoked_token", "api_key", "action_schema", '"user"', "job_lease")
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +91,9 @@ def make_settings(url: str, **overrides: Any) -> Settings:
         "bootstrap_admin_password": ADMIN_PASSWORD,
         "default_rate_limit": "10000/minute",
         "login_rate_limit": "1000/minute",
+        # Off unless a test is about jobs: a job writing beside a test would make exact
+        # counts of rows and events racy.
+        "run_jobs": False,
     }
     values.update(overrides)
     return Settings(**values)

@@ -24,14 +24,17 @@ from audit_service.auth.endpoints import admin_router as users_router
 from audit_service.auth.endpoints import api_keys_router
 from audit_service.auth.endpoints import public_router as login_router
 from audit_service.auth.endpoints import router as auth_router
+from audit_service.auth.jobs import housekeeping_jobs
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.errors import install_error_handlers, problem_responses
+from audit_service.core.jobs import Job, JobRuntime
 from audit_service.core.middleware import BodyLimitMiddleware
 from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
 from audit_service.ingestion.endpoints import admin_router as actions_router
 from audit_service.ingestion.endpoints import router as ingestion_router
+from audit_service.jobs.endpoints import router as jobs_router
 from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model
 
@@ -78,6 +81,11 @@ async def bootstrap_admin(app: FastAPI, settings: Settings) -> None:
         )
 
 
+def background_jobs(settings: Settings) -> list[Job]:
+    """Every background job, for `serve` (in-process) and `worker` alike."""
+    return [*housekeeping_jobs(settings.housekeeping_interval)]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -92,10 +100,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         writer = GroupCommitWriter(engine)
         writer.start()
         app.state.recorder = Recorder(app.state.sessionmaker, writer, settings.record_requests)
+        jobs: JobRuntime | None = None
         try:
             await bootstrap_admin(app, settings)
+            if settings.run_jobs:
+                jobs = JobRuntime(
+                    engine, background_jobs(settings), lease_seconds=settings.job_lease_seconds
+                )
+                await jobs.start()
             yield
         finally:
+            if jobs is not None:
+                await jobs.stop(settings.job_stop_timeout)
             await writer.stop()
             await engine.dispose()
 
@@ -112,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "ingestion", "description": "Events posted by other services (API key)"},
             {"name": "api-keys", "description": "Service API keys (admin)"},
             {"name": "actions", "description": "Known actions and their metadata schemas"},
+            {"name": "jobs", "description": "Background jobs (admin, auditor)"},
             {"name": "health", "description": "Liveness and readiness (not recorded)"},
         ],
     )
@@ -131,7 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(limit_by_principal), Depends(get_principal)]
     for router in (auth_router, prediction_router, activity_router, users_router):
         app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
-    for router in (api_keys_router, actions_router):
+    for router in (api_keys_router, actions_router, jobs_router):
         app.include_router(router, dependencies=protected, responses=problem_responses(401, 429))
     # Other services authenticate with an API key instead (limited per key once verified).
     app.include_router(

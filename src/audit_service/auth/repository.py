@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -68,8 +70,9 @@ async def revoke_token(
         await session.flush()
 
 
-async def purge_expired_revocations(session: AsyncSession, now: datetime) -> None:
-    await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+async def purge_expired_revocations(session: AsyncSession, now: datetime) -> int:
+    result = await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 # --- API keys -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`audit-service`: serve, migrate, users …, api-keys …"""
+"""`audit-service`: serve, worker, migrate, users …, api-keys …"""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import gc
 import getpass
+import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -252,6 +254,39 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
+def worker(args: argparse.Namespace) -> None:
+    """Run only the background jobs (no HTTP) until SIGTERM or SIGINT."""
+    from audit_service.core.jobs import run_until
+    from audit_service.main import background_jobs
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings()
+    if not args.no_migrate:
+        migrations.upgrade(settings.database_url)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        engine = create_engine(settings.database_url)
+        try:
+            await run_until(
+                engine,
+                background_jobs(settings),
+                stop,
+                lease_seconds=settings.job_lease_seconds,
+                stop_timeout=settings.job_stop_timeout,
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+    print("worker stopped", flush=True)
+
+
 def migrate(_args: argparse.Namespace) -> None:
     migrations.upgrade(Settings().database_url)
     print("database schema is up to date")
@@ -267,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-migrate", action="store_true", help="skip `migrate` before starting")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=serve)
+
+    p = sub.add_parser("worker", help="run only the background jobs, until SIGTERM/SIGINT")
+    p.add_argument("--no-migrate", action="store_true", help="skip `migrate` before starting")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=worker)
 
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.set_defaults(func=migrate)

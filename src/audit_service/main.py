@@ -21,10 +21,12 @@ from audit_service.auth.endpoints import admin_router as users_router
 from audit_service.auth.endpoints import api_keys_router
 from audit_service.auth.endpoints import public_router as login_router
 from audit_service.auth.endpoints import router as auth_router
+from audit_service.auth.jobs import housekeeping_jobs
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.docs import install_offline_docs
 from audit_service.core.errors import install_error_handlers, problem_responses
+from audit_service.core.jobs import Job, JobRuntime
 from audit_service.core.metrics import Metrics, RequestMetricsMiddleware
 from audit_service.core.middleware import BodyLimitMiddleware
 from audit_service.core.openapi import install_contract
@@ -32,6 +34,7 @@ from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
 from audit_service.ingestion.endpoints import admin_router as actions_router
 from audit_service.ingestion.endpoints import router as ingestion_router
+from audit_service.jobs.endpoints import router as jobs_router
 from audit_service.maintenance.dependencies import maintenance_gate
 from audit_service.maintenance.endpoints import router as maintenance_router
 from audit_service.maintenance.service import MaintenanceCache
@@ -82,6 +85,11 @@ async def bootstrap_admin(app: FastAPI, settings: Settings) -> None:
         )
 
 
+def background_jobs(settings: Settings) -> list[Job]:
+    """Every background job, for `serve` (in-process) and `worker` alike."""
+    return [*housekeeping_jobs(settings.housekeeping_interval)]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -98,10 +106,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         writer.start()
         app.state.maintenance = MaintenanceCache(app.state.sessionmaker)
         app.state.recorder = Recorder(app.state.sessionmaker, writer, settings.record_requests)
+        jobs: JobRuntime | None = None
         try:
             await bootstrap_admin(app, settings)
+            if settings.run_jobs:
+                jobs = JobRuntime(
+                    engine, background_jobs(settings), lease_seconds=settings.job_lease_seconds
+                )
+                await jobs.start()
             yield
         finally:
+            if jobs is not None:
+                await jobs.stop(settings.job_stop_timeout)
             await writer.stop()
             await engine.dispose()
 
@@ -121,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "api-keys", "description": "Service API keys (admin)"},
             {"name": "actions", "description": "Known actions and their metadata schemas"},
             {"name": "maintenance", "description": "Maintenance mode (admin)"},
+            {"name": "jobs", "description": "Background jobs (admin, auditor)"},
             {"name": "health", "description": "Liveness, readiness, metrics (not recorded)"},
         ],
     )
@@ -169,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gated = [*protected, Depends(maintenance_gate)]
     for router in (auth_router, prediction_router, activity_router, users_router):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
-    for router in (api_keys_router, actions_router, maintenance_router):
+    for router in (api_keys_router, actions_router, maintenance_router, jobs_router):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).
     app.include_router(

@@ -2,6 +2,7 @@
 
 from audit_service.audit_log.models import AuditEvent
 from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
+from audit_service.core.jobs_models import JobLease
 from audit_service.ingestion.models import ActionSchema, SourceAction
 from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
@@ -11,6 +12,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "JobLease",
     "LoginCounter",
     "RevokedToken",
     "RuntimeSetting",

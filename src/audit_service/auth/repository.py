@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import case, delete, exists, func, literal, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
-from audit_service.core.db import upsert
+from audit_service.core.db import upsert_for
 from audit_service.kit.models import UTCDateTime
 
 
@@ -70,8 +72,9 @@ async def revoke_token(
         await session.flush()
 
 
-async def purge_expired_revocations(session: AsyncSession, now: datetime) -> None:
-    await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+async def purge_expired_revocations(session: AsyncSession, now: datetime) -> int:
+    result = await session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 # --- API keys -------------------------------------------------------------------------------
@@ -131,7 +134,7 @@ async def reserve_login_attempt(
     assert isinstance(engine, AsyncEngine), "sessions are bound to the engine"
     stale = LoginCounter.window_started_at < window_start
     started = literal(now, UTCDateTime())
-    stmt = upsert(session, LoginCounter).values(
+    stmt = upsert_for(session)(LoginCounter).values(
         username=username, attempts=1, window_started_at=now
     )
     stmt = stmt.on_conflict_do_update(

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # Exports in flight per process: each holds a database connection for its whole stream.
     max_concurrent_exports: int = Field(default=4, ge=1)
 
+    # Background jobs (core/jobs.py): `serve` runs them in-process unless this is false (then
+    # run `audit-service worker` somewhere); any number of processes may run them.
+    run_jobs: bool = True
+    job_lease_seconds: float = Field(default=30.0, ge=1, le=3600, description="seconds")
+    job_stop_timeout: float = Field(default=10.0, ge=0, le=600, description="seconds")
+    housekeeping_interval: float = Field(default=3600.0, ge=1, description="seconds")
+
     @field_validator(
         "login_rate_limit",
         "predict_rate_limit",

@@ -6,10 +6,24 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, Table, case, event, false, func, literal_column, text, update
+from sqlalchemy import (
+    Select,
+    Table,
+    case,
+    event,
+    false,
+    func,
+    literal,
+    literal_column,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -22,7 +36,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+
+from audit_service.kit.models import UTCDateTime, utcnow
 
 WROTE = "audit_service.wrote"
 T = TypeVar("T")
@@ -328,19 +344,6 @@ async def migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
             await conn.commit()
 
 
-# --- upserts --------------------------------------------------------------------------------
-
-
-def upsert(bind: AsyncConnection | AsyncSession, table: Any) -> Any:
-    """`INSERT` with `.on_conflict_do_update()` / `.on_conflict_do_nothing()` for the bind's
-    dialect (PostgreSQL and SQLite ≥ 3.35 share the syntax, and RETURNING)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = bind.dialect if isinstance(bind, AsyncConnection) else bind.get_bind().dialect
-    module = postgresql if dialect.name == "postgresql" else sqlite
-    return module.insert(table)
-
-
 async def lock_for_transaction(session: AsyncSession, name: str, table: Table) -> None:
     """Serialize transactions on `name` until this one ends, so a read-check-write in it
     cannot interleave with another's.
@@ -355,3 +358,28 @@ async def lock_for_transaction(session: AsyncSession, name: str, table: Table) -
     else:
         column = next(iter(table.primary_key.columns))
         await session.execute(update(table).where(false()).values({column: column}))
+
+
+# --- upserts and the shared clock (background-job leases) -----------------------------------
+
+
+def upsert_for(bind: AsyncConnection | AsyncSession) -> Callable[..., Any]:
+    """The dialect's `insert()` with `on_conflict_do_update`/`on_conflict_do_nothing`: both
+    dialects spell `INSERT … ON CONFLICT … DO UPDATE … WHERE … RETURNING` the same way."""
+    engine = bind.bind if isinstance(bind, AsyncSession) else bind
+    assert engine is not None, "a session without a bind"
+    name = engine.dialect.name
+    return pg_insert if name == "postgresql" else sqlite_insert
+
+
+def db_clock(bind: AsyncConnection, plus: timedelta = timedelta(0)) -> ColumnElement[Any]:
+    """ "Now" (+ `plus`) as the database sees it, for comparisons between processes.
+
+    On Postgres the server's clock: processes on several hosts must agree on when a lease
+    expires, and their own clocks may drift. `statement_timestamp()`, not `now()`: `now()` is
+    the start of the transaction. SQLite lives on one host, so this process's clock serves.
+    """
+    if bind.dialect.name == "postgresql":
+        now: ColumnElement[Any] = func.statement_timestamp()
+        return now + literal(plus) if plus else now
+    return literal(utcnow() + plus, UTCDateTime())

@@ -215,7 +215,8 @@ def test_cosignature_vector_and_round_trip() -> None:
     digest = hashlib.sha256(b"witness.example/w1\n\x04" + cosigner.public_key).digest()
     assert digest[:4].hex() == "e75f6532"
     assert sig.line == (
-        "\u2014 witness.example/w1 519lMgAAAABkGFDLBuRDazBLVac2NE+Y+IjbjQOcXLfF9CSDZVUIoS83rE1nFZsVE8"
+        "\u2014 witness.example/w1 "
+        "519lMgAAAABkGFDLBuRDazBLVac2NE+Y+IjbjQOcXLfF9CSDZVUIoS83rE1nFZsVE8"
         "YiWV6Ngr7lV8H6bdoBQGP/l73euDMQ9k+bBQ==\n"
     )
     assert n.key_id(cosigner.name, 0x04, cosigner.public_key) == cosigner.key_id

@@ -205,3 +205,13 @@ def test_missing_fields_and_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="ip is set but has no commitment"):
         e.encode_entry(sample_event(), e.Commitments())
     assert "00010203" not in repr(KEYS)
+
+
+def test_event_salt_is_hmac_sha256_of_the_event_id() -> None:
+    import hmac
+
+    for key in (bytes(32), b"\xff" * 32, DAY_KEY):
+        eid = uuid.uuid4()
+        assert e.event_salt(key, eid) == hmac.digest(key, eid.bytes, "sha256")
+    e.forget_keys()
+    assert e.event_salt(DAY_KEY, eid) == hmac.digest(DAY_KEY, eid.bytes, "sha256")

@@ -105,23 +105,6 @@ ENTRY_COLUMNS = (
 # Columns deliberately outside the entry, with the reason.
 EXCLUDED_COLUMNS = {"ip_bytes": "derived from ip (a 16-byte key for CIDR filters)"}
 
-_REQUIRED_STR = ("source", "actor_type", "action", "module", "outcome")
-_OPTIONAL_STR = (
-    "tenant_id",
-    "actor_id",
-    "actor_name",
-    "actor_role",
-    "description",
-    "target_type",
-    "target_id",
-    "ip",
-    "user_agent",
-    "request_id",
-    "method",
-    "path",
-    "idempotency_key",
-)
-
 DOMAIN_IP = b"audit/v1 ip\x00"
 DOMAIN_USER_AGENT = b"audit/v1 user_agent\x00"
 DOMAIN_ACTOR_ID = b"audit/v1 actor_id\x00"

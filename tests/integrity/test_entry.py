@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit_service.audit_log.models import AuditEvent
 from audit_service.integrity import entry as e
@@ -215,3 +218,16 @@ def test_event_salt_is_hmac_sha256_of_the_event_id() -> None:
         assert e.event_salt(key, eid) == hmac.digest(key, eid.bytes, "sha256")
     e.forget_keys()
     assert e.event_salt(DAY_KEY, eid) == hmac.digest(DAY_KEY, eid.bytes, "sha256")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_property_every_double_round_trips_in_ecmascript_notation(x: float) -> None:
+    text = e.canonical_json(x).decode()
+    assert float(text) == x
+    magnitude = abs(x)
+    if x == 0 or 1e-6 <= magnitude < 1e21:
+        assert "e" not in text  # ES6 uses fixed notation in this range ...
+        assert not text.endswith(".0")  # ... and never keeps a ".0"
+    else:
+        assert re.fullmatch(r"-?[1-9](\.[0-9]*[1-9])?e[+-][1-9][0-9]*", text), text

@@ -144,3 +144,15 @@ def test_reader_refuses_subtrees_outside_the_tree() -> None:
     reader = TileHashReader(5, Store().read)
     with pytest.raises(ValueError, match="no complete subtree"):
         reader.read_hashes([(1, 2)])  # leaves 4..5, but the tree has 5 leaves
+
+
+def test_reader_accepts_a_wider_tile_for_an_older_partial_one() -> None:
+    leaves = _leaves(300)
+    store = Store()
+    store.tiles.update(extend_tiles(0, leaves, store.read))
+    newest = {(t.level, t.index): data for t, data in store.tiles.items()}
+    # A store that kept only the newest tile per (level, index) serves an older tree size.
+    reader = TileHashReader(100, lambda ts: [newest[(t.level, t.index)] for t in ts])
+    assert merkle.root_hash(reader, 100) == MemoryTree(leaves[:100]).root()
+    proof = merkle.inclusion_proof(reader, 42, 100)
+    merkle.verify_inclusion(42, 100, leaves[42], proof, MemoryTree(leaves[:100]).root())

@@ -206,12 +206,22 @@ def extend_tiles(
     return out
 
 
+def _prefix(tile: Tile, data: bytes) -> bytes:
+    """A wider version of the same tile (a later partial, or the full one) starts with the
+    same hashes, since the tree only appends: stores that keep only the newest tile may
+    return it for an older partial. The hashes are checked against a signed root anyway."""
+    if len(data) > tile.width * HASH_SIZE and len(data) <= TILE_WIDTH * HASH_SIZE:
+        return data[: tile.width * HASH_SIZE]
+    return data
+
+
 class TileHashReader:
     """A merkle `HashSource` for a tree of `tree_size` leaves, backed by its tiles.
 
     A hash at Merkle level 8·L + h (h < 8) is the root of 2^h consecutive hashes in a tile of
     tile-level L, so each request is one tile read plus at most 127 hashings; all tiles a
-    proof needs are fetched with a single `read_tiles` call.
+    proof needs are fetched with a single `read_tiles` call. `read_tiles` may answer a
+    partial tile with a wider one of the same level and index (see `_prefix`).
     """
 
     def __init__(self, tree_size: int, read_tiles: ReadTiles) -> None:
@@ -237,6 +247,7 @@ class TileHashReader:
         if len(datas) != len(wanted):
             raise ValueError(f"read_tiles returned {len(datas)} tiles for {len(wanted)}")
         hashes: Mapping[Tile, list[bytes]] = {
-            tile: split_tile(tile, data) for tile, data in zip(wanted, datas, strict=True)
+            tile: split_tile(tile, _prefix(tile, data))
+            for tile, data in zip(wanted, datas, strict=True)
         }
         return [subtree_root(hashes[tile][start : start + n]) for tile, start, n in plan]

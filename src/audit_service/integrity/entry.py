@@ -158,17 +158,27 @@ def _utf16_key(s: str) -> bytes:
 
 
 def _jcs(value: Any) -> str:
+    # Exact-type dispatch for the common cases first (bool is not int here: type(True) is
+    # bool); anything else, including subclasses, takes the general path.
     t = type(value)
     if t is str:
         return encode_basestring(value)
     if t is dict:
-        keys = sorted(value) if all(type(k) is str and k.isascii() for k in value) else None
-        if keys is None and all(type(k) is str for k in value):
+        if all(type(k) is str and k.isascii() for k in value):
+            keys = sorted(value)  # ASCII keys: code point order is UTF-16 order
+        elif all(type(k) is str for k in value):
             keys = sorted(value, key=_utf16_key)
-        if keys is not None:  # ASCII keys: code point order is UTF-16 order (isascii is O(1))
-            return "{" + ",".join(encode_basestring(k) + ":" + _jcs(value[k]) for k in keys) + "}"
-    elif t is list:
+        else:
+            return _jcs_other(value)
+        return "{" + ",".join([encode_basestring(k) + ":" + _jcs(value[k]) for k in keys]) + "}"
+    if t is list:
         return "[" + ",".join([_jcs(v) for v in value]) + "]"
+    if t is int and -_SAFE_INT <= value <= _SAFE_INT:
+        return str(value)
+    if t is float:
+        return _es6_number(value)
+    if value is None:
+        return "null"
     return _jcs_other(value)
 
 

@@ -231,3 +231,21 @@ def test_property_every_double_round_trips_in_ecmascript_notation(x: float) -> N
         assert not text.endswith(".0")  # ... and never keeps a ".0"
     else:
         assert re.fullmatch(r"-?[1-9](\.[0-9]*[1-9])?e[+-][1-9][0-9]*", text), text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (datetime(2026, 12, 1, 23, 59, 59, 999999, tzinfo=UTC), "2026-12-01T23:59:59.999999Z"),
+        (datetime(2026, 12, 2, 0, 0, 0, tzinfo=UTC), "2026-12-02T00:00:00.000000Z"),
+        (
+            datetime(2026, 12, 2, 0, 30, 0, 5, tzinfo=timezone(timedelta(hours=1))),
+            "2026-12-01T23:30:00.000005Z",
+        ),
+        (datetime(999, 1, 1, tzinfo=UTC), "0999-01-01T00:00:00.000000Z"),
+        (datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC), "1969-12-31T23:59:59.000001Z"),
+    ],
+)
+def test_timestamps_are_utc_with_six_fraction_digits(value: datetime, text: str) -> None:
+    assert e._timestamp({"t": value}, "t") == text
+    assert e._timestamp({"t": value}, "t") == text  # and the same from the per-second cache

@@ -91,6 +91,14 @@ def test_every_mangled_vkey_is_refused() -> None:
             Verifier.from_vkey(bad)
 
 
+def test_names_that_are_not_clean_utf8_are_refused() -> None:
+    for name in ("", "a b", "a+b", "a\u2003b", "a\x00b", "\udc80"):
+        with pytest.raises(NoteError, match="key name"):
+            Signer.generate(name)
+    with pytest.raises(NoteError, match="key name"):
+        Verifier.from_vkey("\udc80+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+
+
 def test_every_mangled_private_key_is_refused() -> None:
     for bad in _mangled(PETER["skey"]):
         if bad.strip() == PETER["skey"]:
@@ -133,6 +141,8 @@ def test_malformed_notes_are_refused(message: str) -> None:
 def test_invalid_utf8_is_malformed() -> None:
     with pytest.raises(MalformedNote, match="UTF-8"):
         n.open_note(b"\xff" + (TEXT + "\n" + PETER_SIG).encode(), [PETER_V])
+    with pytest.raises(MalformedNote, match="UTF-8"):
+        n.open_note("\udc80" + TEXT + "\n" + PETER_SIG, [PETER_V])
 
 
 def test_altered_body_truncated_or_padded_signature_and_wrong_key_fail() -> None:

@@ -62,7 +62,12 @@ class InvalidNoteSignature(NoteError):
 
 
 def _valid_name(name: str) -> bool:
-    return bool(name) and "+" not in name and not any(c.isspace() for c in name)
+    return (
+        bool(name)
+        and "+" not in name
+        and not any(c.isspace() or c < " " for c in name)
+        and _encodable(name)
+    )
 
 
 def key_id(name: str, sig_type: int, public_key: bytes) -> int:
@@ -252,6 +257,14 @@ def _split_note(message: str) -> tuple[str, list[Signature]]:
     return text, sigs
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def open_note(message: str | bytes, verifiers: Iterable[Verifier]) -> Note:
     """Parse a signed note and check its signatures against the trusted `verifiers`.
 
@@ -262,6 +275,8 @@ def open_note(message: str | bytes, verifiers: Iterable[Verifier]) -> Note:
             message = message.decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedNote("note is not valid UTF-8") from None
+    elif not _encodable(message):  # a str may hold lone surrogates, which UTF-8 cannot
+        raise MalformedNote("note is not valid UTF-8")
     text, sigs = _split_note(message)
     known: dict[tuple[str, int], list[Verifier]] = {}
     for v in verifiers:

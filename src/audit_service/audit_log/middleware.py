@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit_service.audit_log import repository
 from audit_service.audit_log.context import UNRECORDED_PATHS, RequestAudit
-from audit_service.audit_log.writer import GroupCommitWriter
+from audit_service.audit_log.writer import GroupCommitWriter, RecordingFailed
 from audit_service.core.db import describe_error, is_outage, session_wrote
 from audit_service.core.errors import problem_response
 from audit_service.core.request_context import (
@@ -120,7 +120,8 @@ class RecorderMiddleware:
                     await recorder.finish(audit, message["status"], scope.get("route"))
                 except Exception as exc:
                     # Fail closed: the record is missing, so the response must not go out.
-                    log.error("request %s not recorded: %s", audit.request_id, describe_error(exc))
+                    cause = str(exc) if isinstance(exc, RecordingFailed) else describe_error(exc)
+                    log.error("request %s not recorded: %s", audit.request_id, cause)
                     replaced = True
                     if audit._session is not None:
                         with contextlib.suppress(Exception):

@@ -146,7 +146,7 @@ def sqlstate(exc: BaseException) -> str | None:
             code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
             if isinstance(code, str):
                 return code
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__  # not __context__: an error merely raised nearby is not ours
     return None
 
 
@@ -188,7 +188,7 @@ def is_outage(exc: BaseException) -> bool:
         code = getattr(seen, "sqlstate", None)
         if isinstance(code, str) and code.startswith(_OUTAGE_SQLSTATES):
             return True
-        seen = seen.__cause__ or seen.__context__ or getattr(seen, "orig", None)
+        seen = seen.__cause__ or getattr(seen, "orig", None)
     return False
 
 

@@ -181,8 +181,10 @@ def is_outage(exc: BaseException) -> bool:
             return True
         if isinstance(seen, OSError | ConnectionError | TimeoutError):
             return True
+        # asyncpg's own classes only: SQLAlchemy's InterfaceError also wraps e.g. SQLite's
+        # "Error binding parameter", which is bad input, not an outage.
         if type(seen).__name__ in _OUTAGE_CLASS_NAMES and type(seen).__module__.startswith(
-            ("asyncpg", "sqlalchemy")
+            "asyncpg"
         ):
             return True
         code = getattr(seen, "sqlstate", None)

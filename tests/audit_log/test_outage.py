@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from audit_service.audit_log.models import AuditEvent
 from audit_service.core import migrations
 from tests.audit_log.test_real_server import _serve
-from tests.audit_log.test_write_path import POISON, _refuse_marked_rows
+from tests.audit_log.test_write_path import POISON, _allow_marked_rows, _refuse_marked_rows
 from tests.conftest import ADMIN_PASSWORD, Harness
 from tests.pg import TempPostgres
 
@@ -209,12 +209,15 @@ async def test_a_replaced_streaming_response_leaks_nothing_to_the_server(
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
             h: Any = Harness(app, client)
             await _refuse_marked_rows(h)
-            for fmt in ("csv", "ndjson", "json"):
-                r = await client.get(
-                    f"/admin/activity/export?format={fmt}",
-                    headers={**auth, "User-Agent": POISON},
-                )
-                assert r.status_code == 503 and r.headers["retry-after"]
+            try:
+                for fmt in ("csv", "ndjson", "json"):
+                    r = await client.get(
+                        f"/admin/activity/export?format={fmt}",
+                        headers={**auth, "User-Agent": POISON},
+                    )
+                    assert r.status_code == 503 and r.headers["retry-after"]
+            finally:
+                await _allow_marked_rows(h)
             assert (await client.get("/me", headers=auth)).status_code == 200
         await asyncio.sleep(0.1)
     assert [line for line in server_log.lines if "Exception in ASGI" in line] == []

@@ -31,7 +31,8 @@ async def _refuse_marked_rows(h: Harness) -> None:
         if h.engine.dialect.name == "postgresql":
             await conn.execute(
                 text(
-                    "CREATE FUNCTION test_refuse_marked() RETURNS trigger LANGUAGE plpgsql AS "
+                    "CREATE OR REPLACE FUNCTION test_refuse_marked() RETURNS trigger "
+                    "LANGUAGE plpgsql AS "
                     f"$$ BEGIN IF NEW.user_agent = '{POISON}' THEN "
                     "RAISE EXCEPTION 'marked row refused (test)'; END IF; RETURN NEW; END $$"
                 )
@@ -50,6 +51,15 @@ async def _refuse_marked_rows(h: Harness) -> None:
                     "BEGIN SELECT RAISE(ABORT, 'marked row refused (test)'); END"
                 )
             )
+
+
+async def _allow_marked_rows(h: Harness) -> None:
+    async with h.engine.begin() as conn:
+        if h.engine.dialect.name == "postgresql":
+            await conn.execute(text("DROP TRIGGER IF EXISTS test_refuse_marked ON audit_event"))
+            await conn.execute(text("DROP FUNCTION IF EXISTS test_refuse_marked()"))
+        else:
+            await conn.execute(text("DROP TRIGGER IF EXISTS test_refuse_marked"))
 
 
 async def _count(h: Harness, *where: Any) -> int:
@@ -71,8 +81,11 @@ async def test_one_unstorable_row_fails_alone_in_a_shared_batch(
         ua = POISON if i == 7 else f"fine/{i}"
         return await h.client.get("/me", headers={**headers, "User-Agent": ua})
 
-    with caplog.at_level(logging.ERROR, logger="audit_service"):
-        responses = await asyncio.gather(*(call(i) for i in range(40)))
+    try:
+        with caplog.at_level(logging.ERROR, logger="audit_service"):
+            responses = await asyncio.gather(*(call(i) for i in range(40)))
+    finally:
+        await _allow_marked_rows(h)
     statuses = [r.status_code for r in responses]
     assert statuses[7] == 503 and responses[7].headers["retry-after"]
     assert statuses[:7] + statuses[8:] == [200] * 39

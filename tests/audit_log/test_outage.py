@@ -27,20 +27,22 @@ class _Lines(logging.Handler):
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
 
+    def attach(self) -> None:
+        logging.getLogger("uvicorn.error").addHandler(self)
+
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
 
 
 @pytest.fixture
 def server_log() -> Iterator[_Lines]:
-    """What uvicorn logs (its loggers do not propagate to pytest's capture)."""
+    """What uvicorn logs (its loggers do not propagate to pytest's capture). Call `attach()`
+    once the server runs: uvicorn's logging setup replaces the handlers of its loggers."""
     handler = _Lines()
-    logger = logging.getLogger("uvicorn.error")
-    logger.addHandler(handler)
     try:
         yield handler
     finally:
-        logger.removeHandler(handler)
+        logging.getLogger("uvicorn.error").removeHandler(handler)
 
 
 @pytest.fixture
@@ -80,6 +82,7 @@ async def test_database_restart_under_load_gives_503s_not_500s(
     debug: list[Any] = []
     restart_at: list[float] = []
     async for app, base in _serve(url):
+        server_log.attach()
         limits = httpx.Limits(max_connections=16)
         async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
             r = await client.post("/login", json={"username": "admin", "password": ADMIN_PASSWORD})
@@ -204,6 +207,7 @@ async def test_a_replaced_streaming_response_leaks_nothing_to_the_server(
     """An export whose record cannot be stored: the client gets a complete 503, the export
     stops, and uvicorn sees no exception (before: "Exception in ASGI application")."""
     async for app, base in _serve(pg_only_url):
+        server_log.attach()
         async with httpx.AsyncClient(base_url=base) as client:
             r = await client.post("/login", json={"username": "admin", "password": ADMIN_PASSWORD})
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -175,22 +175,33 @@ class RecorderMiddleware:
                     outcome="error",
                     error=type(exc).__name__,
                 )
-                await problem_response(
+                problem = problem_response(
                     503,
                     slug="service-unavailable",
                     detail=_UNAVAILABLE_DETAIL,
                     request_id=audit.request_id,
                     headers={"Retry-After": RETRY_AFTER},
-                )(scope, receive, send_recorded)
+                )
+            else:
+                log.exception("unhandled error in request %s", audit.request_id)
+                audit.describe(
+                    action="system.error",
+                    module="system",
+                    outcome="error",
+                    error=type(exc).__name__,
+                )
+                problem = problem_response(
+                    500,
+                    detail="An unexpected error occurred. It has been recorded.",
+                    request_id=audit.request_id,
+                )
+            try:
+                await problem(scope, receive, send_recorded)
+            except _ResponseReplaced:
+                # Recording this error response failed too (the database is down) and the
+                # client got the recorder's 503 instead: this body has nowhere to go. Raised
+                # here, inside the handler, it would escape to the server as "Exception in
+                # ASGI application" and drop the connection.
                 return
-            log.exception("unhandled error in request %s", audit.request_id)
-            audit.describe(
-                action="system.error", module="system", outcome="error", error=type(exc).__name__
-            )
-            await problem_response(
-                500,
-                detail="An unexpected error occurred. It has been recorded.",
-                request_id=audit.request_id,
-            )(scope, receive, send_recorded)
         finally:
             await audit.close()

@@ -269,3 +269,31 @@ async def test_events_are_append_only_in_the_database(h: Harness, verb: str) -> 
         async with h.engine.begin() as conn:
             await conn.execute(text(verb))
     assert await h.count_events() >= 2
+
+
+async def test_no_door_lets_the_services_role_remove_events(pg_only_url: str) -> None:
+    """Migration 0004: the `audit.allow_delete` door is gone and TRUNCATE is refused, for
+    the role the service connects as (here the test superuser: triggers bind it too)."""
+    from audit_service.core.db import create_engine
+
+    engine = create_engine(pg_only_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_event (event_id, occurred_at, recorded_at, source, "
+                    "actor_type, action, module, outcome, metadata) VALUES (gen_random_uuid(), "
+                    "now(), now(), 't', 'system', 't.kept', 't', 'success', '{}'::jsonb)"
+                )
+            )
+        with pytest.raises(Exception, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL audit.allow_delete = 'on'"))
+                await conn.execute(text("DELETE FROM audit_event"))
+        with pytest.raises(Exception, match="append-only: TRUNCATE refused"):
+            async with engine.begin() as conn:
+                await conn.execute(text("TRUNCATE audit_event"))
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT count(*) FROM audit_event")) == 1
+    finally:
+        await engine.dispose()

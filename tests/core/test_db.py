@@ -6,7 +6,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from audit_service.core.db import create_engine, create_sessionmaker, sqlstate, within_budget
+from audit_service.core.db import (
+    create_engine,
+    create_sessionmaker,
+    describe_error,
+    is_outage,
+    sqlstate,
+    within_budget,
+)
 
 
 async def test_time_budget_cancels_and_leaves_the_transaction_usable(pg_url: str) -> None:
@@ -70,5 +77,53 @@ async def test_time_budget_propagates_other_errors_with_a_usable_transaction(
             assert sqlstate(caught.value) == "22012"
             assert await session.scalar(text("SELECT 2")) == 2
             assert await session.scalar(text("SELECT current_setting('statement_timeout')")) == "0"
+    finally:
+        await engine.dispose()
+
+
+async def test_outages_are_told_from_statement_errors(pg_url: str) -> None:
+    refused = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/postgres")
+    try:
+        with pytest.raises(Exception) as caught:
+            async with refused.connect():
+                pass
+        assert is_outage(caught.value)
+    finally:
+        await refused.dispose()
+    engine = create_engine(pg_url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(DBAPIError) as wrong:
+                await conn.execute(text("SELECT 1 / 0"))
+            assert not is_outage(wrong.value)
+            assert "22012" in describe_error(wrong.value)
+            assert "division by zero" in describe_error(wrong.value)
+            await conn.rollback()
+            # A connection the server ended (an admin restart, a crash) is an outage.
+            pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+            async with engine.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(DBAPIError) as gone:
+                await conn.execute(text("SELECT 1"))
+            assert is_outage(gone.value)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "sqlite"])
+async def test_bound_values_never_reach_error_text(
+    dialect: str, pg_url: str, tmp_path: object
+) -> None:
+    url = pg_url if dialect == "postgres" else f"sqlite+aiosqlite:///{tmp_path}/h.db"
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(DBAPIError) as caught:
+                await conn.execute(
+                    text("SELECT CAST(:secret AS integer) FROM no_such_table"),
+                    {"secret": "hunter2-password"},
+                )
+        assert "hunter2-password" not in str(caught.value)
+        assert "hidden due to hide_parameters" in str(caught.value)
     finally:
         await engine.dispose()

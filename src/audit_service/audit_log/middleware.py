@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit_service.audit_log import repository
 from audit_service.audit_log.context import UNRECORDED_PATHS, RequestAudit
-from audit_service.audit_log.writer import GroupCommitWriter
+from audit_service.audit_log.writer import GroupCommitWriter, RecordingFailed
 from audit_service.core.db import describe_error, is_outage, session_wrote
 from audit_service.core.errors import problem_response
 from audit_service.core.request_context import (
@@ -120,7 +120,8 @@ class RecorderMiddleware:
                     await recorder.finish(audit, message["status"], scope.get("route"))
                 except Exception as exc:
                     # Fail closed: the record is missing, so the response must not go out.
-                    log.error("request %s not recorded: %s", audit.request_id, describe_error(exc))
+                    cause = str(exc) if isinstance(exc, RecordingFailed) else describe_error(exc)
+                    log.error("request %s not recorded: %s", audit.request_id, cause)
                     replaced = True
                     if audit._session is not None:
                         with contextlib.suppress(Exception):
@@ -174,22 +175,33 @@ class RecorderMiddleware:
                     outcome="error",
                     error=type(exc).__name__,
                 )
-                await problem_response(
+                problem = problem_response(
                     503,
                     slug="service-unavailable",
                     detail=_UNAVAILABLE_DETAIL,
                     request_id=audit.request_id,
                     headers={"Retry-After": RETRY_AFTER},
-                )(scope, receive, send_recorded)
+                )
+            else:
+                log.exception("unhandled error in request %s", audit.request_id)
+                audit.describe(
+                    action="system.error",
+                    module="system",
+                    outcome="error",
+                    error=type(exc).__name__,
+                )
+                problem = problem_response(
+                    500,
+                    detail="An unexpected error occurred. It has been recorded.",
+                    request_id=audit.request_id,
+                )
+            try:
+                await problem(scope, receive, send_recorded)
+            except _ResponseReplaced:
+                # Recording this error response failed too (the database is down) and the
+                # client got the recorder's 503 instead: this body has nowhere to go. Raised
+                # here, inside the handler, it would escape to the server as "Exception in
+                # ASGI application" and drop the connection.
                 return
-            log.exception("unhandled error in request %s", audit.request_id)
-            audit.describe(
-                action="system.error", module="system", outcome="error", error=type(exc).__name__
-            )
-            await problem_response(
-                500,
-                detail="An unexpected error occurred. It has been recorded.",
-                request_id=audit.request_id,
-            )(scope, receive, send_recorded)
         finally:
             await audit.close()

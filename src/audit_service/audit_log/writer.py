@@ -81,6 +81,7 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
         self._stopping = False
+        self._in_flight: list[_Pending] = []
         self.batches = 0
         self.events = 0
         self.failures = 0
@@ -109,8 +110,11 @@ class GroupCommitWriter:
         except TimeoutError:
             log.error("audit writer did not finish within %.1f s; stopping it", limit)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Cancelling interrupts the insert; dropping its connection is bounded too.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 1.0)
+        # Rows of an interrupted batch, and rows queued behind the end marker, resolve now.
+        self._fail(self._in_flight, "recorder stopped")
         self._fail_queued("recorder stopped")
         await self._drop_connection()
 
@@ -124,16 +128,22 @@ class GroupCommitWriter:
         except TimeoutError as exc:
             if not item.in_flight:
                 item.abandoned = True  # never written: batch assembly skips it
+                self.failures += 1
                 raise RecordingFailed("recorder timed out before the event was written") from exc
             # Being stored right now: its outcome decides the answer (see module docstring).
             await item.future
 
+    def _fail(self, items: list[_Pending], reason: str) -> None:
+        for item in items:
+            if not item.future.done():
+                self.failures += 1
+                item.future.set_exception(RecordingFailed(reason))
+
     def _fail_queued(self, reason: str) -> None:
         while not self._queue.empty():
             item = self._queue.get_nowait()
-            if item is not None and not item.future.done():
-                self.failures += 1
-                item.future.set_exception(RecordingFailed(reason))
+            if item is not None and not item.abandoned:
+                self._fail([item], reason)
 
     async def _run(self) -> None:
         try:
@@ -153,7 +163,9 @@ class GroupCommitWriter:
                 for item in live:
                     item.in_flight = True
                 if live:
+                    self._in_flight = live
                     await self._flush(live)
+                    self._in_flight = []
         finally:
             # Rows queued behind the end marker (or left by a cancelled run) resolve now.
             self._fail_queued("recorder stopped")
@@ -226,7 +238,7 @@ class GroupCommitWriter:
             self.failures += len(batch)
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(RecordingFailed(type(exc).__name__))
+                    item.future.set_exception(RecordingFailed(describe_error(exc)))
             return
         self._report(len(batch), started, ok=True)
         self.batches += 1

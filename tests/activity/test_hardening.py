@@ -213,6 +213,8 @@ async def test_docs_reference_no_external_url_and_their_assets_load(h: Harness, 
     if page == "/docs":
         assert "/docs/assets/swagger-ui-bundle.js" in assets
         assert (await h.client.get("/docs/oauth2-redirect")).status_code == 200
+    # Static files are not activity: loading the docs records nothing.
+    assert not [e.path for e in await h.events() if (e.path or "").startswith("/docs")]
 
 
 # --- exports: a cap per process, and a clean close ---------------------------------------------

@@ -24,10 +24,11 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit_service.audit_log import repository
-from audit_service.audit_log.context import UNRECORDED_PATHS, RequestAudit
+from audit_service.audit_log.context import UNRECORDED_PATHS, UNRECORDED_PREFIXES, RequestAudit
 from audit_service.audit_log.writer import GroupCommitWriter, RecordingFailed
 from audit_service.core.db import describe_error, is_outage, session_wrote
 from audit_service.core.errors import problem_response
+from audit_service.core.logging import request_id_var
 from audit_service.core.request_context import (
     client_ip,
     client_request_id,
@@ -88,7 +89,8 @@ class RecorderMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
-        if scope["path"] in UNRECORDED_PATHS:
+        path = scope["path"]
+        if path in UNRECORDED_PATHS or path.startswith(UNRECORDED_PREFIXES):
             await self.app(scope, receive, send)
             return
         recorder: Recorder = state.recorder
@@ -105,6 +107,8 @@ class RecorderMiddleware:
             _sessionmaker=recorder.sessionmaker,
         )
         scope.setdefault("state", {})["audit"] = audit
+        # Every log line written while this request runs carries its id (core/logging.py).
+        log_context = request_id_var.set(audit.request_id)
         started = False
         replaced = False
 
@@ -204,4 +208,5 @@ class RecorderMiddleware:
                 # ASGI application" and drop the connection.
                 return
         finally:
+            request_id_var.reset(log_context)
             await audit.close()

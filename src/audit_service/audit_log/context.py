@@ -68,6 +68,31 @@ def outcome_for(status: int) -> str:
     return "success"
 
 
+def apply_description(
+    event: Any,
+    *,
+    action: str | None,
+    module: str | None,
+    outcome: str | None,
+    description: str | None,
+    target_type: str | None,
+    target_id: str | None,
+    metadata: dict[str, Any],
+) -> None:
+    """`describe()` of every event sink: set the fields given, merge the metadata."""
+    for name, value in (
+        ("action", action),
+        ("module", module),
+        ("outcome", outcome),
+        ("description", description),
+        ("target_type", target_type),
+        ("target_id", target_id),
+    ):
+        if value is not None:
+            setattr(event, name, value)
+    event.metadata.update(metadata)
+
+
 @dataclass(slots=True)
 class RequestAudit:
     """The event this request will be recorded as. Services fill it through `describe()`."""
@@ -105,17 +130,16 @@ class RequestAudit:
         target_id: str | None = None,
         **metadata: Any,
     ) -> None:
-        for name, value in (
-            ("action", action),
-            ("module", module),
-            ("outcome", outcome),
-            ("description", description),
-            ("target_type", target_type),
-            ("target_id", target_id),
-        ):
-            if value is not None:
-                setattr(self, name, value)
-        self.metadata.update(metadata)
+        apply_description(
+            self,
+            action=action,
+            module=module,
+            outcome=outcome,
+            description=description,
+            target_type=target_type,
+            target_id=target_id,
+            metadata=metadata,
+        )
 
     def session(self) -> AsyncSession:
         """The request's one session, opened on first use and closed by the middleware."""

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository
-from audit_service.audit_log.context import Actor, system_event
+from audit_service.audit_log.context import Actor, apply_description, system_event
 
 
 class EventSink(Protocol):
@@ -68,17 +68,16 @@ class SessionEventSink:
         target_id: str | None = None,
         **metadata: Any,
     ) -> None:
-        for name, value in (
-            ("action", action),
-            ("module", module),
-            ("outcome", outcome),
-            ("description", description),
-            ("target_type", target_type),
-            ("target_id", target_id),
-        ):
-            if value is not None:
-                setattr(self, name, value)
-        self.metadata.update(metadata)
+        apply_description(
+            self,
+            action=action,
+            module=module,
+            outcome=outcome,
+            description=description,
+            target_type=target_type,
+            target_id=target_id,
+            metadata=metadata,
+        )
 
     async def write(self, *, outcome: str | None = None) -> None:
         """Insert the event (flushes, never commits: the caller's commit makes it durable)."""

@@ -45,6 +45,7 @@ Field order of the v1 array (index: content; "?" = may be null):
     25  latency_ms?                JCS number
     26  metadata                   JSON object (JCS: keys in UTF-16 code-unit order)
     27  idempotency_key?
+    28  client_request_id?         the caller's own X-Request-ID (request_id is ours)
 
 `ip_bytes` is not in the entry: it is derived from `ip`. Any new column of audit_event must be
 added here under a new version tag, or listed in `EXCLUDED_COLUMNS` (a test enforces this).
@@ -101,6 +102,7 @@ ENTRY_COLUMNS = (
     "latency_ms",
     "metadata",
     "idempotency_key",
+    "client_request_id",
 )
 # Columns deliberately outside the entry, with the reason.
 EXCLUDED_COLUMNS = {"ip_bytes": "derived from ip (a 16-byte key for CIDR filters)"}
@@ -467,7 +469,8 @@ def _encode_entry(event: Mapping[str, Any], commitments: Commitments) -> bytes:
             status_text,
             latency_text,
             metadata_text,
-            _ostr(event, "idempotency_key") + "]",
+            _ostr(event, "idempotency_key"),
+            _ostr(event, "client_request_id") + "]",
         )
     )
     try:

@@ -304,31 +304,6 @@ async def get_event_by_uuid(session: AsyncSession, event_id: uuid.UUID) -> Audit
     return await session.scalar(select(AuditEvent).where(AuditEvent.event_id == event_id))
 
 
-async def count_recent(
-    session: AsyncSession, *, action: str, actor_name: str, since: datetime
-) -> tuple[int, datetime | None]:
-    """How many `action` events `actor_name` produced since `since`, and the oldest one's time."""
-    stmt = select(func.count(), func.min(AuditEvent.occurred_at)).where(
-        AuditEvent.action == action,
-        AuditEvent.actor_name == actor_name,
-        AuditEvent.occurred_at >= since,
-    )
-    count, oldest = (await session.execute(stmt)).one()
-    return int(count), _aware(oldest)
-
-
-async def latest_time(
-    session: AsyncSession, *, action: str, actor_name: str, outcome: str, since: datetime
-) -> datetime | None:
-    stmt = select(func.max(AuditEvent.occurred_at)).where(
-        AuditEvent.action == action,
-        AuditEvent.actor_name == actor_name,
-        AuditEvent.outcome == outcome,
-        AuditEvent.occurred_at >= since,
-    )
-    return _aware(await session.scalar(stmt))
-
-
 def _aware(value: Any) -> datetime | None:
     """Aggregates lose the column type on SQLite: parse and tag UTC there."""
     if value is None:
@@ -447,43 +422,6 @@ async def ingest_events(
             id_, event_id = stored[row["idempotency_key"]]
             results.append(Ingested(id_, event_id, True))
     return results
-
-
-async def action_counts(
-    session: AsyncSession, *, exact_up_to: int
-) -> list[tuple[str, str, int, bool]]:
-    """(action, module, events, is_estimate) for every action ever recorded.
-
-    The module is the one its latest event carries. A GROUP BY reads every row (seconds at
-    10M); on Postgres the distinct actions come from a loose index scan of the action index
-    (one probe per action) and each count is capped like a page total.
-    """
-    e = AuditEvent
-    if not is_postgres(session):
-        stmt = select(e.action, e.module, func.count(), func.max(e.occurred_at)).group_by(
-            e.action, e.module
-        )
-        latest: dict[str, tuple[Any, str, int]] = {}
-        for action, module, n, at in await session.execute(stmt):
-            seen_at, seen_module, total = latest.get(action, (at, module, 0))
-            newer = at >= seen_at
-            latest[action] = (
-                at if newer else seen_at,
-                module if newer else seen_module,
-                total + int(n),
-            )
-        return [(a, m, n, False) for a, (_, m, n) in sorted(latest.items())]
-    actions = [row[0] for row in await session.execute(text(_DISTINCT_ACTIONS))]
-    result = []
-    for action in actions:
-        latest_module = await session.scalar(
-            select(e.module).where(e.action == action).order_by(e.occurred_at.desc()).limit(1)
-        )
-        total, estimated = await count_events(
-            session, EventFilters(actions=(action,)), exact_up_to=exact_up_to
-        )
-        result.append((action, str(latest_module), total, estimated))
-    return result
 
 
 # Loose index scan: each step jumps to the next distinct value in ix_audit_event_action_*.

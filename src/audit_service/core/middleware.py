@@ -72,23 +72,24 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse_headers(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-        audit = scope.get("state", {}).get("audit")
-        await problem_response(
-            431,
-            slug="request-header-fields-too-large",
-            detail=f"The request headers are larger than {limit} bytes in total.",
-            request_id=getattr(audit, "request_id", None),
-            instance=scope["path"],
-        )(scope, receive, send)
+        detail = f"The request headers are larger than {limit} bytes in total."
+        await _refuse(431, "request-header-fields-too-large", detail, scope, receive, send)
 
     async def _refuse(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-        # The recorder (outside us) set the request's audit context: reuse its id, as every
-        # other problem body does, so the 413 can be matched to its X-Request-ID and event.
-        audit = scope.get("state", {}).get("audit")
-        await problem_response(
-            413,
-            slug="payload-too-large",
-            detail=f"The request body is larger than {limit} bytes.",
-            request_id=getattr(audit, "request_id", None),
-            instance=scope["path"],
-        )(scope, receive, send)
+        detail = f"The request body is larger than {limit} bytes."
+        await _refuse(413, "payload-too-large", detail, scope, receive, send)
+
+
+async def _refuse(
+    status: int, slug: str, detail: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    # The recorder (outside us) set the request's audit context: reuse its id, as every
+    # other problem body does, so the refusal can be matched to its X-Request-ID and event.
+    audit = scope.get("state", {}).get("audit")
+    await problem_response(
+        status,
+        slug=slug,
+        detail=detail,
+        request_id=getattr(audit, "request_id", None),
+        instance=scope["path"],
+    )(scope, receive, send)

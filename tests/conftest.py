@@ -32,6 +32,10 @@ security._dummy_hash = security._hasher.hash("dummy-password")
 ADMIN_PASSWORD = "admin-password-123"
 PASSWORD = "user-password-123"
 CLIENT_IP = "203.0.113.7"
+# A throwaway checkpoint key for the tests (never used anywhere else).
+LOG_SIGNING_KEY = (
+    "PRIVATE+KEY+test.audit-service+a8ef16e7+AR9/dunUOgfNeMO/RKBFec5umCGKInBG9ihAQ8v7Jt2i"
+)
 TABLES = (
     "audit_event",
     "revoked_token",
@@ -41,6 +45,11 @@ TABLES = (
     "runtime_setting",
     "source_action",
     "job_lease",
+    "audit_leaf",
+    "integrity_tile",
+    "integrity_checkpoint",
+    "integrity_key",
+    "integrity_log",
     '"user"',
 )
 
@@ -75,6 +84,9 @@ async def _truncate(url: str) -> None:
         # triggers off for this transaction only.
         await conn.execute(text("SET LOCAL session_replication_role = replica"))
         await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        await conn.execute(
+            text("UPDATE log_cursor SET next_position = 0, cursor_txid = NULL, cursor_id = 0")
+        )
     await engine.dispose()
 
 
@@ -101,6 +113,8 @@ def make_settings(url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": url,
         "jwt_secret": "test-secret-" + "x" * 40,
+        "log_signing_key": LOG_SIGNING_KEY,
+        "log_origin": "testserver/audit-service/test",
         "bootstrap_admin_password": ADMIN_PASSWORD,
         "default_rate_limit": "10000/minute",
         "login_rate_limit": "1000/minute",

@@ -33,7 +33,7 @@ from audit_service.auth.models import User
 from audit_service.core import migrations
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
-from tests.conftest import Harness, make_settings, start_harness
+from tests.conftest import LOG_SIGNING_KEY, Harness, make_settings, start_harness
 from tests.pg import free_port
 
 PASSWORD_1 = "first-Correct-horse-1"
@@ -386,11 +386,22 @@ async def test_migrate_builds_the_schema_and_is_idempotent(
 
 
 async def test_cli_refuses_production_without_a_secret(sqlite_url: str, tmp_path: Path) -> None:
-    run = await cli(sqlite_url, "migrate", cwd=tmp_path, AUDIT_ENV="production")
+    run = await cli(
+        sqlite_url,
+        "migrate",
+        cwd=tmp_path,
+        AUDIT_ENV="production",
+        AUDIT_LOG_SIGNING_KEY=LOG_SIGNING_KEY,
+    )
     assert run.code != 0
     assert "AUDIT_JWT_SECRET" in run.err
     ok = await cli(
-        sqlite_url, "migrate", cwd=tmp_path, AUDIT_ENV="production", AUDIT_JWT_SECRET=STRONG_SECRET
+        sqlite_url,
+        "migrate",
+        cwd=tmp_path,
+        AUDIT_ENV="production",
+        AUDIT_LOG_SIGNING_KEY=LOG_SIGNING_KEY,
+        AUDIT_JWT_SECRET=STRONG_SECRET,
     )
     assert ok.code == 0, ok.err
     assert not ok.shows(STRONG_SECRET)
@@ -416,6 +427,7 @@ async def test_serve_migrates_answers_healthz_and_stops_on_sigterm(tmp_path: Pat
         env=_clean_env(
             DATABASE_URL=url,
             AUDIT_ENV="production",
+            AUDIT_LOG_SIGNING_KEY=LOG_SIGNING_KEY,
             AUDIT_JWT_SECRET=STRONG_SECRET,
             AUDIT_BOOTSTRAP_ADMIN_PASSWORD=PASSWORD_1,
         ),
@@ -467,13 +479,14 @@ def no_audit_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 )
 def test_production_refuses_a_weak_jwt_secret(no_audit_env: Path, secret: str) -> None:
     with pytest.raises(ValidationError, match="AUDIT_JWT_SECRET"):
-        Settings(env="production", jwt_secret=secret)
+        Settings(env="production", log_signing_key=LOG_SIGNING_KEY, jwt_secret=secret)
 
 
 def test_production_refuses_a_missing_jwt_secret_from_the_environment(
     no_audit_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AUDIT_ENV", "production")
+    monkeypatch.setenv("AUDIT_LOG_SIGNING_KEY", LOG_SIGNING_KEY)
     with pytest.raises(ValidationError, match="AUDIT_JWT_SECRET"):
         Settings()
 
@@ -481,10 +494,11 @@ def test_production_refuses_a_missing_jwt_secret_from_the_environment(
 def test_production_accepts_a_strong_secret(
     no_audit_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(env="production", jwt_secret=STRONG_SECRET)
+    settings = Settings(env="production", log_signing_key=LOG_SIGNING_KEY, jwt_secret=STRONG_SECRET)
     assert settings.env == "production"
     assert settings.signing_key() == STRONG_SECRET
     monkeypatch.setenv("AUDIT_ENV", "production")
+    monkeypatch.setenv("AUDIT_LOG_SIGNING_KEY", LOG_SIGNING_KEY)
     monkeypatch.setenv("AUDIT_JWT_SECRET", STRONG_SECRET)
     assert Settings().signing_key() == STRONG_SECRET
     assert not (no_audit_env / "var").exists()
@@ -618,6 +632,7 @@ async def test_settings_errors_name_the_variable_but_never_echo_secrets(
         *command,
         cwd=tmp_path,
         AUDIT_ENV="production",
+        AUDIT_LOG_SIGNING_KEY=LOG_SIGNING_KEY,
         AUDIT_JWT_SECRET=weak_secret,
         AUDIT_BOOTSTRAP_ADMIN_PASSWORD=bootstrap,
     )
@@ -647,6 +662,7 @@ async def test_production_refuses_to_run_without_recording_requests(
         "migrate",
         cwd=tmp_path,
         AUDIT_ENV="production",
+        AUDIT_LOG_SIGNING_KEY=LOG_SIGNING_KEY,
         AUDIT_JWT_SECRET=STRONG_SECRET,
         AUDIT_RECORD_REQUESTS="false",
     )
@@ -658,10 +674,18 @@ async def test_production_refuses_to_run_without_recording_requests(
 
 def test_secrets_are_secret_str(no_audit_env: Path) -> None:
     settings = Settings(
-        env="production", jwt_secret=STRONG_SECRET, bootstrap_admin_password="boot-pw-123456"
+        env="production",
+        log_signing_key=LOG_SIGNING_KEY,
+        jwt_secret=STRONG_SECRET,
+        bootstrap_admin_password="boot-pw-123456",
     )
     assert STRONG_SECRET not in repr(settings) and "boot-pw-123456" not in repr(settings)
     assert settings.signing_key() == STRONG_SECRET
     with pytest.raises(ValidationError) as caught:
-        Settings(env="production", jwt_secret=STRONG_SECRET, record_requests=False)
+        Settings(
+            env="production",
+            log_signing_key=LOG_SIGNING_KEY,
+            jwt_secret=STRONG_SECRET,
+            record_requests=False,
+        )
     assert "AUDIT_RECORD_REQUESTS" in str(caught.value)

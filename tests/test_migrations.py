@@ -13,16 +13,14 @@ from sqlalchemy.engine import Connection
 
 from audit_service.core import migrations
 from audit_service.core.db import create_engine
+from audit_service.kit.models import include_object
 from audit_service.models import Base
 
 
 def _diff(connection: Connection) -> list[Any]:
-    def include(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
-        postgres_only = type_ == "index" and bool(getattr(obj, "info", {}).get("postgresql_only"))
-        return not (postgres_only and connection.dialect.name != "postgresql")
-
     context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "include_object": include}
+        connection,
+        opts={"compare_type": True, "include_object": include_object(connection.dialect.name)},
     )
     return list(compare_metadata(context, Base.metadata))
 

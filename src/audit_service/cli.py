@@ -9,6 +9,7 @@ import getpass
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ from audit_service.core.config import Settings, settings_error_text
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.errors import AppError
 from audit_service.core.logging import configure_logging, default_format
+from audit_service.integrity import note
 from audit_service.maintenance import service as maintenance
 
 
@@ -271,7 +273,10 @@ def worker(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        engine = create_engine(settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            idle_in_transaction_timeout=settings.idle_in_transaction_timeout,
+        )
         try:
             await run_until(
                 engine,
@@ -285,6 +290,21 @@ def worker(args: argparse.Namespace) -> None:
 
     asyncio.run(main())
     print("worker stopped", flush=True)
+
+
+def keygen(args: argparse.Namespace) -> None:
+    """A new checkpoint signing key: the private key (for AUDIT_LOG_SIGNING_KEY) on stdout,
+    the verifier keys (for `verify --vkey` and auditors) on stderr."""
+    try:
+        signer = note.Signer.generate(args.name)
+    except note.NoteError as exc:
+        raise SystemExit(f"keygen: {exc}") from None
+    print(signer.private_key, flush=True)
+    print(f"vkey: {signer.verifier.vkey}", file=sys.stderr)
+    print(
+        f"cosignature vkey: {signer.with_type(note.COSIGNATURE_V1).verifier.vkey}",
+        file=sys.stderr,
+    )
 
 
 def migrate(_args: argparse.Namespace) -> None:
@@ -307,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-migrate", action="store_true", help="skip `migrate` before starting")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=worker)
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key for AUDIT_LOG_SIGNING_KEY")
+    p.add_argument("--name", default=socket.gethostname(), help="key name (default: host)")
+    p.set_defaults(func=keygen)
 
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.set_defaults(func=migrate)

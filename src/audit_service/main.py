@@ -34,6 +34,7 @@ from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
 from audit_service.ingestion.endpoints import admin_router as actions_router
 from audit_service.ingestion.endpoints import router as ingestion_router
+from audit_service.integrity.jobs import log_jobs
 from audit_service.jobs.endpoints import router as jobs_router
 from audit_service.maintenance.dependencies import maintenance_gate
 from audit_service.maintenance.endpoints import router as maintenance_router
@@ -87,7 +88,7 @@ async def bootstrap_admin(app: FastAPI, settings: Settings) -> None:
 
 def background_jobs(settings: Settings) -> list[Job]:
     """Every background job, for `serve` (in-process) and `worker` alike."""
-    return [*housekeeping_jobs(settings.housekeeping_interval)]
+    return [*log_jobs(settings), *housekeeping_jobs(settings.housekeeping_interval)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,7 +96,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            idle_in_transaction_timeout=settings.idle_in_transaction_timeout,
+        )
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.signing_key = settings.signing_key()

@@ -1,9 +1,15 @@
 """Every domain's tables, so `Base.metadata` is complete for Alembic and the model check."""
 
-from audit_service.audit_log.models import AuditEvent
+from audit_service.audit_log.models import AuditEvent, AuditLeaf, LogCursor
 from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
 from audit_service.core.jobs_models import JobLease
 from audit_service.ingestion.models import ActionSchema, SourceAction
+from audit_service.integrity.models import (
+    IntegrityCheckpoint,
+    IntegrityKey,
+    IntegrityLog,
+    IntegrityTile,
+)
 from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
 
@@ -11,8 +17,14 @@ __all__ = [
     "ActionSchema",
     "ApiKey",
     "AuditEvent",
+    "AuditLeaf",
     "Base",
+    "IntegrityCheckpoint",
+    "IntegrityKey",
+    "IntegrityLog",
+    "IntegrityTile",
     "JobLease",
+    "LogCursor",
     "LoginCounter",
     "RevokedToken",
     "RuntimeSetting",

@@ -17,6 +17,7 @@ import pytest
 
 from audit_service.core import logging as audit_logging
 from audit_service.core.logging import configure_logging, default_format, request_id_var
+from tests.conftest import LOG_SIGNING_KEY
 from tests.pg import free_port
 
 SECRET = "jwt-secret-" + "s" * 40
@@ -123,7 +124,9 @@ async def _serve_and_collect(tmp_path: Path, **env: str) -> list[str]:
 
 
 async def test_serve_in_production_writes_json_lines_only(tmp_path: Path) -> None:
-    lines = await _serve_and_collect(tmp_path, AUDIT_ENV="production")
+    lines = await _serve_and_collect(
+        tmp_path, AUDIT_ENV="production", AUDIT_LOG_SIGNING_KEY=LOG_SIGNING_KEY
+    )
     entries = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
     loggers = {e["logger"] for e in entries}
     assert "uvicorn.error" in loggers  # uvicorn's own lines go through our handler
@@ -135,7 +138,12 @@ async def test_serve_in_production_writes_json_lines_only(tmp_path: Path) -> Non
 
 
 async def test_log_format_override_gives_text_in_production(tmp_path: Path) -> None:
-    lines = await _serve_and_collect(tmp_path, AUDIT_ENV="production", AUDIT_LOG_FORMAT="text")
+    lines = await _serve_and_collect(
+        tmp_path,
+        AUDIT_ENV="production",
+        AUDIT_LOG_SIGNING_KEY=LOG_SIGNING_KEY,
+        AUDIT_LOG_FORMAT="text",
+    )
     running = [line for line in lines if "Uvicorn running" in line]
     assert running and not running[0].startswith("{")
     assert " uvicorn.error " in running[0]

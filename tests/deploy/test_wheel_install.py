@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from audit_service.core.db import create_engine
+from tests.conftest import LOG_SIGNING_KEY
 from tests.pg import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +72,7 @@ def _env(url: str) -> dict[str, str]:
     env.update(
         DATABASE_URL=url,
         AUDIT_ENV="production",
+        AUDIT_LOG_SIGNING_KEY=LOG_SIGNING_KEY,
         AUDIT_JWT_SECRET="wheel-test-secret-" + "w" * 40,
         AUDIT_BOOTSTRAP_ADMIN_PASSWORD=PASSWORD,
     )

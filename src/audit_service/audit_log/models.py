@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from audit_service.kit.models import Base, UTCDateTime
+from audit_service.kit.models import DATABASE_ONLY, Base, UTCDateTime
 
 ACTOR_TYPES = ("user", "service", "system", "anonymous")
 OUTCOMES = ("success", "failure", "denied", "error")
@@ -104,3 +104,34 @@ class AuditEvent(Base):
             info={"postgresql_only": True},
         ).ddl_if(dialect="postgresql"),
     )
+
+
+# audit_event.txid (Postgres: `xid8 DEFAULT pg_current_xact_id()`, indexed with id) is the
+# commit-order key the sequencer reads; the ORM never touches it (migration 0009).
+DATABASE_ONLY["audit_event"] = frozenset({"txid", "ix_audit_event_txid_id"})
+
+
+class AuditLeaf(Base):
+    """The log position: event `event_pk` is the `position`-th event of the log (gap-free,
+    in commit order), with the leaf hash of its v1 entry. Append-only, like the events; a
+    leaf outlives its row (retention deletes rows, never leaves)."""
+
+    __tablename__ = "audit_leaf"
+
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_pk: Mapped[int] = mapped_column(BigInteger, unique=True)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogCursor(Base):
+    """The sequencer's own state (one row): the next position and the (txid, id) of the
+    last sequenced event. `cursor_txid` is NULL while the rows written before migration 0009
+    (which have no txid) are being sequenced by id."""
+
+    __tablename__ = "log_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    next_position: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    cursor_txid: Mapped[int | None] = mapped_column(BigInteger)
+    cursor_id: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

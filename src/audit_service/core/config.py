@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -87,6 +88,23 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30.0, ge=1, le=3600, description="seconds")
     job_stop_timeout: float = Field(default=10.0, ge=0, le=600, description="seconds")
     housekeeping_interval: float = Field(default=3600.0, ge=1, description="seconds")
+
+    # The tamper-evident log (integrity/): the Ed25519 key that signs checkpoints, in Go's
+    # note format `PRIVATE+KEY+<name>+<id>+<base64>`; required in production, generated under
+    # ./var/ in development (`audit-service keygen` makes one).
+    log_signing_key: SecretStr = SecretStr("")
+    # The checkpoints' origin line; empty: `<hostname>/audit-service/<random>`, chosen once
+    # and kept in the database (a log never changes its name).
+    log_origin: str = Field(default="", max_length=300)
+    sequencer_interval: float = Field(default=0.2, gt=0, le=0.25, description="seconds")
+    checkpoint_interval: float = Field(default=1.0, ge=0.1, le=60, description="seconds")
+    checkpoint_idle_interval: float = Field(default=60.0, ge=1, le=3600, description="seconds")
+    # How often a checkpoint is also written as an `integrity.checkpoint` event (so it
+    # leaves the box with every export and forward).
+    checkpoint_event_interval: float = Field(default=60.0, ge=1, description="seconds")
+    # Postgres kills a session idle inside a transaction after this long (0: never): such a
+    # transaction holds back the sequencer's horizon and every consumer of the log.
+    idle_in_transaction_timeout: float = Field(default=60.0, ge=0, description="seconds")
 
     @field_validator(
         "login_rate_limit",
@@ -178,6 +196,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _log_key_required_in_production(self) -> Settings:
+        if self.env == "production" and not self.log_signing_key.get_secret_value():
+            raise ValueError(
+                "AUDIT_LOG_SIGNING_KEY must be set when AUDIT_ENV=production "
+                "(make one with `audit-service keygen`)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _record_required_in_production(self) -> Settings:
         # Without request recording the service keeps no record of what it does: the one
         # thing it is for. Allowed in development (benchmarks compare with it off).
@@ -200,24 +227,37 @@ class Settings(BaseSettings):
         """The JWT key; in development one is generated once and kept under ./var/."""
         if secret := self.jwt_secret.get_secret_value():
             return secret
-        key_file = VAR_DIR / "jwt_secret"
-        if key_file.exists():
-            key = key_file.read_text().strip()
-            # An empty or truncated file (a crash between create and write) is replaced:
-            # HMAC with an empty key would make every token forgeable.
-            if len(key) >= 32:
-                return key
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        key_file.unlink(missing_ok=True)  # so touch() really creates it with mode 0600
-        key_file.touch(mode=0o600)
-        key_file.write_text(key)
+        # An empty or truncated file (a crash between create and write) is replaced: HMAC
+        # with an empty key would make every token forgeable.
+        key = _dev_secret("jwt_secret", lambda: secrets.token_urlsafe(48), lambda k: len(k) >= 32)
         logging.getLogger(__name__).warning(
-            "AUDIT_JWT_SECRET is not set: generated a development key in %s. "
+            "AUDIT_JWT_SECRET is not set: using a development key in %s. "
             "Set AUDIT_JWT_SECRET (and AUDIT_ENV=production) in production.",
-            key_file,
+            VAR_DIR / "jwt_secret",
         )
         return key
+
+    def log_key(self, generate: Callable[[], str], valid: Callable[[str], bool]) -> str:
+        """AUDIT_LOG_SIGNING_KEY; in development one is generated once and kept under ./var/
+        (production refuses to start without it)."""
+        if key := self.log_signing_key.get_secret_value():
+            return key
+        return _dev_secret("log_signing_key", generate, valid)
+
+
+def _dev_secret(name: str, make: Callable[[], str], valid: Callable[[str], bool]) -> str:
+    """A development secret kept in ./var/<name> (mode 0600), made on first use."""
+    key_file = VAR_DIR / name
+    if key_file.exists():
+        key = key_file.read_text().strip()
+        if valid(key):
+            return key
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = make()
+    key_file.unlink(missing_ok=True)  # so touch() really creates it with mode 0600
+    key_file.touch(mode=0o600)
+    key_file.write_text(key)
+    return key
 
 
 def settings_error_text(exc: ValidationError) -> str:

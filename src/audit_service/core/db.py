@@ -22,6 +22,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import base as pg_base
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -37,6 +38,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlalchemy.types import UserDefinedType
 
 from audit_service.kit.models import UTCDateTime, utcnow
 
@@ -45,7 +47,9 @@ SQLITE_SNAPSHOT = "SERIALIZABLE"  # SQLite's only level but dirty reads; marks s
 T = TypeVar("T")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    url: str, *, idle_in_transaction_timeout: float | None = None, **kwargs: Any
+) -> AsyncEngine:
     # Bound values can hold user data (descriptions, metadata, usernames): keep them out of
     # the messages of SQLAlchemy's exceptions, which end up in logs.
     kwargs.setdefault("hide_parameters", True)
@@ -64,6 +68,15 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # every request. A connection that died with its server fails one request instead (and
     # is discarded); the recorder's writer reconnects by itself.
     kwargs.setdefault("pool_recycle", 1800)
+    if idle_in_transaction_timeout:
+        # A session left idle inside a transaction holds back the log's horizon (every
+        # consumer waits for it): Postgres ends it. (Behind PgBouncer, add this parameter
+        # to its ignore_startup_parameters or set it on the role.)
+        server_settings = {
+            "idle_in_transaction_session_timeout": str(int(idle_in_transaction_timeout * 1000))
+        }
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("server_settings", {}).update(server_settings)
     return create_async_engine(url, **kwargs)
 
 
@@ -394,3 +407,18 @@ def db_clock(bind: AsyncConnection, plus: timedelta = timedelta(0)) -> ColumnEle
         now: ColumnElement[Any] = func.statement_timestamp()
         return now + literal(plus) if plus else now
     return literal(utcnow() + plus, UTCDateTime())
+
+
+# --- the commit-order key (audit_event.txid, Postgres) --------------------------------------
+
+
+class XID8(UserDefinedType[int]):
+    """Postgres' 64-bit transaction id type; declared so schema reflection knows it."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "xid8"
+
+
+pg_base.ischema_names.setdefault("xid8", XID8)

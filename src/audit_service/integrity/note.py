@@ -165,6 +165,10 @@ class Signer:
             raise NoteError("private key ID does not match its name and public key")
         return signer
 
+    def with_type(self, sig_type: int) -> Signer:
+        """The same key for another signature type (0x04: cosignatures of our own notes)."""
+        return Signer(self.name, self._seed, sig_type)
+
     @property
     def private_key(self) -> str:
         material = base64.b64encode(bytes([self.sig_type]) + self._seed).decode()

@@ -153,6 +153,18 @@ def split_tile(tile: Tile, data: bytes) -> list[bytes]:
 ReadTiles = Callable[[Sequence[Tile]], Sequence[bytes]]
 
 
+def extended_partials(old_size: int, new_size: int) -> list[Tile]:
+    """The old partial tiles (one per level at most) that growing the tree from `old_size`
+    to `new_size` extends: what `extend_tiles` asks `read_tiles` for."""
+    prefixes: list[Tile] = []
+    level = 0
+    while (count := hashes_at_level(old_size, level)) > 0:
+        if count % TILE_WIDTH and hashes_at_level(new_size, level) > count:
+            prefixes.append(Tile(level, count // TILE_WIDTH, count % TILE_WIDTH))
+        level += 1
+    return prefixes
+
+
 def extend_tiles(
     old_size: int, new_leaf_hashes: Sequence[bytes], read_tiles: ReadTiles
 ) -> dict[Tile, bytes]:
@@ -167,14 +179,7 @@ def extend_tiles(
     for i, h in enumerate(new_leaf_hashes):
         if len(h) != HASH_SIZE:
             raise ValueError(f"new leaf hash {i} is not {HASH_SIZE} bytes")
-    new_size = old_size + len(new_leaf_hashes)
-    # Old partial tiles this growth extends, one per level at most.
-    prefixes: list[Tile] = []
-    level = 0
-    while (count := hashes_at_level(old_size, level)) > 0:
-        if count % TILE_WIDTH and hashes_at_level(new_size, level) > count:
-            prefixes.append(Tile(level, count // TILE_WIDTH, count % TILE_WIDTH))
-        level += 1
+    prefixes = extended_partials(old_size, old_size + len(new_leaf_hashes))
     old_hashes: dict[int, list[bytes]] = {}
     if prefixes:
         datas = read_tiles(prefixes)

@@ -50,3 +50,24 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# Objects a migration creates that no model maps, by table (columns and indexes): the
+# model/migration comparison skips them. (audit_event.txid is Postgres-only: the ORM never
+# writes it — its default does — and only the log's sequencer reads it, through SQL.)
+DATABASE_ONLY: dict[str, frozenset[str]] = {}
+
+
+def include_object(dialect: str) -> Any:
+    """Alembic's `include_object` for this metadata on `dialect`."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
+        postgres_only = type_ == "index" and bool(getattr(obj, "info", {}).get("postgresql_only"))
+        if postgres_only and dialect != "postgresql":
+            return False
+        table = getattr(obj, "table", None)
+        if reflected and other is None and table is not None:
+            return name not in DATABASE_ONLY.get(table.name, frozenset())
+        return True
+
+    return include

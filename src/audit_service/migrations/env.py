@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, migration_lock
+from audit_service.kit.models import include_object
 from audit_service.models import Base
 
 config = context.config
@@ -21,14 +21,10 @@ def _url() -> str:
 
 
 def _configure(connection: Connection) -> None:
-    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
-        postgres_only = type_ == "index" and bool(getattr(obj, "info", {}).get("postgresql_only"))
-        return not (postgres_only and connection.dialect.name != "postgresql")
-
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        include_object=include_object,
+        include_object=include_object(connection.dialect.name),
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

@@ -1,0 +1,213 @@
+"""The log position (DESIGN §9): all SQL of the sequencer and of `follow()`.
+
+Identity values are taken at insert but become visible at commit, so "rows with id > last"
+skips the rows of slower transactions. Postgres stamps every row with its transaction's id
+(`txid xid8 DEFAULT pg_current_xact_id()`); every transaction below the current snapshot's
+xmin has ended, so the rows below it form a prefix of the commit history that can never
+grow again: the sequencer appends them, in (txid, id) order, to `audit_leaf` with gap-free
+positions. SQLite has one writer at a time, so there id order is commit order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Table, and_, insert, literal_column, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from audit_service.audit_log.models import AuditEvent, AuditLeaf, LogCursor
+from audit_service.core.db import is_postgres
+from audit_service.kit.models import utcnow
+
+_events = cast(Table, AuditEvent.__table__)
+_leaves = cast(Table, AuditLeaf.__table__)
+_cursor = cast(Table, LogCursor.__table__)
+# Postgres-only, unmapped (migration 0009).
+_TXID: ColumnElement[Any] = literal_column("audit_event.txid")
+_HORIZON = text("pg_snapshot_xmin(pg_current_snapshot())")
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    next_position: int
+    # None: still sequencing the rows written before migration 0009, by id (always, on
+    # SQLite).
+    txid: int | None
+    event_pk: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Unsequenced events in commit order (dicts of audit_event columns, `metadata` by
+    column name), and the (txid, id) the cursor moves to after them."""
+
+    events: list[dict[str, Any]]
+    last_txid: int | None
+    last_id: int
+    # The legacy (txid-less) rows are all sequenced: switch to (txid, id) order.
+    legacy_done: bool = False
+
+
+async def lock_cursor(session: AsyncSession) -> Cursor:
+    """The sequencer's cursor, row-locked for this transaction (a second sequencer, e.g. a
+    process that lost its lease but not its connection, waits here and then sees the moved
+    cursor instead of appending the same events again)."""
+    row = (await session.execute(select(_cursor).where(_cursor.c.id == 1).with_for_update())).one()
+    return Cursor(row.next_position, row.cursor_txid, row.cursor_id)
+
+
+def _entry_columns() -> list[Any]:
+    return [c for c in _events.c]
+
+
+async def unsequenced(session: AsyncSession, cursor: Cursor, limit: int) -> Batch:
+    """The next committed events after `cursor`, at most `limit`."""
+    if not is_postgres(session):
+        stmt = (
+            select(*_entry_columns())
+            .where(_events.c.id > cursor.event_pk)
+            .order_by(_events.c.id)
+            .limit(limit)
+        )
+        rows = (await session.execute(stmt)).all()
+        last = rows[-1].id if rows else cursor.event_pk
+        return Batch([dict(r._mapping) for r in rows], None, last)
+    if cursor.txid is None:
+        stmt = (
+            select(*_entry_columns())
+            .where(_TXID.is_(None), _events.c.id > cursor.event_pk)
+            .order_by(_events.c.id)
+            .limit(limit)
+        )
+        rows = (await session.execute(stmt)).all()
+        last = rows[-1].id if rows else cursor.event_pk
+        return Batch([dict(r._mapping) for r in rows], None, last, legacy_done=len(rows) < limit)
+    # One statement, one snapshot: every row below its xmin is committed and visible to it.
+    stmt = (
+        select(*_entry_columns(), literal_column("audit_event.txid::text").label("_txid"))
+        .where(
+            text("(audit_event.txid, audit_event.id) > (CAST(:t AS text)::xid8, :i)"),
+            _TXID < _HORIZON,
+        )
+        .order_by(_TXID, _events.c.id)
+        .limit(limit)
+    )
+    rows = (await session.execute(stmt, {"t": str(cursor.txid), "i": cursor.event_pk})).all()
+    if not rows:
+        return Batch([], cursor.txid, cursor.event_pk)
+    events = []
+    for r in rows:
+        event = dict(r._mapping)
+        del event["_txid"]
+        events.append(event)
+    return Batch(events, int(rows[-1]._txid), rows[-1].id)
+
+
+async def append_leaves(
+    session: AsyncSession, first_position: int, event_pks: Sequence[int], hashes: Sequence[bytes]
+) -> None:
+    await session.execute(
+        insert(_leaves),
+        [
+            {"position": first_position + i, "event_pk": pk, "leaf_hash": h}
+            for i, (pk, h) in enumerate(zip(event_pks, hashes, strict=True))
+        ],
+    )
+
+
+async def advance_cursor(session: AsyncSession, cursor: Cursor, batch: Batch) -> Cursor:
+    if batch.legacy_done:
+        # Every row with a txid is above (0, 0).
+        moved = Cursor(cursor.next_position + len(batch.events), 0, 0)
+    else:
+        moved = Cursor(cursor.next_position + len(batch.events), batch.last_txid, batch.last_id)
+    await session.execute(
+        update(_cursor)
+        .where(_cursor.c.id == 1)
+        .values(
+            next_position=moved.next_position,
+            cursor_txid=moved.txid,
+            cursor_id=moved.event_pk,
+            updated_at=utcnow(),
+        )
+    )
+    return moved
+
+
+async def oldest_unsequenced(session: AsyncSession, cursor: Cursor) -> datetime | None:
+    """`recorded_at` of the next event the sequencer will take (the first committed one
+    after the cursor): its age is the sequencer's lag. Rows of still-open transactions are
+    invisible, so a transaction held open shows as the lag of the rows committed behind it."""
+    recorded = _events.c.recorded_at
+    if not is_postgres(session) or cursor.txid is None:
+        where: Any = _events.c.id > cursor.event_pk
+        if is_postgres(session):
+            where = and_(where, _TXID.is_(None))
+        stmt = select(recorded).where(where).order_by(_events.c.id).limit(1)
+        value = (await session.execute(stmt)).scalar()
+    else:
+        stmt = (
+            select(recorded)
+            .where(text("(audit_event.txid, audit_event.id) > (CAST(:t AS text)::xid8, :i)"))
+            .order_by(_TXID, _events.c.id)
+            .limit(1)
+        )
+        value = (
+            await session.execute(stmt, {"t": str(cursor.txid), "i": cursor.event_pk})
+        ).scalar()
+    return cast(datetime | None, value)
+
+
+async def tree_size(bind: AsyncSession | AsyncConnection) -> int:
+    """How many events have a position (the size of the log)."""
+    value = (await bind.execute(select(_cursor.c.next_position).where(_cursor.c.id == 1))).scalar()
+    return int(value or 0)
+
+
+# --- following the log -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    position: int
+    leaf_hash: bytes
+    # None once retention has deleted the row (the leaf stays).
+    event: Mapping[str, Any] | None
+
+
+async def follow(bind: AsyncSession | AsyncConnection, *, after: int, limit: int) -> list[Followed]:
+    """The events at positions after `after` (-1: from the start), in log order, at most
+    `limit`: THE way to read new events (DESIGN §9). A consumer keeps `after` as its cursor
+    and advances it in the same transaction as its own writes; it never skips an event."""
+    stmt = (
+        select(_leaves.c.position, _leaves.c.leaf_hash, *_entry_columns())
+        .select_from(_leaves.outerjoin(_events, _events.c.id == _leaves.c.event_pk))
+        .where(_leaves.c.position > after)
+        .order_by(_leaves.c.position)
+        .limit(limit)
+    )
+    out = []
+    for r in (await bind.execute(stmt)).all():
+        m = dict(r._mapping)
+        position, leaf = m.pop("position"), m.pop("leaf_hash")
+        out.append(Followed(position, leaf, m if m["id"] is not None else None))
+    return out
+
+
+async def leaves(bind: AsyncSession | AsyncConnection, start: int, end: int) -> list[Any]:
+    """(position, event_pk, leaf_hash) for positions in [start, end), in order."""
+    stmt = (
+        select(_leaves.c.position, _leaves.c.event_pk, _leaves.c.leaf_hash)
+        .where(_leaves.c.position >= start, _leaves.c.position < end)
+        .order_by(_leaves.c.position)
+    )
+    return list((await bind.execute(stmt)).all())
+
+
+async def position_of(bind: AsyncSession | AsyncConnection, event_pk: int) -> int | None:
+    stmt = select(_leaves.c.position).where(_leaves.c.event_pk == event_pk)
+    value = (await bind.execute(stmt)).scalar()
+    return None if value is None else int(value)

@@ -1,0 +1,116 @@
+"""The log job: sequence committed events, keep the tiles in step, sign checkpoints.
+
+One leased job (`log.sequencer`) so that exactly one process appends to the log at a time.
+It loops inside one lease: a round every `sequencer_interval` (at once again while a round
+comes back full), a checkpoint when the tree grew and `checkpoint_interval` has passed, a
+re-issued one every `checkpoint_idle_interval` while idle, and every
+`checkpoint_event_interval` the newest checkpoint is written as an `integrity.checkpoint`
+event, so it leaves the box with exports and forwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from audit_service.audit_log.jobs import record_job_event
+from audit_service.audit_log.sequencer import Sequencer
+from audit_service.core.config import Settings
+from audit_service.core.jobs import Job, JobContext
+from audit_service.integrity import note
+from audit_service.integrity import repository as repo
+from audit_service.integrity.service import (
+    Checkpointer,
+    LeafHasher,
+    append_tiles,
+    default_origin,
+)
+
+LOG_JOB = "log.sequencer"
+
+
+def _valid_key(text: str) -> bool:
+    try:
+        note.Signer.from_private_key(text)
+    except note.NoteError:
+        return False
+    return True
+
+
+def log_signer(settings: Settings) -> note.Signer:
+    """The checkpoint signing key (a development key under ./var/ unless configured)."""
+    key = settings.log_key(
+        lambda: note.Signer.generate("audit-service-dev").private_key, _valid_key
+    )
+    return note.Signer.from_private_key(key)
+
+
+def make_sequencer() -> Sequencer:
+    return Sequencer(hash_leaves=LeafHasher(), on_append=append_tiles)
+
+
+def make_checkpointer(settings: Settings) -> Checkpointer:
+    return Checkpointer(
+        log_signer(settings),
+        settings.log_origin or default_origin(),
+        min_interval=settings.checkpoint_interval,
+        idle_interval=settings.checkpoint_idle_interval,
+    )
+
+
+@dataclass(eq=False)
+class LogJob:
+    sequencer: Sequencer
+    checkpointer: Checkpointer
+    interval: float
+    event_interval: float
+    _last_event_at: float = field(default=0.0, init=False)
+    _last_event_size: int = field(default=-1, init=False)
+
+    async def __call__(self, ctx: JobContext) -> None:
+        while not ctx.stop.is_set():
+            async with ctx.sessionmaker() as session:
+                r = await self.sequencer.run_round(session, ctx.fence)
+            ctx.report_lag(r.lag_seconds)
+            await self.sign(ctx)
+            if not r.more and not await ctx.sleep(self.interval):
+                return
+
+    async def sign(self, ctx: JobContext) -> None:
+        async with ctx.sessionmaker() as session:
+            size = await self.checkpointer.maybe_sign(session)
+            now = time.monotonic()
+            if (
+                size is not None
+                and now - self._last_event_at >= self.event_interval
+                # Not for a tree that grew by nothing but the previous checkpoint event.
+                and size > self._last_event_size + 1
+            ):
+                latest = await repo.latest_checkpoint(session)
+                await record_job_event(
+                    session,
+                    ctx.name,
+                    "integrity.checkpoint",
+                    "integrity",
+                    f"Signed checkpoint of the log at {size} events",
+                    target_type="checkpoint",
+                    target_id=str(size),
+                    tree_size=size,
+                    root_hash=latest.root_hash.hex(),
+                    checkpoint=latest.note,
+                )
+                self._last_event_at, self._last_event_size = now, size
+            await ctx.fence(session)
+            await session.commit()
+
+
+def log_jobs(settings: Settings) -> list[Job]:
+    job = LogJob(
+        make_sequencer(),
+        make_checkpointer(settings),
+        settings.sequencer_interval,
+        settings.checkpoint_event_interval,
+    )
+    # interval 0: the job loops by itself while it holds its lease; if it ends (an error),
+    # the runtime's backoff restarts it.
+    return [Job(LOG_JOB, 0.0, job, lease_seconds=15.0, backoff_max=30.0)]

@@ -1,0 +1,132 @@
+"""All SQL of the integrity domain: commitment keys, tiles, checkpoints, the log's origin."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Table, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from audit_service.core.db import upsert_for
+from audit_service.integrity.models import (
+    IntegrityCheckpoint,
+    IntegrityKey,
+    IntegrityLog,
+    IntegrityTile,
+)
+from audit_service.kit.models import utcnow
+
+_keys = cast(Table, IntegrityKey.__table__)
+_tiles = cast(Table, IntegrityTile.__table__)
+_checkpoints = cast(Table, IntegrityCheckpoint.__table__)
+_log = cast(Table, IntegrityLog.__table__)
+
+Bind = AsyncSession | AsyncConnection
+
+
+async def read_keys(bind: Bind, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+    pairs = sorted(set(wanted))
+    out: dict[tuple[str, str], bytes] = {}
+    for i in range(0, len(pairs), 500):
+        chunk = pairs[i : i + 500]
+        stmt = select(_keys.c.kind, _keys.c.name, _keys.c.key).where(
+            tuple_(_keys.c.kind, _keys.c.name).in_(chunk)
+        )
+        out.update({(r.kind, r.name): r.key for r in (await bind.execute(stmt)).all()})
+    return out
+
+
+async def create_keys(
+    bind: Bind, missing: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], bytes]:
+    """Create keys (random, 32 bytes) for `missing`; a key someone created meanwhile wins."""
+    missing = sorted(set(missing))
+    if missing:
+        now = utcnow()
+        insert = upsert_for(bind)(_keys)
+        await bind.execute(
+            insert.on_conflict_do_nothing(),
+            [
+                {"kind": k, "name": n, "key": secrets.token_bytes(32), "created_at": now}
+                for k, n in missing
+            ],
+        )
+    return await read_keys(bind, missing)
+
+
+async def read_tiles(bind: Bind, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """(level, index) → the tile's stored hashes (a partial tile's row holds its newest
+    width; older widths are prefixes of it)."""
+    pairs = sorted(set(wanted))
+    out: dict[tuple[int, int], bytes] = {}
+    for i in range(0, len(pairs), 500):
+        chunk = pairs[i : i + 500]
+        stmt = select(_tiles.c.level, _tiles.c.idx, _tiles.c.data).where(
+            tuple_(_tiles.c.level, _tiles.c.idx).in_(chunk)
+        )
+        out.update({(r.level, r.idx): bytes(r.data) for r in (await bind.execute(stmt)).all()})
+    return out
+
+
+async def write_tiles(bind: Bind, tiles: Sequence[tuple[int, int, bytes]]) -> None:
+    """Insert new tiles, grow partial ones (the table's trigger refuses anything else)."""
+    if not tiles:
+        return
+    insert = upsert_for(bind)(_tiles)
+    stmt = insert.on_conflict_do_update(
+        index_elements=[_tiles.c.level, _tiles.c.idx], set_={"data": insert.excluded.data}
+    )
+    await bind.execute(stmt, [{"level": lv, "idx": ix, "data": d} for lv, ix, d in tiles])
+
+
+async def latest_checkpoint(bind: Bind) -> Any:
+    stmt = select(_checkpoints).order_by(_checkpoints.c.id.desc()).limit(1)
+    return (await bind.execute(stmt)).first()
+
+
+async def checkpoint_at_least(bind: Bind, size: int) -> Any:
+    """The first checkpoint whose tree holds `size` leaves or more."""
+    stmt = (
+        select(_checkpoints)
+        .where(_checkpoints.c.tree_size >= size)
+        .order_by(_checkpoints.c.tree_size, _checkpoints.c.id)
+        .limit(1)
+    )
+    return (await bind.execute(stmt)).first()
+
+
+async def checkpoints(bind: Bind, *, after_id: int = 0, limit: int = 1000) -> list[Any]:
+    stmt = (
+        select(_checkpoints)
+        .where(_checkpoints.c.id > after_id)
+        .order_by(_checkpoints.c.id)
+        .limit(limit)
+    )
+    return list((await bind.execute(stmt)).all())
+
+
+async def add_checkpoint(bind: Bind, tree_size: int, root: bytes, note: str) -> None:
+    await bind.execute(
+        _checkpoints.insert().values(
+            tree_size=tree_size, root_hash=root, note=note, signed_at=utcnow()
+        )
+    )
+
+
+async def origin(bind: Bind) -> str | None:
+    value = (await bind.execute(select(_log.c.origin).where(_log.c.id == 1))).scalar()
+    return None if value is None else str(value)
+
+
+async def claim_origin(bind: Bind, proposed: str) -> str:
+    """The log's origin: the first one ever proposed (a log never changes its name)."""
+    await bind.execute(
+        upsert_for(bind)(_log)
+        .values(id=1, origin=proposed, created_at=utcnow())
+        .on_conflict_do_nothing()
+    )
+    found = await origin(bind)
+    assert found is not None
+    return found

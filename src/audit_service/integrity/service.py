@@ -1,0 +1,224 @@
+"""The tamper-evident log over the log positions: leaf hashes with keyed commitments,
+C2SP tiles kept in step with the leaves, signed checkpoints, proofs from the tiles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from audit_service.audit_log import log
+from audit_service.integrity import merkle, note
+from audit_service.integrity import repository as repo
+from audit_service.integrity.entry import EntryKeys, entry_leaf_hash
+from audit_service.integrity.merkle import HASH_SIZE
+from audit_service.integrity.tiles import (
+    Tile,
+    TileHashReader,
+    extend_tiles,
+    extended_partials,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+Bind = AsyncSession | AsyncConnection
+
+DAY = "day"
+SUBJECT = "subject"
+
+
+# --- commitment keys and leaf hashes ---------------------------------------------------------
+
+
+def day_key_name(event: Mapping[str, Any]) -> str | None:
+    """The day key an event's IP and user agent are committed under (its UTC recording day)."""
+    if event.get("ip") is None and event.get("user_agent") is None:
+        return None
+    recorded: datetime = event["recorded_at"]
+    return recorded.astimezone(UTC).date().isoformat()
+
+
+def subject_key_name(event: Mapping[str, Any]) -> str | None:
+    """The data subject an event's actor fields are committed under: the actor (type and
+    id, or type and name when it has no id). Erasing this key forgets the person."""
+    name = event.get("actor_name")
+    actor_id = event.get("actor_id")
+    if name is None and (actor_id is None or event.get("actor_type") != "user"):
+        return None
+    if actor_id is not None:
+        return f"{event['actor_type']}:{actor_id}"
+    return f"{event['actor_type']}:name:{name}"
+
+
+def needed_keys(events: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    wanted: set[tuple[str, str]] = set()
+    for e in events:
+        if (day := day_key_name(e)) is not None:
+            wanted.add((DAY, day))
+        if (subject := subject_key_name(e)) is not None:
+            wanted.add((SUBJECT, subject))
+    return wanted
+
+
+def entry_keys(event: Mapping[str, Any], keys: Mapping[tuple[str, str], bytes]) -> EntryKeys:
+    day, subject = day_key_name(event), subject_key_name(event)
+    return EntryKeys(
+        day_key=None if day is None else keys.get((DAY, day)),
+        subject_key=None if subject is None else keys.get((SUBJECT, subject)),
+    )
+
+
+def leaf_hashes(
+    events: Sequence[Mapping[str, Any]], keys: Mapping[tuple[str, str], bytes]
+) -> list[bytes]:
+    return [entry_leaf_hash(e, entry_keys(e, keys)) for e in events]
+
+
+@dataclass(eq=False)
+class LeafHasher:
+    """The sequencer's `hash_leaves`: creates missing keys in the round's transaction and
+    hashes off the event loop (a round of 2,000 entries is ~50 ms of CPU)."""
+
+    cache_size: int = 4096
+    _cache: OrderedDict[tuple[str, str], bytes] = field(default_factory=OrderedDict)
+
+    async def __call__(
+        self, session: AsyncSession, events: Sequence[Mapping[str, Any]]
+    ) -> list[bytes]:
+        wanted = needed_keys(events)
+        keys = {w: self._cache[w] for w in wanted if w in self._cache}
+        if missing := wanted - keys.keys():
+            found = await repo.read_keys(session, missing)
+            # Only committed keys are cached: a key created in this round does not exist
+            # if the round rolls back, and the next round must not hash with it.
+            for k, v in found.items():
+                self._cache[k] = v
+            keys.update(found)
+            if still_missing := missing - found.keys():
+                keys.update(await repo.create_keys(session, still_missing))
+        for k in keys:
+            if k in self._cache:
+                self._cache.move_to_end(k)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return await asyncio.to_thread(leaf_hashes, events, keys)
+
+    def forget(self) -> None:
+        """Drop cached keys (after keys were erased)."""
+        self._cache.clear()
+
+
+# --- tiles -----------------------------------------------------------------------------------
+
+
+class _NeedTiles(Exception):
+    def __init__(self, tiles: Sequence[Tile]) -> None:
+        self.tiles = list(tiles)
+
+
+def _answer(tile: Tile, data: bytes | None) -> bytes:
+    if data is None or len(data) < tile.width * HASH_SIZE:
+        raise merkle.ProofError(f"tile {tile.path} is missing or shorter than its width")
+    return data[: tile.width * HASH_SIZE]
+
+
+async def with_tiles(bind: Bind, tree_size: int, compute: Callable[[TileHashReader], T]) -> T:
+    """Run a synchronous Merkle computation over the stored tiles of a tree of `tree_size`:
+    the tiles it needs are fetched (in one query per round of requests) and it is rerun."""
+    cache: dict[tuple[int, int], bytes | None] = {}
+
+    def read(tiles: Sequence[Tile]) -> list[bytes]:
+        missing = [t for t in tiles if (t.level, t.index) not in cache]
+        if missing:
+            raise _NeedTiles(missing)
+        return [_answer(t, cache[(t.level, t.index)]) for t in tiles]
+
+    for _ in range(8):
+        try:
+            return compute(TileHashReader(tree_size, read))
+        except _NeedTiles as need:
+            got = await repo.read_tiles(bind, [(t.level, t.index) for t in need.tiles])
+            for t in need.tiles:
+                cache[(t.level, t.index)] = got.get((t.level, t.index))
+    raise RuntimeError("Merkle computation kept asking for more tiles")
+
+
+async def append_tiles(session: AsyncSession, old_size: int, hashes: Sequence[bytes]) -> None:
+    """The sequencer's `on_append`: extend the tiles by the new leaves, same transaction."""
+    prefixes = extended_partials(old_size, old_size + len(hashes))
+    stored = await repo.read_tiles(session, [(t.level, t.index) for t in prefixes])
+    new = extend_tiles(
+        old_size,
+        hashes,
+        lambda tiles: [_answer(t, stored.get((t.level, t.index))) for t in tiles],
+    )
+    await repo.write_tiles(session, [(t.level, t.index, data) for t, data in new.items()])
+
+
+async def root_at(bind: Bind, tree_size: int) -> bytes:
+    return await with_tiles(bind, tree_size, lambda src: merkle.root_hash(src, tree_size))
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def default_origin() -> str:
+    return f"{socket.gethostname()}/audit-service/{uuid.uuid4().hex[:16]}"
+
+
+@dataclass(eq=False)
+class Checkpointer:
+    """Signs a checkpoint when the tree grew (at most once per `min_interval`) and re-issues
+    the newest one with a fresh timestamped cosignature every `idle_interval` while nothing
+    happens, so a gap in checkpoints means logging stopped."""
+
+    signer: note.Signer
+    proposed_origin: str
+    min_interval: float = 1.0
+    idle_interval: float = 60.0
+    cosigner: note.Signer = field(init=False)
+    _origin: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.cosigner = self.signer.with_type(note.COSIGNATURE_V1)
+
+    @property
+    def verifiers(self) -> list[note.Verifier]:
+        return [self.signer.verifier, self.cosigner.verifier]
+
+    async def origin(self, bind: Bind) -> str:
+        if self._origin is None:
+            self._origin = await repo.claim_origin(bind, self.proposed_origin)
+        return self._origin
+
+    async def maybe_sign(self, session: AsyncSession) -> int | None:
+        """Sign if due (in `session`, not committed here); the signed tree size, or None."""
+        size = await log.tree_size(session)
+        last = await repo.latest_checkpoint(session)
+        now = time.time()
+        if last is not None:
+            age = now - last.signed_at.timestamp()
+            if last.tree_size > size:
+                raise RuntimeError(
+                    f"newest checkpoint covers {last.tree_size} leaves, the log has {size}"
+                )
+            if last.tree_size == size and age < self.idle_interval:
+                return None
+            if age < self.min_interval:
+                return None
+        origin = await self.origin(session)
+        root = await root_at(session, size)
+        checkpoint = note.Checkpoint(origin, size, root)
+        signed = note.sign_checkpoint(checkpoint, [self.signer])
+        signed = note.add_signatures(signed, [note.cosign(checkpoint, self.cosigner, int(now))])
+        await repo.add_checkpoint(session, size, root, signed)
+        return size

@@ -103,6 +103,13 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_url: str) -> str:
+    """A superuser (or database owner) URL of the same database, for what the service's role
+    may not do: truncating between tests, tampering with the log on purpose."""
+    return pg_url
+
+
 @pytest.fixture
 async def pg_only_url(pg_url: str) -> str:
     await _truncate(pg_url)

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     checkpoint_idle_interval: float = Field(default=60.0, ge=1, le=3600, description="seconds")
     # How often a checkpoint is also written as an `integrity.checkpoint` event (so it
     # leaves the box with every export and forward).
-    checkpoint_event_interval: float = Field(default=60.0, ge=1, description="seconds")
+    checkpoint_event_interval: float = Field(default=300.0, ge=1, description="seconds")
     # Postgres kills a session idle inside a transaction after this long (0: never): such a
     # transaction holds back the sequencer's horizon and every consumer of the log.
     idle_in_transaction_timeout: float = Field(default=60.0, ge=0, description="seconds")

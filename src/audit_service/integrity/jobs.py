@@ -68,6 +68,10 @@ class LogJob:
     _last_event_size: int = field(default=-1, init=False)
 
     async def __call__(self, ctx: JobContext) -> None:
+        # The first checkpoint event comes one interval after start, not at once: a service
+        # that restarts often would otherwise write one per start.
+        if not self._last_event_at:
+            self._last_event_at = time.monotonic()
         while not ctx.stop.is_set():
             async with ctx.sessionmaker() as session:
                 r = await self.sequencer.run_round(session, ctx.fence)

@@ -89,7 +89,7 @@ async def test_every_event_once_in_order_with_leaf_hashes_tiles_and_a_checkpoint
         latest.note, [signer.verifier], origin="example.test/audit-service/t1"
     )
     assert (checkpoint.size, checkpoint.root_hash) == (len(events), tree.root())
-    assert note.find_cosignatures(latest.note, [cp.cosigner.verifier])
+    assert note.find_cosignatures(latest.note, [cp.cosigners[0].verifier])
 
 
 async def test_follow_reads_the_log_in_position_order(h: Harness) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from audit_service.audit_log.sequencer import no_fence
-from audit_service.integrity.jobs import log_signer, make_sequencer
+from audit_service.integrity.jobs import log_signers, make_sequencer
 from audit_service.integrity.service import Checkpointer
 
 
@@ -15,7 +15,7 @@ async def seal(h: Any) -> int:
     settings = h.app.state.settings
     await make_sequencer().catch_up(h.app.state.sessionmaker, no_fence)
     checkpointer = Checkpointer(
-        log_signer(settings), settings.log_origin, min_interval=0.0, idle_interval=0.0
+        log_signers(settings), settings.log_origin, min_interval=0.0, idle_interval=0.0
     )
     async with h.app.state.sessionmaker() as session:
         size = await checkpointer.maybe_sign(session)

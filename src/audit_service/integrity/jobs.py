@@ -29,20 +29,37 @@ from audit_service.integrity.service import (
 LOG_JOB = "log.sequencer"
 
 
-def _valid_key(text: str) -> bool:
+def _valid_keys(text: str) -> bool:
     try:
-        note.Signer.from_private_key(text)
+        _parse_keys(text)
     except note.NoteError:
         return False
     return True
 
 
-def log_signer(settings: Settings) -> note.Signer:
-    """The checkpoint signing key (a development key under ./var/ unless configured)."""
-    key = settings.log_key(
-        lambda: note.Signer.generate("audit-service-dev").private_key, _valid_key
+def _parse_keys(text: str) -> list[note.Signer]:
+    """One key per line (or comma-separated): rotation signs with both keys for a while."""
+    keys = [k.strip() for k in text.replace(",", "\n").splitlines() if k.strip()]
+    if not keys:
+        raise note.NoteError("no signing key")
+    signers = [note.Signer.from_private_key(k) for k in keys]
+    if len({(s.name, s.key_id) for s in signers}) != len(signers):
+        raise note.NoteError("the same signing key is listed twice")
+    return signers
+
+
+def log_signers(settings: Settings) -> list[note.Signer]:
+    """The checkpoint signing keys, first = current (a development key under ./var/ unless
+    configured). To rotate: add the new key beside the old one (every checkpoint is then
+    signed by both), hand out its vkeys, then drop the old one."""
+    text = settings.log_key(
+        lambda: note.Signer.generate("audit-service-dev").private_key, _valid_keys
     )
-    return note.Signer.from_private_key(key)
+    return _parse_keys(text)
+
+
+def log_signer(settings: Settings) -> note.Signer:
+    return log_signers(settings)[0]
 
 
 def make_sequencer() -> Sequencer:
@@ -51,7 +68,7 @@ def make_sequencer() -> Sequencer:
 
 def make_checkpointer(settings: Settings) -> Checkpointer:
     return Checkpointer(
-        log_signer(settings),
+        log_signers(settings),
         settings.log_origin or default_origin(),
         min_interval=settings.checkpoint_interval,
         idle_interval=settings.checkpoint_idle_interval,

@@ -181,19 +181,23 @@ class Checkpointer:
     the newest one with a fresh timestamped cosignature every `idle_interval` while nothing
     happens, so a gap in checkpoints means logging stopped."""
 
-    signer: note.Signer
+    signers: Sequence[note.Signer]
     proposed_origin: str
     min_interval: float = 1.0
     idle_interval: float = 60.0
-    cosigner: note.Signer = field(init=False)
+    cosigners: list[note.Signer] = field(init=False)
     _origin: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.cosigner = self.signer.with_type(note.COSIGNATURE_V1)
+        if isinstance(self.signers, note.Signer):
+            self.signers = [self.signers]
+        if not self.signers:
+            raise ValueError("a checkpointer needs at least one signing key")
+        self.cosigners = [s.with_type(note.COSIGNATURE_V1) for s in self.signers]
 
     @property
     def verifiers(self) -> list[note.Verifier]:
-        return [self.signer.verifier, self.cosigner.verifier]
+        return [s.verifier for s in (*self.signers, *self.cosigners)]
 
     async def origin(self, bind: Bind) -> str:
         if self._origin is None:
@@ -207,6 +211,7 @@ class Checkpointer:
         now = time.time()
         if last is not None:
             age = now - last.signed_at.timestamp()
+            # Never a checkpoint smaller than one already signed (that would be a fork).
             if last.tree_size > size:
                 raise RuntimeError(
                     f"newest checkpoint covers {last.tree_size} leaves, the log has {size}"
@@ -218,7 +223,9 @@ class Checkpointer:
         origin = await self.origin(session)
         root = await root_at(session, size)
         checkpoint = note.Checkpoint(origin, size, root)
-        signed = note.sign_checkpoint(checkpoint, [self.signer])
-        signed = note.add_signatures(signed, [note.cosign(checkpoint, self.cosigner, int(now))])
+        signed = note.sign_checkpoint(checkpoint, self.signers)
+        signed = note.add_signatures(
+            signed, [note.cosign(checkpoint, c, int(now)) for c in self.cosigners]
+        )
         await repo.add_checkpoint(session, size, root, signed)
         return size

@@ -250,3 +250,68 @@ def test_property_every_double_round_trips_in_ecmascript_notation(x: float) -> N
 def test_timestamps_are_utc_with_six_fraction_digits(value: datetime, text: str) -> None:
     assert e._timestamp({"t": value}, "t") == text
     assert e._timestamp({"t": value}, "t") == text  # and the same from the per-second cache
+
+
+# --- the fast path writes exactly what the checked path writes --------------------------
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+# Each column: mostly well-typed values, sometimes the odd ones the checked path refuses.
+_odd = st.sampled_from([None, 5, 2.5, b"x", "\udcff", True, "", "é"])
+_columns: dict[str, Any] = {
+    "id": st.integers(min_value=-1, max_value=2**40) | _odd,
+    "event_id": st.uuids() | st.sampled_from(["0b5c7d1e-8f2a-4c3b-9d4e-5f6a7b8c9d0e", "x"]),
+    "occurred_at": st.datetimes(timezones=st.just(UTC)) | st.datetimes(),
+    "recorded_at": st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3))])),
+    "actor_type": st.sampled_from(["user", "service", "system", "anonymous"]) | _odd,
+    "ip": st.sampled_from(["203.0.113.7", "2001:db8::1", "fe80::1%eth0", "999.1.1.1"]) | _odd,
+    "status_code": st.integers(min_value=100, max_value=599) | _odd,
+    "latency_ms": st.floats(allow_nan=False) | st.integers() | _odd,
+    "metadata": st.dictionaries(st.text(max_size=6), _json, max_size=5) | _odd,
+}
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> dict[str, Any]:
+    event = sample_event()
+    for name in e.ENTRY_COLUMNS:
+        if draw(st.integers(0, 3)) == 0:
+            strategy = _columns.get(name, st.text(max_size=12) | _odd)
+            event[name] = draw(strategy)
+    if draw(st.integers(0, 30)) == 0:
+        del event[draw(st.sampled_from(e.ENTRY_COLUMNS))]
+    return event
+
+
+def _outcome(build: Any) -> Any:
+    try:
+        return build()
+    except ValueError as exc:
+        return ("ValueError", str(exc))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    _events(),
+    st.sampled_from([KEYS, EntryKeys(day_key=DAY_KEY), EntryKeys(subject_key=SUBJECT_KEY)]),
+)
+def test_fast_path_writes_what_the_checked_path_writes(event: dict[str, Any], keys: Any) -> None:
+    checked = _outcome(lambda: e.encode_entry(event, e.compute_commitments(event, keys)))
+    assert _outcome(lambda: e.build_entry(event, keys)) == checked
+    try:
+        fast = e._fast_entry(event, keys.day_key, keys.subject_key)
+    except Exception:
+        return  # referred to the checked path (compared above)
+    assert fast == checked

@@ -12,16 +12,20 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     Select,
+    String,
     Table,
+    Text,
     case,
     event,
     false,
     func,
     literal,
     literal_column,
+    select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import base as pg_base
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -336,6 +340,30 @@ async def copy_out(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await conn.invalidate()
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under a Postgres session, for the few hot paths that skip
+    SQLAlchemy's per-row result processing (the log sequencer reads thousands of rows per
+    round). The session's transaction must have begun (a statement ran through it): then
+    what runs on the driver belongs to that transaction and commits with the session."""
+    conn = await session.connection()
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None or not driver.is_in_transaction():
+        raise RuntimeError("driver_connection() needs a session whose transaction has begun")
+    return driver
+
+
+def in_values(bind: AsyncSession | AsyncConnection, column: Any, values: list[Any]) -> Any:
+    """`column IN (values)`. On Postgres the values travel as one array parameter, unpacked
+    by `unnest` (one prepared statement for every list length, and a hash or index join
+    whatever the table's statistics say: `= ANY(CAST($1 AS varchar(300)[]))` was planned as
+    a filter that coerced the whole array once per row, quadratic). SQLite gets IN."""
+    engine = bind.bind if isinstance(bind, AsyncSession) else bind
+    if engine is not None and engine.dialect.name == "postgresql":
+        element = Text() if isinstance(column.type, String) else column.type
+        return column.in_(select(func.unnest(literal(values, ARRAY(element)))))
+    return column.in_(values)
 
 
 # --- Migrations ------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import operator
 import socket
 import uuid
 from collections.abc import Mapping
@@ -166,13 +167,7 @@ def _jcs(value: Any) -> str:
     if t is str:
         return encode_basestring(value)
     if t is dict:
-        if all(type(k) is str and k.isascii() for k in value):
-            keys = sorted(value)  # ASCII keys: code point order is UTF-16 order
-        elif all(type(k) is str for k in value):
-            keys = sorted(value, key=_utf16_key)
-        else:
-            return _jcs_other(value)
-        return "{" + ",".join([encode_basestring(k) + ":" + _jcs(value[k]) for k in keys]) + "}"
+        return _jcs_dict(value)
     if t is list:
         return "[" + ",".join([_jcs(v) for v in value]) + "]"
     if t is int and -_SAFE_INT <= value <= _SAFE_INT:
@@ -181,6 +176,41 @@ def _jcs(value: Any) -> str:
         return _es6_number(value)
     if value is None:
         return "null"
+    return _jcs_other(value)
+
+
+def _jcs_dict(value: dict[Any, Any]) -> str:
+    # Metadata is the costliest part of an entry: ASCII string keys (code point order is
+    # UTF-16 order for them) with string, safe-integer and object values are written here
+    # without a call per value (8.2 -> 3.7 µs for a 7-key object); any other key takes the
+    # general path.
+    try:
+        keys = sorted(value)
+    except TypeError:  # keys of mixed types
+        return _jcs_other(value)
+    enc = encode_basestring
+    parts: list[str] = []
+    append = parts.append
+    for k in keys:
+        if type(k) is not str or not k.isascii():
+            return _jcs_dict_general(value)
+        v = value[k]
+        t = type(v)
+        if t is str:
+            append(enc(k) + ":" + enc(v))
+        elif t is int and -_SAFE_INT <= v <= _SAFE_INT:
+            append(enc(k) + ":" + str(v))
+        elif t is dict:
+            append(enc(k) + ":" + _jcs_dict(v))
+        else:
+            append(enc(k) + ":" + _jcs(v))
+    return "{" + ",".join(parts) + "}"
+
+
+def _jcs_dict_general(value: dict[Any, Any]) -> str:
+    if all(type(k) is str for k in value):
+        keys = sorted(value, key=_utf16_key)
+        return "{" + ",".join([encode_basestring(k) + ":" + _jcs(value[k]) for k in keys]) + "}"
     return _jcs_other(value)
 
 
@@ -245,15 +275,19 @@ class Commitments:
     actor_name: bytes | None = None
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=4096)
 def _hmac_states(key: bytes) -> tuple[Any, Any]:
     """SHA-256 states with HMAC's inner and outer pads absorbed (RFC 2104), so each salt costs
     two hash copies instead of re-deriving the pads: the sequencer sees one day key for a
     whole day. Bounded; `forget_keys()` drops them (e.g. right after a key is erased)."""
     padded = key.ljust(64, b"\x00")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
-    return inner, outer
+    return hashlib.sha256(padded.translate(_IPAD)), hashlib.sha256(padded.translate(_OPAD))
+
+
+# XOR with HMAC's pad bytes as translation tables: a miss (a new data subject) costs ~1 µs,
+# not the ~7 µs of a byte-by-byte generator.
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 def forget_keys() -> None:
@@ -336,6 +370,12 @@ def _timestamp(event: Mapping[str, Any], name: str) -> str:
     value = event.get(name)
     if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime")
+    return _utc_text(value)
+
+
+def _utc_text(value: datetime) -> str:
+    """An aware datetime as entry text (a naive one raises TypeError: it cannot be
+    subtracted from the aware epoch)."""
     second = (value - _EPOCH) // _SECOND  # exact integer arithmetic, any time zone
     prefix = _second_prefixes.get(second)
     if prefix is None:
@@ -495,8 +535,148 @@ def _check_commitments(event: Mapping[str, Any], c: Commitments, is_user: bool) 
 
 def build_entry(event: Mapping[str, Any], keys: EntryKeys) -> bytes:
     """The v1 entry of an event (a dict of audit_event columns, `metadata` by column name)."""
-    return encode_entry(event, compute_commitments(event, keys))
+    return _build(event, keys.day_key, keys.subject_key)
 
 
 def entry_leaf_hash(event: Mapping[str, Any], keys: EntryKeys) -> bytes:
-    return leaf_hash(build_entry(event, keys))
+    return leaf_hash(_build(event, keys.day_key, keys.subject_key))
+
+
+def leaf_hash_with(
+    event: Mapping[str, Any], day_key: bytes | None, subject_key: bytes | None
+) -> bytes:
+    """`entry_leaf_hash` without building an `EntryKeys` per event (the sequencer's loop)."""
+    return _sha256(b"\x00" + _build(event, day_key, subject_key)).digest()
+
+
+def _build(event: Mapping[str, Any], day_key: bytes | None, subject_key: bytes | None) -> bytes:
+    try:
+        return _fast_entry(event, day_key, subject_key)
+    except Exception:  # noqa: S110 - the checked path below decides, and names the field
+        pass
+    keys = EntryKeys(day_key=day_key, subject_key=subject_key)
+    return encode_entry(event, compute_commitments(event, keys))
+
+
+# --- the fast path ----------------------------------------------------------------------
+#
+# The sequencer builds every entry once (and `verify` again): the checked path above costs
+# ~17 µs per event, most of it in per-field helper calls. `_fast_entry` writes the same bytes
+# for the events the checked path accepts with exact types (str, int, float, dict, aware
+# datetime, UUID) in one pass; anything else (a missing field, a wrong or unusual type, a
+# missing key, a lone surrogate, an invalid IP) raises, and `_build` reruns the event
+# through the checked path, which either writes it or refuses it with its precise message.
+# A test compares both paths over generated events.
+
+_sha256 = hashlib.sha256
+_ENTRY_VALUES = operator.itemgetter(*ENTRY_COLUMNS)
+
+
+class _Refer(Exception):
+    """Not for the fast path: let the checked path decide."""
+
+
+def _fast_entry(
+    event: Mapping[str, Any], day_key: bytes | None, subject_key: bytes | None
+) -> bytes:
+    (
+        pk,
+        event_id,
+        occurred_at,
+        recorded_at,
+        source,
+        tenant_id,
+        actor_type,
+        actor_id,
+        actor_name,
+        actor_role,
+        action,
+        module,
+        outcome,
+        description,
+        target_type,
+        target_id,
+        ip,
+        user_agent,
+        request_id,
+        method,
+        path,
+        status_code,
+        latency_ms,
+        metadata,
+        idempotency_key,
+        client_request_id,
+    ) = _ENTRY_VALUES(event)
+    if (
+        type(pk) is not int
+        or pk < 0
+        or not isinstance(event_id, uuid.UUID)
+        or type(metadata) is not dict
+        or (status_code is not None and type(status_code) is not int)
+        or (latency_ms is not None and type(latency_ms) not in (float, int))
+        or (ip is not None and type(ip) is not str)
+    ):
+        raise _Refer
+    enc = encode_basestring
+    ip_c = ua_c = id_c = name_c = "null"
+    if ip is not None or user_agent is not None:
+        if day_key is None:
+            raise _Refer
+        salt = event_salt(day_key, event_id)
+        if ip is not None:
+            ip_c = '"' + _sha256(DOMAIN_IP + salt + ip.encode()).hexdigest() + '"'
+        if user_agent is not None:
+            ua_c = '"' + _sha256(DOMAIN_USER_AGENT + salt + user_agent.encode()).hexdigest() + '"'
+    if actor_type == "user":
+        clear_id = "null"
+        if actor_name is not None or actor_id is not None:
+            if subject_key is None:
+                raise _Refer
+            salt = event_salt(subject_key, event_id)
+            if actor_id is not None:
+                id_c = '"' + _sha256(DOMAIN_ACTOR_ID + salt + actor_id.encode()).hexdigest() + '"'
+            if actor_name is not None:
+                name_c = (
+                    '"' + _sha256(DOMAIN_ACTOR_NAME + salt + actor_name.encode()).hexdigest() + '"'
+                )
+    else:
+        clear_id = "null" if actor_id is None else enc(actor_id)
+        if actor_name is not None:
+            if subject_key is None:
+                raise _Refer
+            salt = event_salt(subject_key, event_id)
+            name_c = '"' + _sha256(DOMAIN_ACTOR_NAME + salt + actor_name.encode()).hexdigest() + '"'
+    text = ",".join(
+        (
+            '["audit/v1"',
+            str(pk),
+            f'"{event_id}"',
+            '"' + _utc_text(occurred_at) + '"',
+            '"' + _utc_text(recorded_at) + '"',
+            enc(source),
+            "null" if tenant_id is None else enc(tenant_id),
+            enc(actor_type),
+            clear_id,
+            id_c,
+            name_c,
+            "null" if actor_role is None else enc(actor_role),
+            enc(action),
+            enc(module),
+            enc(outcome),
+            "null" if description is None else enc(description),
+            "null" if target_type is None else enc(target_type),
+            "null" if target_id is None else enc(target_id),
+            "null" if ip is None else '"' + ip_prefix(ip) + '"',
+            ip_c,
+            ua_c,
+            "null" if request_id is None else enc(request_id),
+            "null" if method is None else enc(method),
+            "null" if path is None else enc(path),
+            "null" if status_code is None else str(status_code),
+            "null" if latency_ms is None else _jcs(latency_ms),
+            _jcs(metadata),
+            "null" if idempotency_key is None else enc(idempotency_key),
+            ("null" if client_request_id is None else enc(client_request_id)) + "]",
+        )
+    )
+    return text.encode()

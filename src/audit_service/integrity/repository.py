@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from audit_service.core.db import upsert_for
+from audit_service.core.db import in_values, upsert_for
 from audit_service.integrity.models import (
     IntegrityCheckpoint,
     IntegrityKey,
@@ -27,14 +27,20 @@ Bind = AsyncSession | AsyncConnection
 
 
 async def read_keys(bind: Bind, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-    pairs = sorted(set(wanted))
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in set(wanted):
+        by_kind.setdefault(kind, []).append(name)
     out: dict[tuple[str, str], bytes] = {}
-    for i in range(0, len(pairs), 500):
-        chunk = pairs[i : i + 500]
-        stmt = select(_keys.c.kind, _keys.c.name, _keys.c.key).where(
-            tuple_(_keys.c.kind, _keys.c.name).in_(chunk)
-        )
-        out.update({(r.kind, r.name): r.key for r in (await bind.execute(stmt)).all()})
+    # One kind per statement and the names as a list: a row-value IN list of pairs was
+    # planned as a filter over the whole table (35 ms per 500 keys at 20k keys); this is
+    # an index scan of the primary key.
+    for kind, names in sorted(by_kind.items()):
+        names.sort()
+        for i in range(0, len(names), 5000):
+            stmt = select(_keys.c.name, _keys.c.key).where(
+                _keys.c.kind == kind, in_values(bind, _keys.c.name, names[i : i + 5000])
+            )
+            out.update({(kind, r.name): r.key for r in (await bind.execute(stmt)).all()})
     return out
 
 
@@ -43,17 +49,21 @@ async def create_keys(
 ) -> dict[tuple[str, str], bytes]:
     """Create keys (random, 32 bytes) for `missing`; a key someone created meanwhile wins."""
     missing = sorted(set(missing))
-    if missing:
-        now = utcnow()
-        insert = upsert_for(bind)(_keys)
-        await bind.execute(
-            insert.on_conflict_do_nothing(),
-            [
-                {"kind": k, "name": n, "key": secrets.token_bytes(32), "created_at": now}
-                for k, n in missing
-            ],
-        )
-    return await read_keys(bind, missing)
+    if not missing:
+        return {}
+    now = utcnow()
+    insert = upsert_for(bind)(_keys)
+    result = await bind.execute(
+        insert.on_conflict_do_nothing().returning(_keys.c.kind, _keys.c.name, _keys.c.key),
+        [
+            {"kind": k, "name": n, "key": secrets.token_bytes(32), "created_at": now}
+            for k, n in missing
+        ],
+    )
+    created = {(r.kind, r.name): r.key for r in result.all()}
+    if lost := [m for m in missing if m not in created]:
+        created.update(await read_keys(bind, lost))
+    return created
 
 
 async def read_tiles(bind: Bind, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

@@ -11,7 +11,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from audit_service.audit_log import log
 from audit_service.integrity import merkle, note
 from audit_service.integrity import repository as repo
-from audit_service.integrity.entry import EntryKeys, entry_leaf_hash
+from audit_service.integrity.entry import EntryKeys, leaf_hash_with
 from audit_service.integrity.merkle import HASH_SIZE
 from audit_service.integrity.tiles import (
     Tile,
@@ -59,14 +59,53 @@ def subject_key_name(event: Mapping[str, Any]) -> str | None:
     return f"{event['actor_type']}:name:{name}"
 
 
-def needed_keys(events: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
-    wanted: set[tuple[str, str]] = set()
+KeyNames = list[tuple[str | None, str | None]]
+
+
+def key_names(events: Sequence[Mapping[str, Any]]) -> KeyNames:
+    """(day key name, subject key name) of each event: `day_key_name` and
+    `subject_key_name` in one pass, the day formatted once per distinct UTC day."""
+    days: dict[int, str] = {}
+    out: KeyNames = []
+    append = out.append
     for e in events:
-        if (day := day_key_name(e)) is not None:
+        get = e.get
+        day = None
+        if get("ip") is not None or get("user_agent") is not None:
+            recorded: datetime = e["recorded_at"]
+            number = (recorded - _EPOCH) // _DAY  # the UTC day, exactly
+            day = days.get(number)
+            if day is None:
+                day = days[number] = recorded.astimezone(UTC).date().isoformat()
+        name, actor_id, actor_type = get("actor_name"), get("actor_id"), get("actor_type")
+        if actor_id is not None:
+            subject = (
+                f"{actor_type}:{actor_id}" if name is not None or actor_type == "user" else None
+            )
+        elif name is not None:
+            subject = f"{actor_type}:name:{name}"
+        else:
+            subject = None
+        append((day, subject))
+    return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY = timedelta(days=1)
+
+
+def _wanted(names: KeyNames) -> set[tuple[str, str]]:
+    wanted: set[tuple[str, str]] = set()
+    for day, subject in names:
+        if day is not None:
             wanted.add((DAY, day))
-        if (subject := subject_key_name(e)) is not None:
+        if subject is not None:
             wanted.add((SUBJECT, subject))
     return wanted
+
+
+def needed_keys(events: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    return _wanted(key_names(events))
 
 
 def entry_keys(event: Mapping[str, Any], keys: Mapping[tuple[str, str], bytes]) -> EntryKeys:
@@ -78,39 +117,61 @@ def entry_keys(event: Mapping[str, Any], keys: Mapping[tuple[str, str], bytes]) 
 
 
 def leaf_hashes(
-    events: Sequence[Mapping[str, Any]], keys: Mapping[tuple[str, str], bytes]
+    events: Sequence[Mapping[str, Any]],
+    keys: Mapping[tuple[str, str], bytes],
+    names: KeyNames | None = None,
 ) -> list[bytes]:
-    return [entry_leaf_hash(e, entry_keys(e, keys)) for e in events]
+    if names is None:
+        names = key_names(events)
+    get = keys.get
+    return [
+        leaf_hash_with(
+            e,
+            None if day is None else get((DAY, day)),
+            None if subject is None else get((SUBJECT, subject)),
+        )
+        for e, (day, subject) in zip(events, names, strict=True)
+    ]
 
 
 @dataclass(eq=False)
 class LeafHasher:
     """The sequencer's `hash_leaves`: creates missing keys in the round's transaction and
-    hashes off the event loop (a round of 2,000 entries is ~50 ms of CPU)."""
+    hashes the entries.
 
-    cache_size: int = 4096
+    The cache holds committed keys, most recently used last: 32,768 of them (≈ 12 MB) keep
+    a working set of that many data subjects out of the database (a round of 2,000 events
+    from 20,000 distinct actors read ~1,600 keys per round with the old 4,096)."""
+
+    cache_size: int = 32_768
     _cache: OrderedDict[tuple[str, str], bytes] = field(default_factory=OrderedDict)
 
     async def __call__(
         self, session: AsyncSession, events: Sequence[Mapping[str, Any]]
     ) -> list[bytes]:
-        wanted = needed_keys(events)
-        keys = {w: self._cache[w] for w in wanted if w in self._cache}
-        if missing := wanted - keys.keys():
+        names = key_names(events)
+        wanted = _wanted(names)
+        cache = self._cache
+        keys: dict[tuple[str, str], bytes] = {}
+        missing: list[tuple[str, str]] = []
+        for w in wanted:
+            key = cache.get(w)
+            if key is None:
+                missing.append(w)
+            else:
+                keys[w] = key
+                cache.move_to_end(w)
+        if missing:
             found = await repo.read_keys(session, missing)
             # Only committed keys are cached: a key created in this round does not exist
             # if the round rolls back, and the next round must not hash with it.
-            for k, v in found.items():
-                self._cache[k] = v
+            cache.update(found)
             keys.update(found)
-            if still_missing := missing - found.keys():
+            if still_missing := [m for m in missing if m not in found]:
                 keys.update(await repo.create_keys(session, still_missing))
-        for k in keys:
-            if k in self._cache:
-                self._cache.move_to_end(k)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return await asyncio.to_thread(leaf_hashes, events, keys)
+            while len(cache) > self.cache_size:
+                cache.popitem(last=False)
+        return await asyncio.to_thread(leaf_hashes, events, keys, names)
 
     def forget(self) -> None:
         """Drop cached keys (after keys were erased)."""

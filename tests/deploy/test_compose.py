@@ -4,8 +4,8 @@ a private PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,19 +77,20 @@ async def test_the_first_boot_script_creates_the_roles_with_their_passwords(
         "AUDIT_APP_DB_PASSWORD": "app pw with 'quotes'",
         "AUDIT_VERIFIER_DB_PASSWORD": "verifier-pw",
     }
-    run = subprocess.run(
-        ["sh", str(ROOT / "scripts" / "compose-postgres-init.sh")],
+    proc = await asyncio.create_subprocess_exec(
+        "sh",
+        str(ROOT / "scripts" / "compose-postgres-init.sh"),
         env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert run.returncode == 0, run.stderr
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
     superuser = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres")
     try:
         # Password logins from here on, so a wrong password fails to connect.
         hba = await superuser.fetchval("SHOW hba_file")
-        Path(hba).write_text("host all all 127.0.0.1/32 scram-sha-256\nlocal all all trust\n")
+        rules = "host all all 127.0.0.1/32 scram-sha-256\nlocal all all trust\n"
+        await asyncio.to_thread(Path(hba).write_text, rules)
         await superuser.execute("SELECT pg_reload_conf()")
         owner = await superuser.fetchval(
             "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'audit'"

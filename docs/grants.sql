@@ -1,23 +1,40 @@
--- Part 2 of docs/roles.sql: the runtime role's grants. Run as audit_owner in the service's
--- database after every `audit-service migrate` (it is idempotent, and it covers tables that
--- new migrations add):
---   DATABASE_URL=postgresql+asyncpg://audit_owner@db/audit audit-service migrate
---   psql -U audit_owner -d audit -f docs/grants.sql
+-- Part 2 of docs/roles.sql: the privileges of the service role and of the read-only verify
+-- role. Run as audit_owner in the service's database after every `audit-service migrate`
+-- (idempotent; it covers tables that new migrations add). From an administrator's login that
+-- is a member of audit_owner:
+--   DATABASE_URL=postgresql+asyncpg://alice@db/audit audit-service migrate --role audit_owner
+--   PGOPTIONS='-c role=audit_owner' psql -U alice -d audit -v ON_ERROR_STOP=1 -f docs/grants.sql
 
 -- Nobody but the owner creates objects (PostgreSQL < 15 lets PUBLIC create in `public`).
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO audit_app;
+GRANT USAGE ON SCHEMA public TO audit_app, audit_verifier;
 DO $$ BEGIN
-    EXECUTE format('GRANT CONNECT ON DATABASE %I TO audit_app', current_database());
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO audit_app, audit_verifier',
+                   current_database());
 END $$;
 
--- Users, API keys, revoked tokens, action schemas, runtime settings, counters: read and
--- write. No TRUNCATE, REFERENCES or TRIGGER on anything.
+-- Users, API keys, revoked tokens, action schemas, runtime settings, counters, job leases:
+-- read and write. No TRUNCATE, REFERENCES or TRIGGER on anything.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO audit_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO audit_app;
 
--- The record is append-only for the service: insert and read, nothing else. (The table's
--- triggers refuse changes too; without the privilege the door is shut before them.)
-REVOKE UPDATE, DELETE, TRUNCATE ON audit_event FROM audit_app;
+-- The log is append-only for the service: insert and read, nothing else. The tables'
+-- triggers (migrations 0001, 0004, 0009) refuse these verbs too, for every role, owner
+-- included; without the privilege the door is shut before them.
+REVOKE UPDATE, DELETE, TRUNCATE ON audit_event, audit_leaf, integrity_checkpoint,
+    integrity_log FROM audit_app;
+-- A partial tile's row grows in place (UPDATE); the trigger refuses any other change.
+REVOKE DELETE, TRUNCATE ON integrity_tile FROM audit_app;
+-- Commitment keys are created, never changed. Erasing one (anonymisation) is not the
+-- service's everyday business: it gets no DELETE.
+REVOKE UPDATE, DELETE, TRUNCATE ON integrity_key FROM audit_app;
+-- The sequencer's one row is moved forward, never added or removed.
+REVOKE INSERT, DELETE, TRUNCATE ON log_cursor FROM audit_app;
 -- The schema version is the owner's business.
-REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM audit_app;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM audit_app;
+
+-- verify reads the events, their log positions, the tiles, the checkpoints, the log's
+-- identity, the commitment keys and the sequencer's cursor (what should have a leaf by now).
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM audit_verifier;
+GRANT SELECT ON audit_event, audit_leaf, integrity_tile, integrity_checkpoint, integrity_log,
+    integrity_key, log_cursor TO audit_verifier;

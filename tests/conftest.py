@@ -3,17 +3,21 @@ per-test apps on either database with a clean schema."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit_service.audit_log.models import AuditEvent
 from audit_service.auth.models import User
@@ -22,13 +26,14 @@ from audit_service.core.config import Settings
 from audit_service.core.db import create_engine
 from audit_service.core.security import hash_password
 from audit_service.main import create_app
-from tests.pg import TempPostgres
+from tests.pg import ROLE_NAMES, Roles, TempPostgres, create_roles, drop_roles, is_superuser
 
 # Production-strength argon2 costs ~0.1-0.9 s of CPU per hash on these machines; the tests
 # hash hundreds of times, so they use the cheapest parameters (the code path is the same).
 security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 security._dummy_hash = security._hasher.hash("dummy-password")
 
+T = TypeVar("T")
 ADMIN_PASSWORD = "admin-password-123"
 PASSWORD = "user-password-123"
 CLIENT_IP = "203.0.113.7"
@@ -54,20 +59,86 @@ TABLES = (
 )
 
 
+# The service runs as the restricted role of docs/roles.sql + docs/grants.sql on PostgreSQL,
+# as in production: a test that needs more (DDL, tampering, truncation) says so by using
+# `pg_admin_url` or `Harness.admin()`. Service URL → the superuser URL of its database.
+_ADMIN_URLS: dict[str, str] = {}
+
+
+def _blocking(work: Callable[[], Awaitable[T]]) -> T:
+    # Session fixtures are set up from inside async fixtures too (db_url asks for pg_url
+    # lazily), where no second event loop may run: the role setup gets a thread of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work()).result()
+
+
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    if os.environ.get("TEST_DATABASE_URL"):
-        url = os.environ["TEST_DATABASE_URL"]
-        migrations.upgrade(url)
-        yield url
+def pg_roles() -> Iterator[Roles]:
+    """The session's PostgreSQL with the deployment's roles: a private server with the
+    scripts' own names, or on TEST_DATABASE_URL (a superuser) a database and roles of this
+    run's own, dropped at the end."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        if not _blocking(lambda: is_superuser(external)):
+            pytest.exit(
+                "TEST_DATABASE_URL must name a superuser: the suite creates its roles and a "
+                "database of its own on that server (docs/roles.sql) and tampers with the "
+                "log on purpose",
+                returncode=4,
+            )
+        suffix = uuid.uuid4().hex[:8]
+        names = {n: f"{n}_{suffix}" for n in ROLE_NAMES}
+        roles = _blocking(lambda: create_roles(external, names))
+        _ADMIN_URLS[roles.service_url] = roles.admin_url
+        try:
+            yield roles
+        finally:
+            _blocking(lambda: drop_roles(external, roles))
         return
     server = TempPostgres()
     try:
         url = server.start()
-        migrations.upgrade(url)
-        yield url
+        roles = _blocking(lambda: create_roles(url, {n: n for n in ROLE_NAMES}))
+        _ADMIN_URLS[roles.service_url] = roles.admin_url
+        yield roles
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_roles: Roles) -> str:
+    """The service's role (INSERT + SELECT on the log, no DDL), as the service connects."""
+    return pg_roles.service_url
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_roles: Roles) -> str:
+    """The superuser, in the same database, for what the service's role may not do:
+    truncating between tests, DDL, tampering with the log on purpose."""
+    return pg_roles.admin_url
+
+
+@pytest.fixture(scope="session")
+def pg_verifier_url(pg_roles: Roles) -> str:
+    """The read-only role of `audit-service verify` (SELECT on the log tables and keys)."""
+    return pg_roles.verifier_url
+
+
+def admin_url(url: str) -> str:
+    """The superuser URL for a service URL of the session's PostgreSQL; any other URL (a
+    SQLite file, a server of a test's own) as it is."""
+    return _ADMIN_URLS.get(url, url)
+
+
+@contextlib.asynccontextmanager
+async def admin_connection(url: str) -> AsyncIterator[AsyncConnection]:
+    """A transaction on `url`'s database as its superuser (SQLite: the same file)."""
+    engine = create_engine(admin_url(url))
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -78,16 +149,15 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def _truncate(url: str) -> None:
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        # audit_event refuses TRUNCATE (migration 0004); the test superuser switches its
-        # triggers off for this transaction only.
+    """Empty every table of the session's PostgreSQL (`url`: its service URL)."""
+    async with admin_connection(url) as conn:
+        # The log tables refuse TRUNCATE (migrations 0004, 0009) and the service's role has
+        # no such privilege; the superuser switches the triggers off for this transaction.
         await conn.execute(text("SET LOCAL session_replication_role = replica"))
         await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
         await conn.execute(
             text("UPDATE log_cursor SET next_position = 0, cursor_txid = NULL, cursor_id = 0")
         )
-    await engine.dispose()
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -101,13 +171,6 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     path = tmp_path / "audit.db"
     shutil.copy(template, path)
     return f"sqlite+aiosqlite:///{path}"
-
-
-@pytest.fixture(scope="session")
-def pg_admin_url(pg_url: str) -> str:
-    """A superuser (or database owner) URL of the same database, for what the service's role
-    may not do: truncating between tests, tampering with the log on purpose."""
-    return pg_url
 
 
 @pytest.fixture
@@ -149,6 +212,11 @@ class Harness:
     def engine(self) -> AsyncEngine:
         engine: AsyncEngine = self.app.state.engine
         return engine
+
+    def admin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A transaction as the database's superuser, for what the service's role may not do
+        (DDL, tampering); on SQLite, the same file."""
+        return admin_connection(self.app.state.settings.database_url)
 
     async def events(self, **where: Any) -> list[AuditEvent]:
         async with self.app.state.sessionmaker() as session:

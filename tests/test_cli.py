@@ -318,8 +318,10 @@ async def test_unknown_user_is_an_error(sqlite_url: str, tmp_path: Path, command
 
 
 @pytest.fixture
-async def fresh_pg_url(pg_url: str) -> AsyncIterator[str]:
-    """An empty database on the test server, never migrated."""
+async def fresh_pg_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """An empty database on the test server, never migrated (the superuser's: creating
+    databases is not the service's role's business)."""
+    pg_url = pg_admin_url
     name = f"cli_{uuid.uuid4().hex[:12]}"
 
     async def admin(sql: str) -> None:
@@ -383,6 +385,14 @@ async def test_migrate_builds_the_schema_and_is_idempotent(
     assert await _schema_version(empty_db_url) == [head]
     # Re-running changed nothing: the data is still there.
     assert await count_users(empty_db_url, "erin") == 1
+
+
+async def test_migrate_as_a_role_needs_postgres(sqlite_url: str, tmp_path: Path) -> None:
+    """`--role` (SET ROLE to the schema owner) on SQLite: a plain message, no traceback.
+    PostgreSQL's own refusals are in tests/deploy/test_roles.py."""
+    run = await cli(sqlite_url, "migrate", "--role", "audit_owner", cwd=tmp_path)
+    assert run.code != 0 and "Traceback" not in run.err
+    assert "cannot run as role 'audit_owner'" in run.err and "PostgreSQL only" in run.err
 
 
 async def test_cli_refuses_production_without_a_secret(sqlite_url: str, tmp_path: Path) -> None:

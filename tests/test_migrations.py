@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from audit_service.core import migrations
 from audit_service.core.db import create_engine
 from audit_service.kit.models import include_object
 from audit_service.models import Base
+from tests.pg import Roles, dsn
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -30,30 +33,56 @@ def _tables(connection: Connection) -> set[str]:
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
-async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+async def empty_db(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[str, str | None]]:
+    """An empty database and the role its migrations run as. PostgreSQL: a scratch database
+    owned by the session's schema owner (NOLOGIN), migrated by the superuser's login as that
+    role, as in production (the session's own database stays at head for other tests)."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    migrations.downgrade(url, "base")
-    return url
-
-
-async def test_upgrade_downgrade_upgrade_and_models_agree(empty_url: str) -> None:
-    engine = create_engine(empty_url)
+        yield f"sqlite+aiosqlite:///{tmp_path / 'm.db'}", None
+        return
+    roles: Roles = request.getfixturevalue("pg_roles")
+    name = f"mig_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(roles.admin_url, isolation_level="AUTOCOMMIT")
     try:
-        migrations.upgrade(empty_url)
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{roles.owner}"'))
+        yield dsn(roles.admin_url, database=name), roles.owner
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+async def test_upgrade_downgrade_upgrade_and_models_agree(
+    empty_db: tuple[str, str | None],
+) -> None:
+    url, role = empty_db
+    engine = create_engine(url)
+    try:
+        migrations.upgrade(url, role=role)
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
             assert await conn.run_sync(_tables) == {t.name for t in Base.metadata.sorted_tables}
-        migrations.downgrade(empty_url, "base")
+            if role:
+                owners = await conn.scalars(
+                    text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+                )
+                assert list(owners) == [role]
+        migrations.downgrade(url, "base", role=role)
         async with engine.connect() as conn:
             assert await conn.run_sync(_tables) == set()
             if engine.dialect.name == "postgresql":
                 count = await conn.scalar(
-                    text("SELECT count(*) FROM pg_proc WHERE proname = 'audit_event_append_only'")
+                    text(
+                        "SELECT count(*) FROM pg_proc WHERE proname IN "
+                        "('audit_event_append_only', 'log_append_only', "
+                        "'integrity_tile_grows_only')"
+                    )
                 )
                 assert count == 0
-        migrations.upgrade(empty_url)
+        migrations.upgrade(url, role=role)
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
     finally:

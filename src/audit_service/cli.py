@@ -26,7 +26,7 @@ from audit_service.auth.models import ROLES
 from audit_service.auth.schemas import SCOPES, ApiKeyCreate, PasswordReset, UserCreate, UserUpdate
 from audit_service.core import migrations
 from audit_service.core.config import Settings, settings_error_text
-from audit_service.core.db import create_engine, create_sessionmaker
+from audit_service.core.db import RoleError, create_engine, create_sessionmaker
 from audit_service.core.errors import AppError
 from audit_service.core.logging import configure_logging, default_format
 from audit_service.integrity import note
@@ -307,8 +307,11 @@ def keygen(args: argparse.Namespace) -> None:
     )
 
 
-def migrate(_args: argparse.Namespace) -> None:
-    migrations.upgrade(Settings().database_url)
+def migrate(args: argparse.Namespace) -> None:
+    try:
+        migrations.upgrade(Settings().database_url, role=args.role)
+    except RoleError as exc:
+        raise SystemExit(f"migrate: cannot run as role {args.role!r}: {exc}") from None
     print("database schema is up to date")
 
 
@@ -333,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=keygen)
 
     p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.add_argument(
+        "--role",
+        help="PostgreSQL: run the migrations as this role (SET ROLE), e.g. the schema owner "
+        "your login is a member of (docs/deployment.md)",
+    )
     p.set_defaults(func=migrate)
 
     users_parser = sub.add_parser("users", help="manage users").add_subparsers(

@@ -27,7 +27,7 @@ POISON = "poison-user-agent/1"
 async def _refuse_marked_rows(h: Harness) -> None:
     """The database refuses only rows carrying the marker user agent: a row that cannot be
     stored, among rows that can."""
-    async with h.engine.begin() as conn:
+    async with h.admin() as conn:  # DDL: not the service's role
         if h.engine.dialect.name == "postgresql":
             await conn.execute(
                 text(
@@ -54,7 +54,7 @@ async def _refuse_marked_rows(h: Harness) -> None:
 
 
 async def _allow_marked_rows(h: Harness) -> None:
-    async with h.engine.begin() as conn:
+    async with h.admin() as conn:
         if h.engine.dialect.name == "postgresql":
             await conn.execute(text("DROP TRIGGER IF EXISTS test_refuse_marked ON audit_event"))
             await conn.execute(text("DROP FUNCTION IF EXISTS test_refuse_marked()"))
@@ -161,6 +161,15 @@ async def pg_engine(pg_only_url: str) -> AsyncIterator[Any]:
     await engine.dispose()
 
 
+@pytest.fixture
+async def locker(pg_admin_url: str) -> AsyncIterator[Any]:
+    """The superuser's engine: LOCK TABLE in EXCLUSIVE mode needs a privilege (UPDATE,
+    DELETE or TRUNCATE) the service's role does not have on audit_event."""
+    engine = create_engine(pg_admin_url)
+    yield engine
+    await engine.dispose()
+
+
 async def _stored(engine: Any, rows: list[dict[str, Any]]) -> int:
     async with engine.connect() as conn:
         ids = [row["event_id"] for row in rows]
@@ -179,10 +188,10 @@ async def _lock_audit_table(engine: Any) -> tuple[Any, Any]:
     return conn, transaction
 
 
-async def test_a_request_that_gave_up_is_never_recorded_later(pg_engine: Any) -> None:
+async def test_a_request_that_gave_up_is_never_recorded_later(pg_engine: Any, locker: Any) -> None:
     writer = GroupCommitWriter(pg_engine, timeout=0.3)
     writer.start()
-    lock, transaction = await _lock_audit_table(pg_engine)
+    lock, transaction = await _lock_audit_table(locker)
     try:
         first, second = system_event("t.first", "t", "in flight"), system_event("t.q", "t", "q")
         in_flight = asyncio.create_task(writer.write(first))
@@ -207,11 +216,11 @@ async def test_a_request_that_gave_up_is_never_recorded_later(pg_engine: Any) ->
 
 
 async def test_a_row_in_flight_past_the_timeout_is_answered_by_its_outcome(
-    pg_engine: Any,
+    pg_engine: Any, locker: Any
 ) -> None:
     writer = GroupCommitWriter(pg_engine, timeout=0.3)
     writer.start()
-    lock, transaction = await _lock_audit_table(pg_engine)
+    lock, transaction = await _lock_audit_table(locker)
     row = system_event("t.slow", "t", "slow commit")
     in_flight = asyncio.create_task(writer.write(row))
     await asyncio.sleep(0.4)  # past the waiter's timeout: the first attempt was cancelled
@@ -222,10 +231,10 @@ async def test_a_row_in_flight_past_the_timeout_is_answered_by_its_outcome(
     await writer.stop()
 
 
-async def test_stop_is_bounded_and_late_rows_resolve(pg_engine: Any) -> None:
+async def test_stop_is_bounded_and_late_rows_resolve(pg_engine: Any, locker: Any) -> None:
     writer = GroupCommitWriter(pg_engine, timeout=30)
     writer.start()
-    lock, transaction = await _lock_audit_table(pg_engine)
+    lock, transaction = await _lock_audit_table(locker)
     try:
         stuck = asyncio.create_task(writer.write(system_event("t.stuck", "t", "blocked")))
         await asyncio.sleep(0.05)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from audit_service.core.db import create_engine
 from audit_service.core.jobs import Job, JobContext, JobRuntime, LeaseLost
 from audit_service.core.jobs_models import JobLease
+from tests.conftest import admin_connection
 
 PROBE_DDL = "CREATE TABLE job_probe (holder VARCHAR(200), started FLOAT, finished FLOAT)"
 
@@ -28,13 +29,18 @@ PROBE_DDL = "CREATE TABLE job_probe (holder VARCHAR(200), started FLOAT, finishe
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(db_url)
-    async with engine.begin() as conn:
+    # DDL is the superuser's (the service's role creates nothing); the probe is the jobs'.
+    async with admin_connection(db_url) as conn:
         await conn.execute(text("DROP TABLE IF EXISTS job_probe"))
         await conn.execute(text(PROBE_DDL))
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text(f'GRANT SELECT, INSERT ON job_probe TO "{engine.url.username}"')
+            )
     try:
         yield engine
     finally:
-        async with engine.begin() as conn:
+        async with admin_connection(db_url) as conn:
             await conn.execute(text("DROP TABLE job_probe"))
         await engine.dispose()
 

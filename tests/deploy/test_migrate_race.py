@@ -30,9 +30,9 @@ async def _fresh_database(pg_url: str) -> str:
     return make_url(pg_url).set(database=name).render_as_string(hide_password=False)
 
 
-async def test_concurrent_migrations_on_an_empty_postgres_all_succeed(pg_url: str) -> None:
-    head = ScriptDirectory.from_config(migrations.alembic_config(pg_url)).get_current_head()
-    url = await _fresh_database(pg_url)
+async def test_concurrent_migrations_on_an_empty_postgres_all_succeed(pg_admin_url: str) -> None:
+    head = ScriptDirectory.from_config(migrations.alembic_config(pg_admin_url)).get_current_head()
+    url = await _fresh_database(pg_admin_url)
     engine = create_engine(url)
     # Make the race certain instead of a matter of timing: an uncommitted alembic_version
     # holds every runner at its first DDL until all of them are waiting, then it vanishes.

@@ -115,14 +115,14 @@ async def _migrate_and_serve(script: Path, url: str, cwd: Path) -> None:
 
 
 async def test_wheel_migrates_and_serves_from_an_empty_directory_on_postgres(
-    installed: Path, pg_url: str, tmp_path: Path
+    installed: Path, pg_admin_url: str, tmp_path: Path
 ) -> None:
     name = f"wheel_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
     await admin.dispose()
-    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     await _migrate_and_serve(installed, url, empty)

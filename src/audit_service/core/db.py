@@ -372,6 +372,29 @@ def in_values(bind: AsyncSession | AsyncConnection, column: Any, values: list[An
 MIGRATION_LOCK_KEY = 0x61756469745F6D67
 
 
+class RoleError(Exception):
+    """The connection cannot take on the requested role (the message is the server's)."""
+
+
+async def assume_role(conn: AsyncConnection, role: str) -> None:
+    """`SET ROLE role` for the rest of this connection: what it creates, the role owns.
+
+    In production the schema owner cannot log in; an administrator's own login, a member of
+    it, migrates as it (the server's logs name the person, the objects the owner). Committed
+    at once: a SET inside a transaction that rolls back would be undone with it."""
+    if conn.dialect.name != "postgresql":
+        raise RoleError("database roles exist on PostgreSQL only (SQLite has none)")
+    quoted = conn.dialect.identifier_preparer.quote_identifier(role)
+    try:
+        await conn.execute(text(f"SET ROLE {quoted}"))
+    except DBAPIError as exc:
+        await conn.rollback()
+        # The server's own words ("role … does not exist", "permission denied to set role
+        # …") name only the role; the statement and its parameters are left out.
+        raise RoleError(str(exc.orig).splitlines()[0]) from None
+    await conn.commit()
+
+
 @contextlib.asynccontextmanager
 async def migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
     """Serialise migration runs across processes (replicas starting together).

@@ -16,23 +16,28 @@ def _script_location() -> str:
     return str(resources.files("audit_service") / "migrations")
 
 
-def alembic_config(database_url: str) -> Config:
+def alembic_config(database_url: str, role: str | None = None) -> Config:
+    """`role`: PostgreSQL only, the role the migrations run as (`SET ROLE`), e.g. the schema
+    owner that cannot log in itself (docs/deployment.md)."""
     config = Config()
     config.set_main_option("script_location", _script_location())
     config.attributes["database_url"] = database_url
+    config.attributes["role"] = role
     return config
 
 
-def _isolated(step: Callable[[Config, str], None], database_url: str, revision: str) -> None:
+def _isolated(
+    step: Callable[[Config, str], None], database_url: str, revision: str, role: str | None
+) -> None:
     # env.py drives its async engine with asyncio.run(), which cannot nest in a running loop
     # (tests, an app that migrates itself): give it a thread of its own.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(step, alembic_config(database_url), revision).result()
+        pool.submit(step, alembic_config(database_url, role), revision).result()
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    _isolated(command.upgrade, database_url, revision)
+def upgrade(database_url: str, revision: str = "head", *, role: str | None = None) -> None:
+    _isolated(command.upgrade, database_url, revision, role)
 
 
-def downgrade(database_url: str, revision: str = "base") -> None:
-    _isolated(command.downgrade, database_url, revision)
+def downgrade(database_url: str, revision: str = "base", *, role: str | None = None) -> None:
+    _isolated(command.downgrade, database_url, revision, role)

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from audit_service.core.config import Settings
-from audit_service.core.db import create_engine, migration_lock
+from audit_service.core.db import assume_role, create_engine, migration_lock
 from audit_service.kit.models import include_object
 from audit_service.models import Base
 
@@ -35,8 +35,11 @@ def _configure(connection: Connection) -> None:
 async def _run_async() -> None:
     engine = create_engine(_url())
     try:
-        async with engine.connect() as connection, migration_lock(connection):
-            await connection.run_sync(_configure)
+        async with engine.connect() as connection:
+            if role := config.attributes.get("role"):
+                await assume_role(connection, role)
+            async with migration_lock(connection):
+                await connection.run_sync(_configure)
     finally:
         await engine.dispose()
 

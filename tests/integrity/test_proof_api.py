@@ -22,7 +22,7 @@ from audit_service.integrity import merkle, note
 from audit_service.integrity.jobs import make_sequencer
 from audit_service.integrity.proofs import TLOG_PROOF_V1, format_tlog_proof, parse_tlog_proof
 from audit_service.integrity.tiles import Tile, TileHashReader, tiles_for_size
-from tests.conftest import Harness, make_settings, start_harness
+from tests.conftest import LOG_SIGNING_KEY, Harness, make_settings, start_harness
 from tests.integrity.helpers import seal
 
 PROBLEM = "application/problem+json"
@@ -326,6 +326,27 @@ async def test_checkpoint_is_503_with_retry_after_until_one_is_signed(h: Harness
     for k in body["vkeys"]:
         verifier = note.Verifier.from_vkey(k["vkey"])
         assert (verifier.name, f"{verifier.key_id:08x}") == (k["name"], k["key_id"])
+
+
+async def test_while_keys_rotate_vkeys_lists_every_key_and_each_verifies(db_url: str) -> None:
+    new_key = note.Signer.generate("test2.audit-service")
+    settings = make_settings(db_url, log_signing_key=f"{new_key.private_key}\n{LOG_SIGNING_KEY}")
+    async for h in start_harness(settings):
+        await seal(h)
+        headers = await h.auth()
+        body = (await h.client.get(f"{API}/vkeys", headers=headers)).json()
+        names = [(k["name"], k["type"]) for k in body["vkeys"]]
+        assert names == [
+            ("test2.audit-service", "ed25519"),
+            ("test.audit-service", "ed25519"),
+            ("test2.audit-service", "cosignature/v1"),
+            ("test.audit-service", "cosignature/v1"),
+        ]
+        signed = (await h.client.get(f"{API}/checkpoint", headers=headers)).text
+        for vkey in body["vkeys"][:2]:
+            note.open_checkpoint(signed, [note.Verifier.from_vkey(vkey["vkey"])])
+        cosigners = [note.Verifier.from_vkey(k["vkey"]) for k in body["vkeys"][2:]]
+        assert len(note.find_cosignatures(signed, cosigners)) == 2
 
 
 async def test_tiles_are_served_exactly_and_bad_paths_are_refused(h: Harness) -> None:

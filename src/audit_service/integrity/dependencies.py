@@ -1,4 +1,4 @@
-"""The log's verifier keys, as a dependency (derived from the signing key once per app)."""
+"""The log's verifier keys, as a dependency (derived from the signing keys once per app)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from audit_service.integrity import note
-from audit_service.integrity.jobs import log_signer
+from audit_service.integrity.jobs import log_signers
 
 
 async def get_log_verifiers(request: Request) -> list[note.Verifier]:
     verifiers: list[note.Verifier] | None = getattr(request.app.state, "log_verifiers", None)
     if verifiers is None:
-        # The same key pair the log job signs with: 0x01 for checkpoints, 0x04 for the
-        # timestamped cosignature (integrity.service.Checkpointer).
-        signer = log_signer(request.app.state.settings)
-        verifiers = [signer.verifier, signer.with_type(note.COSIGNATURE_V1).verifier]
+        # The keys the log job signs with, every one of them while a rotation lists several:
+        # 0x01 for checkpoints, 0x04 for the timestamped cosignature (as Checkpointer does).
+        signers = log_signers(request.app.state.settings)
+        verifiers = [s.verifier for s in signers]
+        verifiers += [s.with_type(note.COSIGNATURE_V1).verifier for s in signers]
         request.app.state.log_verifiers = verifiers
     return verifiers
 

@@ -34,6 +34,7 @@ from audit_service.core.ratelimit import RateLimiter
 from audit_service.health.endpoints import router as health_router
 from audit_service.ingestion.endpoints import admin_router as actions_router
 from audit_service.ingestion.endpoints import router as ingestion_router
+from audit_service.integrity.endpoints import router as integrity_router
 from audit_service.integrity.jobs import log_jobs
 from audit_service.jobs.endpoints import router as jobs_router
 from audit_service.maintenance.dependencies import maintenance_gate
@@ -142,6 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "actions", "description": "Known actions and their metadata schemas"},
             {"name": "maintenance", "description": "Maintenance mode (admin)"},
             {"name": "jobs", "description": "Background jobs (admin, auditor)"},
+            {
+                "name": "integrity",
+                "description": "The signed log: checkpoint, keys, tiles, proofs (admin, auditor)",
+            },
             {"name": "health", "description": "Liveness, readiness, metrics (not recorded)"},
         ],
     )
@@ -190,7 +195,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gated = [*protected, Depends(maintenance_gate)]
     for router in (auth_router, prediction_router, activity_router, users_router):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
-    for router in (api_keys_router, actions_router, maintenance_router, jobs_router):
+    for router in (
+        api_keys_router,
+        actions_router,
+        maintenance_router,
+        jobs_router,
+        integrity_router,
+    ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).
     app.include_router(

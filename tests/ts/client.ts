@@ -80,3 +80,42 @@ export async function exportXlsx(token: string): Promise<Blob> {
   void count;
   return data;
 }
+
+// The proof API: JSON proofs are typed, the checkpoint is text, tiles are bytes.
+type InclusionProof = components["schemas"]["InclusionProof"];
+
+export async function proveEvent(
+  token: string,
+  eventId: string,
+  size?: number,
+): Promise<InclusionProof> {
+  const { data, error } = await api.GET("/admin/integrity/events/{event_id}/proof", {
+    headers: { Authorization: `Bearer ${token}` },
+    params: { path: { event_id: eventId }, query: size === undefined ? {} : { size } },
+  });
+  if (error) {
+    throw new Error(describe(error));
+  }
+  const position: number = data.position;
+  const path: string[] = data.hashes;
+  void position;
+  void path;
+  return data;
+}
+
+export async function checkpointAndTile(token: string): Promise<[string, Blob]> {
+  const headers = { Authorization: `Bearer ${token}` };
+  const checkpoint = await api.GET("/admin/integrity/checkpoint", { headers, parseAs: "text" });
+  if (checkpoint.error) {
+    throw new Error(describe(checkpoint.error));
+  }
+  const tile = await api.GET("/admin/integrity/tile/{tile_path}", {
+    headers,
+    params: { path: { tile_path: "0/000" } },
+    parseAs: "blob",
+  });
+  if (tile.error) {
+    throw new Error(describe(tile.error));
+  }
+  return [checkpoint.data, tile.data];
+}

@@ -12,7 +12,7 @@ from audit_service.activity import export, service
 from audit_service.activity.schemas import (
     ActivityExport,
     ActivityQuery,
-    EventOut,
+    EventDetail,
     EventPage,
     EventRef,
     ExportQuery,
@@ -142,7 +142,7 @@ async def export_activity(
 
 @router.get(
     "/{event_id}",
-    response_model=EventOut,
+    response_model=EventDetail,
     operation_id="get_activity",
     responses=problem_responses(401, 403, 404, 422),
     openapi_extra=audited("activity.viewed", "activity"),
@@ -154,6 +154,6 @@ async def get_activity(
     _: AdminOrAuditor,
     session: SessionDep,
     audit: RecorderDep,
-) -> EventOut:
-    """One recorded event."""
+) -> EventDetail:
+    """One recorded event, with its log position."""
     return await service.get_activity(session, audit, event_id)

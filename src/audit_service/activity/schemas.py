@@ -269,6 +269,16 @@ class EventOut(BaseModel):
         )
 
 
+class EventDetail(EventOut):
+    """One event, with where it stands in the tamper-evident log."""
+
+    log_position: int | None = Field(
+        description="The event's position in the signed log (its leaf index; "
+        "GET /admin/integrity/events/{event_id}/proof proves it); null until the sequencer "
+        "has appended it, within about a second of its commit"
+    )
+
+
 class EventPage(BaseModel):
     items: list[EventOut]
     page: int | None = Field(description="The page number; null when reached by cursor")

@@ -13,11 +13,12 @@ from audit_service.activity import export
 from audit_service.activity.schemas import (
     MAX_OFFSET_ROWS,
     ActivityQuery,
+    EventDetail,
     EventOut,
     EventPage,
     ExportQuery,
 )
-from audit_service.audit_log import repository
+from audit_service.audit_log import log, repository
 from audit_service.audit_log.context import RequestAudit
 from audit_service.audit_log.models import AuditEvent
 from audit_service.core.db import snapshot_isolation
@@ -99,7 +100,7 @@ async def list_activity(
 
 async def get_activity(
     session: AsyncSession, audit: RequestAudit, event_id: int | uuid.UUID
-) -> EventOut:
+) -> EventDetail:
     audit.describe(target_type="audit_event", target_id=str(event_id))
     if isinstance(event_id, uuid.UUID):
         event = await repository.get_event_by_uuid(session, event_id)
@@ -107,7 +108,8 @@ async def get_activity(
         event = await repository.get_event(session, event_id)
     if event is None:
         raise NotFound(f"No event with id {event_id}")
-    return EventOut.of(event)
+    position = await log.position_of(session, event.id)
+    return EventDetail(**EventOut.of(event).model_dump(), log_position=position)
 
 
 EXPORT_RETRY_AFTER = 5  # seconds: exports of a normal size finish in about that

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from audit_service.audit_log.models import AuditEvent, AuditLeaf
 from audit_service.core.db import in_values, upsert_for
 from audit_service.integrity.models import (
     IntegrityCheckpoint,
@@ -22,6 +25,8 @@ _keys = cast(Table, IntegrityKey.__table__)
 _tiles = cast(Table, IntegrityTile.__table__)
 _checkpoints = cast(Table, IntegrityCheckpoint.__table__)
 _log = cast(Table, IntegrityLog.__table__)
+_events = cast(Table, AuditEvent.__table__)
+_leaves = cast(Table, AuditLeaf.__table__)
 
 Bind = AsyncSession | AsyncConnection
 
@@ -107,6 +112,17 @@ async def checkpoint_at_least(bind: Bind, size: int) -> Any:
     return (await bind.execute(stmt)).first()
 
 
+async def checkpoint_of_size(bind: Bind, size: int) -> Any:
+    """The newest checkpoint of exactly `size` leaves (idle re-issues repeat a size)."""
+    stmt = (
+        select(_checkpoints)
+        .where(_checkpoints.c.tree_size == size)
+        .order_by(_checkpoints.c.id.desc())
+        .limit(1)
+    )
+    return (await bind.execute(stmt)).first()
+
+
 async def checkpoints(bind: Bind, *, after_id: int = 0, limit: int = 1000) -> list[Any]:
     stmt = (
         select(_checkpoints)
@@ -140,3 +156,29 @@ async def claim_origin(bind: Bind, proposed: str) -> str:
     found = await origin(bind)
     assert found is not None
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class EventLeaf:
+    # The row as a dict of audit_event columns (`metadata` by column name), the shape
+    # `log.follow()` gives the sequencer, so the entry is rebuilt from the same values.
+    event: dict[str, Any]
+    # None while the event is not sequenced yet.
+    position: int | None
+    leaf_hash: bytes | None
+
+
+async def event_leaf(bind: Bind, event_id: uuid.UUID) -> EventLeaf | None:
+    """An event by its public id with its log position and stored leaf hash, in one query
+    (the unique index on event_id, then audit_leaf's on event_pk)."""
+    stmt = (
+        select(*_events.c, _leaves.c.position, _leaves.c.leaf_hash)
+        .select_from(_events.outerjoin(_leaves, _leaves.c.event_pk == _events.c.id))
+        .where(_events.c.event_id == event_id)
+    )
+    row = (await bind.execute(stmt)).first()
+    if row is None:
+        return None
+    event = dict(row._mapping)
+    position, leaf = event.pop("position"), event.pop("leaf_hash")
+    return EventLeaf(event, position, None if leaf is None else bytes(leaf))

@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from audit_service import __version__
+from audit_service.activity.endpoints import recipients_router
 from audit_service.activity.endpoints import router as activity_router
 from audit_service.audit_log import repository as audit_repository
 from audit_service.audit_log.context import SYSTEM, system_event
@@ -142,6 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "actions", "description": "Known actions and their metadata schemas"},
             {"name": "maintenance", "description": "Maintenance mode (admin)"},
             {"name": "jobs", "description": "Background jobs (admin, auditor)"},
+            {
+                "name": "export-recipients",
+                "description": "Public keys exports can be encrypted to (admin)",
+            },
             {"name": "health", "description": "Liveness, readiness, metrics (not recorded)"},
         ],
     )
@@ -190,7 +195,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gated = [*protected, Depends(maintenance_gate)]
     for router in (auth_router, prediction_router, activity_router, users_router):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
-    for router in (api_keys_router, actions_router, maintenance_router, jobs_router):
+    for router in (
+        api_keys_router,
+        actions_router,
+        maintenance_router,
+        jobs_router,
+        recipients_router,
+    ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).
     app.include_router(

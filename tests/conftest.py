@@ -51,6 +51,7 @@ TABLES = (
     "source_action",
     "job_lease",
     "audit_leaf",
+    "export_recipient",
     "integrity_tile",
     "integrity_checkpoint",
     "integrity_key",

@@ -1,4 +1,4 @@
-"""`audit-service`: serve, worker, migrate, users …, api-keys …"""
+"""`audit-service`: serve, worker, migrate, users …, api-keys …, verify-bundle"""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from audit_service.core.config import Settings, settings_error_text
 from audit_service.core.db import RoleError, create_engine, create_sessionmaker
 from audit_service.core.errors import AppError
 from audit_service.core.logging import configure_logging, default_format
-from audit_service.integrity import note
+from audit_service.integrity import bundle_cli, note
 from audit_service.maintenance import service as maintenance
 
 
@@ -335,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=socket.gethostname(), help="key name (default: host)")
     p.set_defaults(func=keygen)
 
+    # Parsed by bundle_cli itself (its usage errors exit 3); listed here for --help.
+    sub.add_parser(
+        "verify-bundle",
+        help="check a signed export bundle offline (no database): see verify-bundle --help",
+        add_help=False,
+    )
+
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.add_argument(
         "--role",
@@ -385,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify-bundle"]:
+        raise SystemExit(bundle_cli.run(argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

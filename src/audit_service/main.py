@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from audit_service import __version__
+from audit_service.activity.endpoints import recipients_router
 from audit_service.activity.endpoints import router as activity_router
 from audit_service.audit_log import repository as audit_repository
 from audit_service.audit_log.context import SYSTEM, system_event
@@ -147,6 +148,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "name": "integrity",
                 "description": "The signed log: checkpoint, keys, tiles, proofs (admin, auditor)",
             },
+            {
+                "name": "export-recipients",
+                "description": "Public keys exports can be encrypted to (admin)",
+            },
             {"name": "health", "description": "Liveness, readiness, metrics (not recorded)"},
         ],
     )
@@ -201,6 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         maintenance_router,
         jobs_router,
         integrity_router,
+        recipients_router,
     ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).

@@ -1,5 +1,6 @@
 """Every domain's tables, so `Base.metadata` is complete for Alembic and the model check."""
 
+from audit_service.activity.models import ExportRecipient
 from audit_service.audit_log.models import AuditEvent, AuditLeaf, LogCursor
 from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
 from audit_service.core.jobs_models import JobLease
@@ -19,6 +20,7 @@ __all__ = [
     "AuditEvent",
     "AuditLeaf",
     "Base",
+    "ExportRecipient",
     "IntegrityCheckpoint",
     "IntegrityKey",
     "IntegrityLog",

@@ -1,30 +1,38 @@
-"""/admin/activity: the history, for admins and auditors."""
+"""/admin/activity: the history, for admins and auditors; /admin/export-recipients."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from audit_service.activity import export, service
 from audit_service.activity.schemas import (
+    MAX_RECIPIENT_ID,
     ActivityExport,
     ActivityQuery,
     EventDetail,
     EventPage,
     EventRef,
     ExportQuery,
+    RecipientIn,
+    RecipientList,
+    RecipientOut,
 )
 from audit_service.audit_log.context import audited
 from audit_service.audit_log.dependencies import RecorderDep, SessionDep
-from audit_service.auth.dependencies import AdminOrAuditor
-from audit_service.core.dependencies import EngineDep, SigningKeyDep
+from audit_service.auth.dependencies import AdminOrAuditor, AdminUser
+from audit_service.core.dependencies import EngineDep, SettingsDep, SigningKeyDep
 from audit_service.core.errors import problem_responses
 from audit_service.core.routing import SafeJSONRoute
+from audit_service.integrity.jobs import log_signer
 
 router = APIRouter(prefix="/admin/activity", tags=["activity"], route_class=SafeJSONRoute)
+recipients_router = APIRouter(
+    prefix="/admin/export-recipients", tags=["export-recipients"], route_class=SafeJSONRoute
+)
 
 
 class ExportResponse(StreamingResponse):
@@ -68,10 +76,13 @@ _EXPORT_CONTENT = {
     "text/csv": {"schema": {"type": "string"}},
     "application/x-ndjson": {"schema": {"type": "string"}},
     _XLSX: _binary(_XLSX),
+    "application/x-tar": _binary("application/x-tar"),
     "application/gzip": _binary("application/gzip"),
+    "application/octet-stream": _binary("application/octet-stream"),
 }
 _EXPORT_HEADERS = {
-    "Content-Disposition": "attachment; filename=activity-<UTC time>.<format>[.gz]",
+    "Content-Disposition": "attachment; filename=activity-<UTC time>.<format, tar for a "
+    "bundle>[.gz][.age]",
     "X-Export-Exported-By": "Username of who exported (JSON string escapes)",
     "X-Export-Exported-At": "When the export's snapshot was taken (ISO 8601, UTC)",
     "X-Export-Filters": "The filters applied, as compact JSON",
@@ -120,7 +131,7 @@ async def list_activity(
                 for name, text in _EXPORT_HEADERS.items()
             },
         },
-        **problem_responses(401, 403, 422),
+        **problem_responses(401, 403, 409, 422),
         503: {**problem_responses(503)[503], **_EXPORT_BUSY},
     },
     openapi_extra=audited("activity.exported", "activity"),
@@ -130,14 +141,21 @@ async def export_activity(
     user: AdminOrAuditor,
     engine: EngineDep,
     audit: RecorderDep,
+    settings: SettingsDep,
     request: Request,
 ) -> ExportResponse:
-    """Download every matching event (no cap) as CSV, XLSX, JSON or NDJSON, streamed.
+    """Download every matching event (no cap) as CSV, XLSX, JSON, NDJSON or a signed
+    bundle (checkable offline with `audit-service verify-bundle`), streamed; optionally
+    encrypted to a registered recipient (age).
 
-    Each export holds a database connection while it streams, so an instance runs at most
-    `AUDIT_MAX_CONCURRENT_EXPORTS` at once; past that the answer is 503 with Retry-After."""
+    A bundle holds the events the newest signed checkpoint covers (409 while there is
+    none). Each export holds a database connection while it streams, so an instance runs
+    at most `AUDIT_MAX_CONCURRENT_EXPORTS` at once; past that the answer is 503 with
+    Retry-After."""
     slots = service.export_slots(request.app)
-    return ExportResponse(await service.open_export(engine, audit, query, user.username, slots))
+    return ExportResponse(
+        await service.open_export(engine, audit, query, user.username, slots, log_signer(settings))
+    )
 
 
 @router.get(
@@ -157,3 +175,51 @@ async def get_activity(
 ) -> EventDetail:
     """One recorded event, with its log position."""
     return await service.get_activity(session, audit, event_id)
+
+
+@recipients_router.post(
+    "",
+    response_model=RecipientOut,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_export_recipient",
+    responses=problem_responses(401, 403, 409, 422),
+    openapi_extra=audited("config.changed", "activity"),
+)
+async def create_export_recipient(
+    data: RecipientIn, _: AdminUser, session: SessionDep, audit: RecorderDep
+) -> RecipientOut:
+    """Register an age X25519 public key that exports can be encrypted to (admin only)."""
+    return await service.create_recipient(session, audit, data)
+
+
+@recipients_router.get(
+    "",
+    response_model=RecipientList,
+    operation_id="list_export_recipients",
+    responses=problem_responses(401, 403),
+    openapi_extra=audited("export_recipient.listed", "activity"),
+)
+async def list_export_recipients(
+    _: AdminOrAuditor, session: SessionDep, audit: RecorderDep
+) -> RecipientList:
+    """The registered export recipients, oldest first (admins and auditors, who pick one
+    with `?recipient=<id>` on an export)."""
+    return await service.list_recipients(session, audit)
+
+
+@recipients_router.delete(
+    "/{recipient_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    operation_id="delete_export_recipient",
+    responses=problem_responses(401, 403, 404, 422),
+    openapi_extra=audited("config.changed", "activity"),
+)
+async def delete_export_recipient(
+    recipient_id: Annotated[int, Path(ge=1, le=MAX_RECIPIENT_ID)],
+    _: AdminUser,
+    session: SessionDep,
+    audit: RecorderDep,
+) -> None:
+    """Remove an export recipient: exports can no longer be encrypted to it (admin only)."""
+    await service.delete_recipient(session, audit, recipient_id)

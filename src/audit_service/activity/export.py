@@ -29,6 +29,7 @@ MEDIA_TYPES = {
     "json": "application/json",
     "ndjson": "application/x-ndjson",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "bundle": "application/x-tar",  # integrity/bundle.py
 }
 
 Batches = AsyncIterator[Sequence[Sequence[Any]]]

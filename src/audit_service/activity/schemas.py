@@ -17,6 +17,7 @@ from pydantic import (
 
 from audit_service.audit_log.models import AuditEvent
 from audit_service.audit_log.repository import EventFilters
+from audit_service.kit import age
 from audit_service.kit.net import parse_ip_or_network
 from audit_service.kit.schemas import InputModel
 
@@ -195,15 +196,33 @@ class ActivityQuery(ActivityFilters):
         return value
 
 
-ExportFormat = Literal["csv", "xlsx", "json", "ndjson"]
+ExportFormat = Literal["csv", "xlsx", "json", "ndjson", "bundle"]
+MAX_RECIPIENT_ID = 2**31 - 1
 
 
 class ExportQuery(ActivityFilters):
-    format: ExportFormat = "csv"
+    format: ExportFormat = Field(
+        default="csv",
+        description="`bundle`: a signed tar of the events' leaf entries with range proofs "
+        "against the newest signed checkpoint, checkable offline with `audit-service "
+        "verify-bundle` (events not yet covered by a checkpoint are left out)",
+    )
     gzip: bool = Field(default=False, description="Compress the file (.gz)")
     bom: bool = Field(default=False, description="CSV: start with a UTF-8 BOM (for Excel)")
     comments: bool = Field(
         default=False, description="CSV: begin with '#' lines describing the export"
+    )
+    rows: bool = Field(
+        default=True,
+        description="bundle: include the readable rows, personal values in clear with the "
+        "salts that prove them; false: leaf entries only (personal values stay committed)",
+    )
+    recipient: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RECIPIENT_ID,
+        description="Encrypt the file (age) to this registered export recipient "
+        "(GET /admin/export-recipients); the file then ends in .age",
     )
 
 
@@ -310,3 +329,49 @@ class ActivityExport(BaseModel):
 
     export: ExportInfo
     events: list[EventOut]
+
+
+class RecipientIn(InputModel):
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Who holds the private key",
+        examples=["External auditor (Example LLP)"],
+    )
+    public_key: str = Field(
+        max_length=200,
+        description="An age X25519 recipient, as `age-keygen` prints it (`age1…`)",
+        examples=["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("name must not be blank")
+        return value
+
+    @field_validator("public_key")
+    @classmethod
+    def _public_key(cls, value: str) -> str:
+        return age.parse_recipient(value)
+
+
+class RecipientOut(BaseModel):
+    id: int
+    name: str
+    public_key: str
+    fingerprint: str = Field(
+        description="`sha256:` + SHA-256 of `public_key`; export events record it"
+    )
+    created_at: datetime
+    created_by: str | None
+
+    def public(self) -> dict[str, Any]:
+        """What a config.changed event shows as before/after."""
+        return self.model_dump(mode="json")
+
+
+class RecipientList(BaseModel):
+    items: list[RecipientOut]

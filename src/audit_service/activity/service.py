@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from audit_service import __version__
 from audit_service.activity import export
+from audit_service.activity import repository as activity_repo
 from audit_service.activity.schemas import (
     MAX_OFFSET_ROWS,
     ActivityQuery,
@@ -17,12 +20,23 @@ from audit_service.activity.schemas import (
     EventOut,
     EventPage,
     ExportQuery,
+    RecipientIn,
+    RecipientList,
+    RecipientOut,
 )
 from audit_service.audit_log import log, repository
 from audit_service.audit_log.context import RequestAudit
 from audit_service.audit_log.models import AuditEvent
 from audit_service.core.db import snapshot_isolation
-from audit_service.core.errors import FieldError, NotFound, ServiceUnavailable, ValidationFailed
+from audit_service.core.errors import (
+    Conflict,
+    FieldError,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from audit_service.integrity import bundle, bundle_export, note
+from audit_service.kit import age
 from audit_service.kit.models import utcnow
 from audit_service.kit.pagination import (
     InvalidCursor,
@@ -31,6 +45,7 @@ from audit_service.kit.pagination import (
     encode_cursor,
     fingerprint,
 )
+from audit_service.kit.schemas import config_change
 
 
 def _keyset(query: ActivityQuery, scope: str, key: str) -> Keyset | None:
@@ -146,6 +161,15 @@ def export_slots(app: Any) -> ExportSlots:
     return slots
 
 
+@dataclass(frozen=True, slots=True)
+class BundlePlan:
+    """What a bundle export proves against and signs with, fixed before the first byte."""
+
+    checkpoint: bundle_export.SignedCheckpoint
+    signer: note.Signer
+    not_in_bundle: int  # matching events the checkpoint does not cover yet
+
+
 class OpenExport:
     """A counted, consistent export: the rows it streams are exactly the `row_count` it
     announced (one snapshot), and its connection is released however the response ends."""
@@ -156,15 +180,57 @@ class OpenExport:
         query: ExportQuery,
         meta: export.ExportMeta,
         slots: ExportSlots,
+        *,
+        bundle: BundlePlan | None = None,
+        recipient: activity_repo.Recipient | None = None,
     ):
         self._conn = conn
         self._query = query
         self.meta = meta
         self._slots: ExportSlots | None = slots
+        self._bundle = bundle
+        self._recipient = recipient
 
     def chunks(self) -> AsyncIterator[bytes]:
-        body = self._body()
-        return export.gzipped(body) if self._query.gzip else body
+        body = self._bundle_body(self._bundle) if self._bundle else self._body()
+        if self._query.gzip:
+            body = export.gzipped(body)
+        if self._recipient is not None:
+            body = age.encrypt_stream(body, self._recipient.public_key)
+        return body
+
+    async def _bundle_body(self, plan: BundlePlan) -> AsyncIterator[bytes]:
+        size = plan.checkpoint.size
+        batches = repository.stream_sequenced(
+            self._conn, self._query.to_filters(), size, batch=bundle.CHUNK_EVENTS
+        )
+        meta = self.meta
+        info = {
+            "exported_by": meta.exported_by,
+            "exported_at": meta.exported_at.isoformat(),
+            "service_version": meta.service_version,
+            "filters": meta.filters,
+            "not_in_bundle": plan.not_in_bundle,
+            "coverage": f"the events matching the filters at log positions below {size} "
+            f"(the checkpoint's tree); {plan.not_in_bundle} matching event(s) recorded "
+            "after it are not in this bundle",
+        }
+        body = bundle_export.bundle_chunks(
+            self._conn,
+            plan.checkpoint,
+            batches,
+            plan.signer,
+            info,
+            exported_at=meta.exported_at,
+            readable=self._query.rows,
+        )
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            # As in _body(): close the writer, then the server-side cursor, on our connection.
+            await export.aclose(body)
+            await export.aclose(batches)
 
     async def _body(self) -> AsyncIterator[bytes]:
         query, filters = self._query, self._query.to_filters()
@@ -197,10 +263,17 @@ class OpenExport:
     @property
     def filename(self) -> str:
         stamp = self.meta.exported_at.strftime("%Y%m%dT%H%M%SZ")
-        return f"activity-{stamp}.{self._query.format}" + (".gz" if self._query.gzip else "")
+        extension = "tar" if self._query.format == "bundle" else self._query.format
+        return (
+            f"activity-{stamp}.{extension}"
+            + (".gz" if self._query.gzip else "")
+            + (".age" if self._recipient is not None else "")
+        )
 
     @property
     def media_type(self) -> str:
+        if self._recipient is not None:
+            return "application/octet-stream"  # age has no registered media type
         return "application/gzip" if self._query.gzip else export.MEDIA_TYPES[self._query.format]
 
     async def close(self) -> None:
@@ -218,7 +291,11 @@ async def open_export(
     query: ExportQuery,
     exported_by: str,
     slots: ExportSlots,
+    signer: note.Signer | None = None,
 ) -> OpenExport:
+    """Count what the export will send (and, for a bundle, fix its checkpoint) in one
+    snapshot, describe the export event, and hand back the stream to send after it.
+    `signer` (the log's key) signs a bundle's manifest; other formats need none."""
     filters = query.to_filters()
     slots.take()
     try:
@@ -226,10 +303,29 @@ async def open_export(
     except BaseException:
         slots.give_back()
         raise
+    plan: BundlePlan | None = None
     try:
         await conn.execution_options(isolation_level=snapshot_isolation(engine))
         await conn.begin()
+        recipient = None
+        if query.recipient is not None:
+            recipient = await activity_repo.get_recipient(conn, query.recipient)
+            if recipient is None:
+                raise _unknown_recipient(query.recipient)
         row_count = await repository.count_exact(conn, filters)
+        if query.format == "bundle":
+            if signer is None:
+                raise ValueError("a bundle export needs the log's signing key")
+            checkpoint = await bundle_export.newest_checkpoint(conn)
+            if checkpoint is None:
+                raise Conflict(
+                    "The log has no signed checkpoint yet, so there is nothing a bundle could "
+                    "prove against: the log job signs one within seconds of the first event "
+                    "(see GET /admin/jobs)"
+                )
+            covered = await repository.count_sequenced(conn, filters, checkpoint.size)
+            plan = BundlePlan(checkpoint, signer, row_count - covered)
+            row_count = covered
     except BaseException:
         try:
             await conn.close()
@@ -251,6 +347,88 @@ async def open_export(
         format=query.format,
         gzip=query.gzip,
         row_count=row_count,
-        description=f"Exported {row_count} event(s) as {query.format}",
+        description=f"Exported {row_count} event(s) as {query.format}"
+        + (f", encrypted to recipient {recipient.id}" if recipient else ""),
     )
-    return OpenExport(conn, query, meta, slots)
+    if plan is not None:
+        audit.describe(
+            checkpoint_size=plan.checkpoint.size,
+            checkpoint_root=base64.b64encode(plan.checkpoint.root_hash).decode(),
+            not_in_bundle=plan.not_in_bundle,
+            readable_rows=query.rows,
+        )
+    if recipient is not None:
+        audit.describe(
+            recipient_id=recipient.id,
+            recipient_name=recipient.name,
+            recipient_fingerprint=recipient.fingerprint,
+        )
+    return OpenExport(conn, query, meta, slots, bundle=plan, recipient=recipient)
+
+
+def _unknown_recipient(recipient_id: int) -> ValidationFailed:
+    message = f"No export recipient with id {recipient_id} (see GET /admin/export-recipients)"
+    return ValidationFailed(
+        message,
+        errors=[FieldError(loc=["query", "recipient"], msg=message, type="recipient_unknown")],
+    )
+
+
+# --- export recipients ----------------------------------------------------------------
+
+
+def _recipient_out(r: activity_repo.Recipient) -> RecipientOut:
+    return RecipientOut(
+        id=r.id,
+        name=r.name,
+        public_key=r.public_key,
+        fingerprint=r.fingerprint,
+        created_at=r.created_at,
+        created_by=r.created_by,
+    )
+
+
+async def create_recipient(
+    session: AsyncSession, audit: RequestAudit, data: RecipientIn
+) -> RecipientOut:
+    audit.describe(target_type="export_recipient", setting="export_recipient")
+    try:
+        created = await activity_repo.add_recipient(
+            session,
+            name=data.name,
+            public_key=data.public_key,
+            fingerprint=age.fingerprint(data.public_key),
+            created_at=utcnow(),
+            created_by=audit.actor.name,
+        )
+    except activity_repo.DuplicateKey:
+        existing = await activity_repo.recipient_by_key(session, data.public_key)
+        which = f" (recipient {existing.id}, '{existing.name}')" if existing else ""
+        raise Conflict(f"This public key is registered already{which}") from None
+    out = _recipient_out(created)
+    audit.describe(
+        target_id=str(out.id),
+        description=f"Registered export recipient {out.id} '{out.name}'",
+        **config_change(before=None, after=out.public()),
+    )
+    return out
+
+
+async def list_recipients(session: AsyncSession, audit: RequestAudit) -> RecipientList:
+    items = [_recipient_out(r) for r in await activity_repo.list_recipients(session)]
+    audit.describe(target_type="export_recipient", returned=len(items))
+    return RecipientList(items=items)
+
+
+async def delete_recipient(session: AsyncSession, audit: RequestAudit, recipient_id: int) -> None:
+    audit.describe(
+        target_type="export_recipient", target_id=str(recipient_id), setting="export_recipient"
+    )
+    deleted = await activity_repo.delete_recipient(session, recipient_id)
+    if deleted is None:
+        raise NotFound(f"No export recipient with id {recipient_id}")
+    before = _recipient_out(deleted)
+    audit.describe(
+        description=f"Removed export recipient {before.id} '{before.name}'",
+        **config_change(before=before.public(), after=None),
+    )

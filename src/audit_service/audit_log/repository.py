@@ -30,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from audit_service.audit_log.models import AuditEvent
+from audit_service.audit_log.models import AuditEvent, AuditLeaf
 from audit_service.core.db import (
     copy_out,
     estimated_rows,
@@ -291,6 +291,42 @@ async def stream_export(
     try:
         async for rows in result.partitions(batch):
             yield rows
+    finally:
+        await result.close()
+
+
+_leaves = cast(Table, AuditLeaf.__table__)
+
+
+def _sequenced(filters: EventFilters, end: int) -> Select[Any]:
+    return (
+        select(_leaves.c.position, _leaves.c.leaf_hash, *_table.columns)
+        .select_from(_leaves.join(_table, _table.c.id == _leaves.c.event_pk))
+        .where(_leaves.c.position < end, *filters.conditions())
+    )
+
+
+async def count_sequenced(conn: AsyncConnection, filters: EventFilters, end: int) -> int:
+    """Matching events with a log position below `end` (a checkpoint's tree size)."""
+    stmt = select(func.count()).select_from(_sequenced(filters, end).subquery())
+    return int(await conn.scalar(stmt) or 0)
+
+
+async def stream_sequenced(
+    conn: AsyncConnection, filters: EventFilters, end: int, *, batch: int
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Matching events below log position `end`, in log order, in batches of `batch`: each
+    a dict of audit_event columns (`metadata` by column name) plus `position` and the stored
+    `leaf_hash`, from a server-side cursor (memory stays flat at any size).
+
+    Not `log.follow()`: a bundle is a filtered query over one snapshot, not a consumer
+    following the log; `follow()` has no filters and would ship every row of the log to
+    Python to keep the few that match."""
+    stmt = _sequenced(filters, end).order_by(_leaves.c.position)
+    result = await conn.stream(stmt.execution_options(yield_per=batch))
+    try:
+        async for rows in result.partitions(batch):
+            yield [dict(r._mapping) for r in rows]
     finally:
         await result.close()
 

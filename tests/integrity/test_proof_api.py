@@ -360,6 +360,10 @@ async def test_tiles_are_served_exactly_and_bad_paths_are_refused(h: Harness) ->
 
     full = (await get("0/000")).content
     assert len(full) == 8192
+    # An index beyond any bigint (schemathesis found it): a 404, not a 500.
+    huge = await get("0/x928/x170/x221/x292/x055/x999/x804/x701/x935/x003/x085/971")
+    assert huge.status_code == 404
+    assert huge.headers["content-type"] == "application/problem+json"
     # Older widths of a tile are prefixes of it: of the full tile as of the partial one.
     assert (await get("0/000.p/5")).content == full[: 5 * 32]
     partial = (await get(f"0/001.p/{width}")).content

@@ -41,7 +41,7 @@ from audit_service.integrity.schemas import (
     VerifierKeys,
 )
 from audit_service.integrity.service import Bind, entry_keys, needed_keys, with_tiles
-from audit_service.integrity.tiles import Tile, parse_tile_path
+from audit_service.integrity.tiles import TILE_WIDTH, Tile, parse_tile_path
 
 TLOG_PROOF_V1 = "c2sp.org/tlog-proof@v1"
 # The log job signs within about a second of the tree growing.
@@ -218,6 +218,9 @@ async def read_tile(session: AsyncSession, audit: RequestAudit, path: str) -> tu
         tile = parse_tile_path(f"tile/{path}")
     except ValueError as exc:
         raise BadRequest(f"Not a tile path: {exc}") from None
+    # A tree of at most 2^63 leaves has no tile beyond this index (and the column is bigint).
+    if tile.index >= 2**63 // TILE_WIDTH:
+        raise NotFound(f"No tile {tile.path}: the index is beyond any tree this log can hold")
     stored = (await repo.read_tiles(session, [(tile.level, tile.index)])).get(
         (tile.level, tile.index)
     )

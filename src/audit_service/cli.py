@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import gc
 import getpass
+import json
 import logging
 import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -307,6 +308,271 @@ def keygen(args: argparse.Namespace) -> None:
     )
 
 
+# --- verify ------------------------------------------------------------------------------------
+
+VERIFY_USAGE = 3  # exit codes: 0 intact, 1 tampering found, 2 cannot verify, 3 usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a settable exit status for usage errors (`verify` promises 3)."""
+
+    usage_exit = 2
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_exit, f"{self.prog}: error: {message}\n")
+
+
+class _VerifyExit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _since(value: str) -> tuple[str, int]:
+    """`--since`: a log position N, `checkpoint:ID`, or `state`."""
+    if value == "state":
+        return ("state", 0)
+    kind, sep, number = value.partition(":")
+    if sep and kind != "checkpoint":
+        raise argparse.ArgumentTypeError("use a position, checkpoint:ID or state")
+    text = number if sep else value
+    if not text.isdigit() or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"{value!r}: use a position, checkpoint:ID or state")
+    return ("checkpoint" if sep else "position", int(text))
+
+
+def _jobs(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError("a number of processes, 1..64")
+    return int(value)
+
+
+def _read_vkeys(values: list[str]) -> list[note.Verifier]:
+    """Each --vkey is a verifier key, or a file of them (one per line; `keygen`'s
+    "vkey: …" lines are accepted as printed)."""
+    verifiers: list[note.Verifier] = []
+    for value in values:
+        lines = [value]
+        if not value.count("+") >= 2 or os.path.exists(value):
+            try:
+                with open(value, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise _VerifyExit(2, f"--vkey {value}: not a verifier key, and {exc}") from None
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if "vkey:" in line:
+                line = line.split("vkey:", 1)[1].strip()
+            try:
+                verifiers.append(note.Verifier.from_vkey(line))
+            except note.NoteError as exc:
+                where = value if lines == [value] else f"{value}, line {number}"
+                raise _VerifyExit(2, f"--vkey {where}: {exc}") from None
+    if not verifiers:
+        raise _VerifyExit(2, "--vkey: no verifier key found")
+    return verifiers
+
+
+def _configured_verifiers(settings: Settings | None) -> list[note.Verifier]:
+    """The configured signing key's verifiers, or the development key under ./var/; never
+    a new key (verify must not invent the key it checks against)."""
+    from audit_service.core.config import VAR_DIR
+
+    key = settings.log_signing_key.get_secret_value() if settings is not None else ""
+    if not key:
+        dev = VAR_DIR / "log_signing_key"
+        key = dev.read_text().strip() if dev.is_file() else ""
+    if not key:
+        raise _VerifyExit(
+            2,
+            "no verifier key: pass --vkey (keygen prints them; GET /admin/integrity/vkeys "
+            "lists them) or set AUDIT_LOG_SIGNING_KEY",
+        )
+    try:
+        signer = note.Signer.from_private_key(key)
+    except note.NoteError as exc:
+        raise _VerifyExit(2, f"AUDIT_LOG_SIGNING_KEY: {exc}") from None
+    return [signer.verifier, signer.with_type(note.COSIGNATURE_V1).verifier]
+
+
+def _database_url(args: argparse.Namespace, settings: Settings | None) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = args.database_url or (settings.database_url if settings is not None else None)
+    if not url:
+        raise _VerifyExit(VERIFY_USAGE, "no database: pass --database-url or set DATABASE_URL")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise _VerifyExit(VERIFY_USAGE, "--database-url is not a database URL") from None
+    if parsed.drivername not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        raise _VerifyExit(
+            VERIFY_USAGE,
+            "--database-url must be postgresql+asyncpg://… or sqlite+aiosqlite:///…",
+        )
+    if parsed.drivername.startswith("sqlite"):
+        database = parsed.database or ""
+        if database in ("", ":memory:") or not os.path.isfile(database):
+            raise _VerifyExit(2, f"no SQLite database at {database or '(none)'}")
+    return url
+
+
+def _database_problem(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split()) or type(orig).__name__
+    if ("does not exist" in text and "relation" in text) or "no such table" in text:
+        return f"the database has no log tables (run `audit-service migrate`): {text}"
+    return f"cannot read the log: {text[:300]}"
+
+
+def _verify_inputs(args: argparse.Namespace) -> tuple[str, list[note.Verifier], Any]:
+    """The database URL, the trusted keys and the pinned checkpoint (or None)."""
+    from audit_service.integrity import verify
+
+    try:
+        settings: Settings | None = Settings()
+    except ValidationError as exc:
+        if not (args.database_url and args.vkey):
+            raise _VerifyExit(2, settings_error_text(exc)) from None
+        settings = None
+    url = _database_url(args, settings)
+    verifiers = _read_vkeys(args.vkey) if args.vkey else _configured_verifiers(settings)
+    pinned = None
+    if args.state and os.path.exists(args.state):
+        try:
+            with open(args.state, encoding="utf-8") as f:
+                pinned = verify.open_pinned(f.read(), verifiers)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _VerifyExit(2, f"--state {args.state}: {exc}") from None
+        except verify.CannotVerify as exc:
+            raise _VerifyExit(2, f"--state {args.state}: {exc}") from None
+    return url, verifiers, pinned
+
+
+async def _run_verify(
+    args: argparse.Namespace, url: str, verifiers: list[note.Verifier], pinned: Any
+) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from audit_service.integrity import repository as integrity_repo
+    from audit_service.integrity import verify
+
+    engine = create_engine(url)
+    try:
+        since = 0
+        if args.since is not None:
+            kind, number = args.since
+            if kind == "position":
+                since = number
+            elif kind == "state":
+                if pinned is None:
+                    raise _VerifyExit(VERIFY_USAGE, "--since state needs a --state file to read")
+                since = pinned.size
+            else:
+                async with engine.connect() as conn:
+                    rows = [
+                        r
+                        for r in await integrity_repo.checkpoints(
+                            conn, after_id=number - 1, limit=1
+                        )
+                        if r.id == number
+                    ]
+                valid, _ = verify.check_signatures(rows, verifiers, None)
+                if not valid:
+                    raise _VerifyExit(
+                        VERIFY_USAGE, f"--since: no validly signed checkpoint #{number}"
+                    )
+                since = valid[0].size
+        runner: verify.Runner = (
+            verify.InProcess(engine) if args.jobs == 1 else verify.Pool(url, args.jobs)
+        )
+        on_task = None
+        if sys.stderr.isatty() and not args.json:
+
+            async def on_task(progress: verify.Progress, _result: verify.TaskResult) -> None:
+                print(
+                    f"\r  checked {progress.positions_done}/{progress.tree_size} positions",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        report = await verify.verify_log(
+            engine, verifiers, runner, pinned=pinned, since=since, on_task=on_task, jobs=args.jobs
+        )
+        if on_task is not None:
+            print(file=sys.stderr)
+    except verify.SinceBeyondTree as exc:
+        raise _VerifyExit(VERIFY_USAGE, str(exc)) from None
+    except verify.CannotVerify as exc:
+        raise _VerifyExit(2, str(exc)) from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise _VerifyExit(2, _database_problem(exc)) from None
+    finally:
+        await engine.dispose()
+    return report
+
+
+def _pin(path: str, signed_note: str) -> None:
+    """Write the newest verified checkpoint to the state file, atomically (a crash leaves
+    the old pin, never half a note)."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(signed_note)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _VerifyExit(2, f"--state {path}: cannot write the new pin: {exc}") from None
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json()))
+        return
+    newest = report.newest
+    print(
+        f"log {report.origin or '(no origin)'}: {report.tree_size} events, "
+        f"{report.checkpoints} checkpoint(s), {report.valid_checkpoints} validly signed"
+        + (f", newest #{newest.id} at size {newest.size}" if newest else "")
+    )
+    rate = f", {report.checked / report.seconds:.0f} events/s" if report.seconds else ""
+    print(
+        f"recomputed {report.checked} entries in {report.seconds:.2f} s{rate} "
+        f"({report.jobs} process{'es' if report.jobs > 1 else ''})"
+        + (f", from position {report.since}" if report.since else "")
+    )
+    if report.status == "intact":
+        print("INTACT: every row, leaf, tile and checkpoint agrees with the signed roots")
+    elif report.status == "unverifiable":
+        print(f"CANNOT VERIFY: {report.reason}")
+    else:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
+        print(f"TAMPERED: {len(report.problems)} problem(s) ({counts})")
+        for problem in report.problems:
+            print(problem.line())
+
+
+def verify_command(args: argparse.Namespace) -> None:
+    """Exit 0 intact, 1 tampering found, 2 cannot verify, 3 usage."""
+    try:
+        url, verifiers, pinned = _verify_inputs(args)
+        report = asyncio.run(_run_verify(args, url, verifiers, pinned))
+        _print_report(report, args.json)
+        if report.exit_code == 0 and args.state and report.newest is not None:
+            _pin(args.state, report.newest.note)
+        code = report.exit_code
+    except _VerifyExit as exc:
+        if args.json:
+            print(json.dumps({"status": "error", "exit_code": exc.code, "error": str(exc)}))
+        print(f"audit-service verify: {exc}", file=sys.stderr)
+        code = exc.code
+    raise SystemExit(code)
+
+
 def migrate(args: argparse.Namespace) -> None:
     try:
         migrations.upgrade(Settings().database_url, role=args.role)
@@ -316,7 +582,7 @@ def migrate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audit-service", description=__doc__)
+    parser = _Parser(prog="audit-service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the HTTP service (migrates first)")
@@ -341,6 +607,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a signed export bundle offline (no database): see verify-bundle --help",
         add_help=False,
     )
+    p = sub.add_parser(
+        "verify",
+        help="verify the tamper-evident log (exit 0 intact, 1 tampered, 2 cannot, 3 usage)",
+        description="Recompute every event's entry from its row and check it against the "
+        "leaves, the tiles and the signed checkpoints; report each problem with its position "
+        "and event id. Exit 0: intact; 1: tampering found (all of it is listed); 2: cannot "
+        "verify (database unreachable, no checkpoint, bad key or state file); 3: usage.",
+    )
+    assert isinstance(p, _Parser)
+    p.usage_exit = VERIFY_USAGE
+    p.add_argument(
+        "--database-url",
+        help="the database (default: DATABASE_URL); a read-only role is enough",
+    )
+    p.add_argument(
+        "--vkey",
+        action="append",
+        default=[],
+        metavar="VKEY|FILE",
+        help="a trusted verifier key, or a file of them; repeatable (default: the keys of "
+        "AUDIT_LOG_SIGNING_KEY). Give the cosignature vkey too to require cosignatures",
+    )
+    p.add_argument(
+        "--state",
+        metavar="FILE",
+        help="pin: the checkpoint seen last time (a signed note) is read from FILE, the log "
+        "must be consistent with it (no rollback, no rewritten history), and after a clean "
+        "run the newest checkpoint is written back",
+    )
+    p.add_argument(
+        "--since",
+        type=_since,
+        metavar="N|checkpoint:ID|state",
+        help="recompute the entries of positions N and later only (or from checkpoint ID's "
+        "tree size, or from the pinned checkpoint's): earlier rows are not re-read, so their "
+        "edits go unnoticed, but their leaves and tiles still feed every root, so forged "
+        "leaves, tiles or checkpoints there are still found",
+    )
+    p.add_argument(
+        "--jobs", type=_jobs, default=1, metavar="N", help="processes to spread the work over"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(func=verify_command)
 
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.add_argument(

@@ -37,6 +37,8 @@ from audit_service.ingestion.endpoints import admin_router as actions_router
 from audit_service.ingestion.endpoints import router as ingestion_router
 from audit_service.integrity.endpoints import router as integrity_router
 from audit_service.integrity.jobs import log_jobs
+from audit_service.integrity.verify_endpoints import router as verify_router
+from audit_service.integrity.verify_jobs import verify_jobs
 from audit_service.jobs.endpoints import router as jobs_router
 from audit_service.maintenance.dependencies import maintenance_gate
 from audit_service.maintenance.endpoints import router as maintenance_router
@@ -90,7 +92,11 @@ async def bootstrap_admin(app: FastAPI, settings: Settings) -> None:
 
 def background_jobs(settings: Settings) -> list[Job]:
     """Every background job, for `serve` (in-process) and `worker` alike."""
-    return [*log_jobs(settings), *housekeeping_jobs(settings.housekeeping_interval)]
+    return [
+        *log_jobs(settings),
+        *verify_jobs(settings),
+        *housekeeping_jobs(settings.housekeeping_interval),
+    ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -207,6 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs_router,
         integrity_router,
         recipients_router,
+        verify_router,
     ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).

@@ -10,6 +10,8 @@ from audit_service.integrity.models import (
     IntegrityKey,
     IntegrityLog,
     IntegrityTile,
+    IntegrityVerifyRun,
+    IntegrityVerifyTask,
 )
 from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
@@ -25,6 +27,8 @@ __all__ = [
     "IntegrityKey",
     "IntegrityLog",
     "IntegrityTile",
+    "IntegrityVerifyRun",
+    "IntegrityVerifyTask",
     "JobLease",
     "LogCursor",
     "LoginCounter",

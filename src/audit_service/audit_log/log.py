@@ -15,11 +15,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, insert, literal_column, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from audit_service.audit_log.models import AuditEvent, AuditLeaf, LogCursor
-from audit_service.core.db import driver_connection, is_postgres
+from audit_service.core.db import driver_connection, fetch_rows, is_postgres
 from audit_service.kit.models import utcnow
 
 _events = cast(Table, AuditEvent.__table__)
@@ -224,3 +235,127 @@ async def position_of(bind: AsyncSession | AsyncConnection, event_pk: int) -> in
     stmt = select(_leaves.c.position).where(_leaves.c.event_pk == event_pk)
     value = (await bind.execute(stmt)).scalar()
     return None if value is None else int(value)
+
+
+# --- reading the whole log back (verify) -----------------------------------------------------
+
+# (position, event_pk, leaf_hash, event or None once the row is gone, order key or None): one
+# tuple per leaf, since verify builds millions of them.
+StoredLeaf = tuple[int, int, bytes, dict[str, Any] | None, tuple[int, int] | None]
+# The sequencer's order of a row: (txid, id), with -1 for rows that have no txid (written
+# before migration 0009, sequenced first by id; always on SQLite, where id order is commit
+# order). Positions follow it strictly: a row whose key is out of order was moved or forged.
+NO_TXID = -1
+
+
+async def read_cursor(bind: AsyncSession | AsyncConnection) -> Cursor | None:
+    """The sequencer's cursor as committed (no lock: for readers such as verify, which may
+    run as a read-only role); None if its row is gone."""
+    row = (await bind.execute(select(_cursor).where(_cursor.c.id == 1))).first()
+    return None if row is None else Cursor(row.next_position, row.cursor_txid, row.cursor_id)
+
+
+def _on_postgres(bind: AsyncSession | AsyncConnection) -> bool:
+    if isinstance(bind, AsyncSession):
+        return is_postgres(bind)
+    return bind.dialect.name == "postgresql"
+
+
+def _txid_text(bind: AsyncSession | AsyncConnection) -> ColumnElement[Any]:
+    if _on_postgres(bind):
+        return literal_column("audit_event.txid::text")
+    return literal_column("NULL")
+
+
+def _order_key(txid: Any, pk: int) -> tuple[int, int]:
+    return (NO_TXID if txid is None else int(txid), pk)
+
+
+async def stored_range(
+    conn: AsyncConnection, start: int, end: int, *, events: bool = True
+) -> list[StoredLeaf]:
+    """The leaves at positions [start, end) in order, each with its event row (None when the
+    row is gone) and the row's order key; `events=False` reads the leaves alone.
+
+    One statement per call (callers page by position, in chunks of thousands), read through
+    `core.db.fetch_rows`: on Postgres the rows skip SQLAlchemy's result processing, which
+    would cost more than the whole rest of verify's per-event work but the entry itself.
+    """
+    where = (_leaves.c.position >= start, _leaves.c.position < end)
+    if not events:
+        stmt = (
+            select(_leaves.c.position, _leaves.c.event_pk, _leaves.c.leaf_hash)
+            .where(*where)
+            .order_by(_leaves.c.position)
+        )
+        return [(r[0], r[1], bytes(r[2]), None, None) for r in await fetch_rows(conn, stmt)]
+    columns = _entry_columns()
+    names = [c.name for c in columns]
+    # The event's columns first, so dict(zip(names, row)) stops right after them.
+    stmt = (
+        select(
+            *columns,
+            _txid_text(conn).label("_txid"),
+            _leaves.c.position,
+            _leaves.c.event_pk,
+            _leaves.c.leaf_hash,
+        )
+        .select_from(_leaves.outerjoin(_events, _events.c.id == _leaves.c.event_pk))
+        .where(*where)
+        .order_by(_leaves.c.position)
+    )
+    out: list[StoredLeaf] = []
+    append = out.append
+    for r in await fetch_rows(conn, stmt):
+        pk = r[-2]
+        if r[0] is None:
+            append((r[-3], pk, bytes(r[-1]), None, None))
+            continue
+        append((r[-3], pk, bytes(r[-1]), dict(zip(names, r, strict=False)), _order_key(r[-4], pk)))
+    return out
+
+
+async def rows_without_leaf(
+    bind: AsyncSession | AsyncConnection, cursor: Cursor, limit: int
+) -> list[dict[str, Any]]:
+    """Rows the sequencer has passed (at or below its cursor) that have no leaf: every such
+    row was written after the fact, since the sequencer takes every committed row in order.
+    Rows above the cursor are simply not sequenced yet."""
+    no_leaf = ~select(_leaves.c.event_pk).where(_leaves.c.event_pk == _events.c.id).exists()
+    below: Any
+    postgres = _on_postgres(bind)
+    if not postgres or cursor.txid is None:
+        below = _events.c.id <= cursor.event_pk
+        if postgres:
+            below = and_(below, _TXID.is_(None))
+    else:
+        below = or_(
+            _TXID.is_(None),
+            text("(audit_event.txid, audit_event.id) <= (CAST(:t AS text)::xid8, :i)").bindparams(
+                t=str(cursor.txid), i=cursor.event_pk
+            ),
+        )
+    stmt = select(*_entry_columns()).where(no_leaf, below).order_by(_events.c.id).limit(limit)
+    return [dict(r._mapping) for r in (await bind.execute(stmt)).all()]
+
+
+async def events_by_pk(
+    bind: AsyncSession | AsyncConnection, pks: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """Event rows by id (those that exist), as dicts of columns like `follow()`'s."""
+    out: dict[int, dict[str, Any]] = {}
+    unique = sorted(set(pks))
+    for i in range(0, len(unique), 500):
+        stmt = select(*_entry_columns()).where(_events.c.id.in_(unique[i : i + 500]))
+        for r in (await bind.execute(stmt)).all():
+            out[r.id] = dict(r._mapping)
+    return out
+
+
+async def leaf_count(bind: AsyncSession | AsyncConnection) -> tuple[int, int]:
+    """(number of leaves, highest position + 1): equal, and equal to the cursor's
+    next_position, unless leaves were removed."""
+    row = (
+        await bind.execute(select(func.count(), func.max(_leaves.c.position)).select_from(_leaves))
+    ).one()
+    return int(row[0]), (-1 if row[1] is None else int(row[1])) + 1

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     # How often a checkpoint is also written as an `integrity.checkpoint` event (so it
     # leaves the box with every export and forward).
     checkpoint_event_interval: float = Field(default=300.0, ge=1, description="seconds")
+    # `integrity.verify` (integrity/verify_jobs.py): a full verification of the log every
+    # `verify_interval` (the first one that long after the first checkpoint), runs asked for
+    # at POST /admin/integrity/verify picked up within `verify_poll_interval`, each spread
+    # over `verify_jobs` processes.
+    verify_interval: float = Field(default=86400.0, ge=1, description="seconds")
+    verify_poll_interval: float = Field(default=5.0, gt=0, le=3600, description="seconds")
+    verify_jobs: int = Field(default=1, ge=1, le=64)
     # Postgres kills a session idle inside a transaction after this long (0: never): such a
     # transaction holds back the sequencer's horizon and every consumer of the log.
     idle_in_transaction_timeout: float = Field(default=60.0, ge=0, description="seconds")

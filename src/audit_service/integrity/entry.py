@@ -279,7 +279,10 @@ class Commitments:
 def _hmac_states(key: bytes) -> tuple[Any, Any]:
     """SHA-256 states with HMAC's inner and outer pads absorbed (RFC 2104), so each salt costs
     two hash copies instead of re-deriving the pads: the sequencer sees one day key for a
-    whole day. Bounded; `forget_keys()` drops them (e.g. right after a key is erased)."""
+    whole day. Bounded; `forget_keys()` drops them (e.g. right after a key is erased).
+    A miss must stay cheap too: `verify` walks years of history with thousands of subject
+    keys, and missed here for about one event in three (measured: ~10 µs per miss with a
+    per-byte generator, ~1 µs with translate)."""
     padded = key.ljust(64, b"\x00")
     return hashlib.sha256(padded.translate(_IPAD)), hashlib.sha256(padded.translate(_OPAD))
 

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Identity, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Identity,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from audit_service.audit_log.models import BigIntId
@@ -60,3 +71,51 @@ class IntegrityLog(Base):
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     origin: Mapped[str] = mapped_column(String(KEY_NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+VERIFY_STATUS_LENGTH = 20
+VERIFY_REQUESTER_LENGTH = 200
+VERIFY_ERROR_LENGTH = 500
+
+
+class IntegrityVerifyRun(Base):
+    """One verification of the whole log (asked for at POST /admin/integrity/verify, or the
+    daily one): queued, then running (with progress), then finished with its outcome. The
+    `integrity.verify` job takes the oldest unfinished run; a run cut short (the process
+    stopped) keeps its finished tasks and the next holder of the job resumes it."""
+
+    __tablename__ = "integrity_verify_run"
+
+    id: Mapped[int] = mapped_column(BigIntId, Identity(always=False), primary_key=True)
+    status: Mapped[str] = mapped_column(String(VERIFY_STATUS_LENGTH))  # queued/running/finished
+    trigger: Mapped[str] = mapped_column(String(VERIFY_STATUS_LENGTH))  # api / schedule
+    requested_by: Mapped[str] = mapped_column(String(VERIFY_REQUESTER_LENGTH))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the run checks, fixed when it starts (verify.Plan), so a resumed run checks the
+    # same tree against the same checkpoints.
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    tree_size: Mapped[int | None] = mapped_column(BigInteger)
+    tasks_total: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    tasks_done: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    positions_done: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    outcome: Mapped[str | None] = mapped_column(String(VERIFY_STATUS_LENGTH))
+    problem_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The report (verify.Report.to_json) with its first problems; the full list is in the
+    # CLI's output (`audit-service verify --json`).
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(VERIFY_ERROR_LENGTH))
+
+
+class IntegrityVerifyTask(Base):
+    """A finished task of a running verification (verify.TaskResult as JSON), kept until the
+    run finishes so that a resumed run does not redo it."""
+
+    __tablename__ = "integrity_verify_task"
+
+    run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    task_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -182,3 +182,13 @@ async def event_leaf(bind: Bind, event_id: uuid.UUID) -> EventLeaf | None:
     event = dict(row._mapping)
     position, leaf = event.pop("position"), event.pop("leaf_hash")
     return EventLeaf(event, position, None if leaf is None else bytes(leaf))
+
+
+async def tiles_at_level(bind: Bind, level: int, first: int, stop: int) -> dict[int, bytes]:
+    """index → stored hashes of the tiles of one level with first <= index < stop."""
+    stmt = (
+        select(_tiles.c.idx, _tiles.c.data)
+        .where(_tiles.c.level == level, _tiles.c.idx >= first, _tiles.c.idx < stop)
+        .order_by(_tiles.c.idx)
+    )
+    return {int(r.idx): bytes(r.data) for r in (await bind.execute(stmt)).all()}

@@ -315,3 +315,12 @@ def test_fast_path_writes_what_the_checked_path_writes(event: dict[str, Any], ke
     except Exception:
         return  # referred to the checked path (compared above)
     assert fast == checked
+
+
+def test_entry_field_names_match_the_v1_array() -> None:
+    """ENTRY_FIELDS names each slot of the entry array (for messages about a differing row)."""
+    entry = json.loads(e.build_entry(sample_event(), KEYS))
+    assert len(e.ENTRY_FIELDS) == len(entry)
+    assert entry[e.ENTRY_FIELDS.index("action")] == "auth.login"
+    assert entry[e.ENTRY_FIELDS.index("ip (prefix)")] == "203.0.113.0/24"
+    assert entry[e.ENTRY_FIELDS.index("client_request_id")] is None

@@ -54,6 +54,7 @@ from audit_service.integrity.entry import (
     DOMAIN_IP,
     DOMAIN_USER_AGENT,
     ENTRY_COLUMNS,
+    ENTRY_FIELDS,
     Commitments,
     canonical_json,
     commit,
@@ -73,38 +74,6 @@ MANIFEST_FILE = "manifest"
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
-# The v1 entry array, by index: names for messages about a row that differs from its entry.
-ENTRY_FIELDS = (
-    "version",
-    "id",
-    "event_id",
-    "occurred_at",
-    "recorded_at",
-    "source",
-    "tenant_id",
-    "actor_type",
-    "actor_id",
-    "actor_id (commitment)",
-    "actor_name (commitment)",
-    "actor_role",
-    "action",
-    "module",
-    "outcome",
-    "description",
-    "target_type",
-    "target_id",
-    "ip (prefix)",
-    "ip (commitment)",
-    "user_agent (commitment)",
-    "request_id",
-    "method",
-    "path",
-    "status_code",
-    "latency_ms",
-    "metadata",
-    "idempotency_key",
-    "client_request_id",
-)
 _TIMESTAMPS = ("occurred_at", "recorded_at")
 
 

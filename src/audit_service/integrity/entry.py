@@ -108,6 +108,41 @@ ENTRY_COLUMNS = (
 # Columns deliberately outside the entry, with the reason.
 EXCLUDED_COLUMNS = {"ip_bytes": "derived from ip (a 16-byte key for CIDR filters)"}
 
+# The v1 entry array, by index (ENTRY_COLUMNS with the version first and the personal fields
+# split into their clear part and commitment): names for messages about a row that differs
+# from its entry.
+ENTRY_FIELDS = (
+    "version",
+    "id",
+    "event_id",
+    "occurred_at",
+    "recorded_at",
+    "source",
+    "tenant_id",
+    "actor_type",
+    "actor_id",
+    "actor_id (commitment)",
+    "actor_name (commitment)",
+    "actor_role",
+    "action",
+    "module",
+    "outcome",
+    "description",
+    "target_type",
+    "target_id",
+    "ip (prefix)",
+    "ip (commitment)",
+    "user_agent (commitment)",
+    "request_id",
+    "method",
+    "path",
+    "status_code",
+    "latency_ms",
+    "metadata",
+    "idempotency_key",
+    "client_request_id",
+)
+
 DOMAIN_IP = b"audit/v1 ip\x00"
 DOMAIN_USER_AGENT = b"audit/v1 user_agent\x00"
 DOMAIN_ACTOR_ID = b"audit/v1 actor_id\x00"

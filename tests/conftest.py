@@ -56,6 +56,10 @@ TABLES = (
     "integrity_checkpoint",
     "integrity_key",
     "integrity_log",
+    "stats_bucket",
+    "stats_actor_bucket",
+    "stats_ip_bucket",
+    "stats_watermark",
     '"user"',
 )
 

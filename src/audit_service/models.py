@@ -15,6 +15,7 @@ from audit_service.integrity.models import (
 )
 from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
+from audit_service.stats.models import StatsActorBucket, StatsBucket, StatsIpBucket, StatsWatermark
 
 __all__ = [
     "ActionSchema",
@@ -35,5 +36,9 @@ __all__ = [
     "RevokedToken",
     "RuntimeSetting",
     "SourceAction",
+    "StatsActorBucket",
+    "StatsBucket",
+    "StatsIpBucket",
+    "StatsWatermark",
     "User",
 ]

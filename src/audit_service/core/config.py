@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     # Postgres kills a session idle inside a transaction after this long (0: never): such a
     # transaction holds back the sequencer's horizon and every consumer of the log.
     idle_in_transaction_timeout: float = Field(default=60.0, ge=0, description="seconds")
+    # Statistics (stats/): the `stats.rollup` job reads up to `stats_rollup_batch` new log
+    # positions per round, and waits `stats_rollup_interval` between rounds once caught up
+    # (a committed event shows in the statistics within about sequencer + this interval).
+    # `stats_default_tz`: the IANA zone of statistics whose request names no `tz`.
+    stats_rollup_interval: float = Field(default=0.5, gt=0, le=1, description="seconds")
+    stats_rollup_batch: int = Field(default=5000, ge=1, le=50_000)
+    stats_default_tz: str = Field(default="UTC", max_length=64)
 
     @field_validator(
         "login_rate_limit",
@@ -128,6 +135,17 @@ class Settings(BaseSettings):
             parse(value)  # "50/hour", "20 per minute": refuse anything limits cannot read
         except ValueError:
             raise ValueError("not a rate limit: write N/period, e.g. 50/hour") from None
+        return value
+
+    @field_validator("stats_default_tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not an IANA time zone name (e.g. Europe/Berlin, UTC)") from None
         return value
 
     @field_validator("database_url")

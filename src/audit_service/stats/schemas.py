@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
+
+from audit_service.kit.schemas import InputModel
+from audit_service.stats.buckets import aligned
+
+Outcome = Literal["success", "failure", "denied", "error"]
+Compare = Literal["previous_period", "previous_week", "previous_month"]
+IntervalName = Literal["hour", "day", "week", "month"]
+GroupBy = Literal["action", "module", "outcome", "source"]
+Dimension = Literal["actor", "action", "module", "ip", "source", "tenant"]
+MAX_TOP = 100
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+class StatsFilters(InputModel):
+    """The activity filters that make sense for aggregates, a period and a time zone.
+    Unknown parameters are refused."""
+
+    tenant_id: str | None = Field(default=None, min_length=1, max_length=100)
+    source: str | None = Field(default=None, min_length=1, max_length=100)
+    module: str | None = Field(default=None, min_length=1, max_length=50)
+    action: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Repeatable: action=auth.login&action=auth.logout",
+    )
+    outcome: Outcome | None = None
+    actor: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Actor id, exact"
+    )
+    since: AwareDatetime | None = Field(
+        default=None,
+        description="Inclusive, ISO 8601 with offset, on a quarter hour (the rollups' "
+        "resolution); default: 7 days before `until`",
+    )
+    until: AwareDatetime | None = Field(
+        default=None,
+        description="Exclusive, ISO 8601 with offset, on a quarter hour; default: the "
+        "quarter hour after now",
+    )
+    tz: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone of days, weeks, months and hours "
+        "(default: AUDIT_STATS_DEFAULT_TZ, UTC unless set)",
+        examples=["Europe/Berlin", "Asia/Kolkata"],
+    )
+
+    @field_validator("action")
+    @classmethod
+    def _actions(cls, value: list[str]) -> list[str]:
+        for a in value:
+            if not 1 <= len(a) <= 100:
+                raise ValueError("each action is 1 to 100 characters")
+        return value
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso_8601_only(cls, value: Any) -> Any:
+        if value is not None and (
+            not isinstance(value, str) or _NUMBER.fullmatch(value.strip()) is not None
+        ):
+            raise ValueError("must be ISO 8601 with an offset, e.g. 2026-01-31T23:00:00Z")
+        return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _quarter_hour(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return value
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range once converted to UTC") from None
+        if not aligned(value):
+            raise ValueError(
+                "must fall on a quarter hour (:00, :15, :30, :45 in UTC): statistics are "
+                "kept per 15 minutes"
+            )
+        return value
+
+    @field_validator("until")
+    @classmethod
+    def _range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")
+        if since is not None and value is not None and since > value:
+            raise ValueError("until must not be before since")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError("not an IANA time zone name (e.g. Europe/Berlin)") from None
+        return value
+
+    def applied(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
+class SummaryQuery(StatsFilters):
+    compare: Compare | None = Field(
+        default=None,
+        description="Also the same figures for the span of equal length before "
+        "(previous_period), a week before, or a calendar month before (in `tz`), with deltas",
+    )
+
+
+class TimeseriesQuery(StatsFilters):
+    interval: IntervalName = "day"
+    group_by: GroupBy | None = None
+
+
+class TopQuery(StatsFilters):
+    dimension: Dimension
+    limit: int = Field(default=10, ge=1, le=MAX_TOP)
+
+
+class Period(BaseModel):
+    since: datetime
+    until: datetime
+    tz: str
+
+
+class Figures(BaseModel):
+    events: int
+    distinct_actors: int = Field(description="Actors with an id (users, services, system)")
+    distinct_users: int = Field(description="Of which actor_type user")
+    logins_ok: int = Field(description="auth.login events that succeeded")
+    logins_failed: int = Field(description="auth.login / auth.login_failed: failure or denied")
+    login_failure_rate: float | None = Field(
+        description="logins_failed / (logins_ok + logins_failed); null without logins"
+    )
+    failures: int
+    denied: int
+    errors: int
+
+
+class Delta(BaseModel):
+    abs: float
+    pct: float | None = Field(description="Percent of the comparison value; null when it is 0")
+
+
+class Comparison(BaseModel):
+    compare: Compare
+    period: Period
+    figures: Figures
+    delta: dict[str, Delta]
+
+
+class Summary(BaseModel):
+    period: Period
+    filters: dict[str, Any]
+    figures: Figures
+    comparison: Comparison | None = None
+
+
+class SeriesBucket(BaseModel):
+    start: datetime = Field(description="Local start of the interval, with its UTC offset")
+    end: datetime
+    count: int
+    groups: dict[str, int] | None = Field(
+        default=None, description="With group_by: the count per value (non-zero only)"
+    )
+
+
+class Timeseries(BaseModel):
+    period: Period
+    interval: IntervalName
+    group_by: GroupBy | None
+    buckets: list[SeriesBucket]
+
+
+class TopItem(BaseModel):
+    key: str | None = Field(description="The value (null: events without a tenant)")
+    actor_type: str | None = Field(default=None, description="dimension=actor only")
+    count: int
+    share: float = Field(description="count / total, 0 to 1")
+    previous: int = Field(description="Count in the previous period of equal length")
+    change_abs: int
+    change_pct: float | None
+
+
+class TopList(BaseModel):
+    period: Period
+    dimension: Dimension
+    total: int
+    items: list[TopItem]
+
+
+class PeakCell(BaseModel):
+    weekday: int = Field(description="0 = Monday … 6 = Sunday")
+    hour: int
+    count: int
+
+
+class PeakHours(BaseModel):
+    period: Period
+    heatmap: list[list[int]] = Field(description="7 rows (Monday first) x 24 local hours")
+    busiest: list[PeakCell] = Field(description="The 5 busiest cells, largest first")
+
+
+class Freshness(BaseModel):
+    watermark: int = Field(description="The last log position the statistics count (-1: none)")
+    tree_size: int = Field(description="Positions the log has now")
+    pending: int = Field(description="Positions not counted yet")
+    lag_seconds: float | None = Field(
+        description="Age of the oldest committed event not reflected yet (null: none)"
+    )
+    updated_at: datetime | None

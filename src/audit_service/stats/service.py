@@ -1,0 +1,294 @@
+"""Statistics from the rollups: summary, timeseries, top lists, peak hours, freshness."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from audit_service.audit_log import log
+from audit_service.audit_log.sink import EventSink
+from audit_service.core.errors import FieldError, ValidationFailed
+from audit_service.kit.models import utcnow
+from audit_service.stats import buckets as b
+from audit_service.stats import repository as repo
+from audit_service.stats.rollup import LOGIN_ACTIONS, ROLLUP, lag_seconds
+from audit_service.stats.schemas import (
+    Comparison,
+    Delta,
+    Figures,
+    Freshness,
+    PeakCell,
+    PeakHours,
+    Period,
+    SeriesBucket,
+    StatsFilters,
+    Summary,
+    SummaryQuery,
+    Timeseries,
+    TimeseriesQuery,
+    TopItem,
+    TopList,
+    TopQuery,
+)
+
+DEFAULT_SPAN = timedelta(days=7)
+MAX_SPAN = timedelta(days=366 * 100)
+MAX_HOURLY_SPAN = timedelta(days=3653)  # 10 years
+# Timeseries without `since`: this many intervals back from `until`.
+SERIES_DEFAULTS = {
+    "hour": timedelta(hours=24),
+    "day": timedelta(days=30),
+    "week": timedelta(weeks=12),
+    "month": timedelta(days=365),
+}
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(
+        message, errors=[FieldError(loc=["query", field], msg=message, type="value_error")]
+    )
+
+
+class Resolved:
+    """A query's period and zone, defaults applied and checked."""
+
+    def __init__(
+        self, query: StatsFilters, default_tz: str, default_span: timedelta = DEFAULT_SPAN
+    ) -> None:
+        self.tz_name = query.tz or default_tz
+        self.tz = ZoneInfo(self.tz_name)
+        until = query.until or datetime.fromtimestamp(
+            b.ceil_bucket(int(utcnow().timestamp()) + 1), UTC
+        )
+        since = query.since or until - default_span
+        if since > until:
+            raise _invalid("since", "since must not be after until")
+        if until - since > MAX_SPAN:
+            raise _invalid("since", "the period may span at most 100 years")
+        self.since, self.until = since.astimezone(UTC), until.astimezone(UTC)
+        self.scope = repo.Scope(
+            b.epoch(self.since),
+            b.epoch(self.until),
+            tenant_id=query.tenant_id,
+            source=query.source,
+            module=query.module,
+            actions=tuple(query.action),
+            outcome=query.outcome,
+            actor=query.actor,
+        )
+
+    def period(self, since: datetime | None = None, until: datetime | None = None) -> Period:
+        return Period(
+            since=(since or self.since).astimezone(self.tz),
+            until=(until or self.until).astimezone(self.tz),
+            tz=self.tz_name,
+        )
+
+
+def _describe(audit: EventSink, endpoint: str, query: StatsFilters, r: Resolved) -> None:
+    audit.describe(
+        description=f"Viewed statistics: {endpoint}",
+        endpoint=endpoint,
+        filters=query.applied(),
+        since=r.since.isoformat(),
+        until=r.until.isoformat(),
+        tz=r.tz_name,
+    )
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+
+async def _figures(session: AsyncSession, scope: repo.Scope) -> Figures:
+    sums = await repo.outcome_totals(session, scope, LOGIN_ACTIONS)
+    actors, users = await repo.distinct_actors(session, scope)
+    selected = [scope.outcome] if scope.outcome else list(repo.OUTCOME_COLUMNS)
+
+    def total(prefix: str, outcomes: list[str]) -> int:
+        return sum(sums[prefix + repo.OUTCOME_COLUMNS[o]] for o in outcomes if o in selected)
+
+    ok = total("login_", ["success"])
+    failed = total("login_", ["failure", "denied"])
+    return Figures(
+        events=total("", selected),
+        distinct_actors=actors,
+        distinct_users=users,
+        logins_ok=ok,
+        logins_failed=failed,
+        login_failure_rate=round(failed / (ok + failed), 6) if ok + failed else None,
+        failures=total("", ["failure"]),
+        denied=total("", ["denied"]),
+        errors=total("", ["error"]),
+    )
+
+
+def _delta(now: float, before: float) -> Delta:
+    return Delta(abs=now - before, pct=round((now - before) / before * 100, 2) if before else None)
+
+
+def comparison_span(r: Resolved, compare: str) -> tuple[datetime, datetime]:
+    if compare == "previous_period":
+        return r.since - (r.until - r.since), r.since
+    if compare == "previous_week":
+        return r.since - timedelta(days=7), r.until - timedelta(days=7)
+    since, until = b.shift_months(r.since, -1, r.tz), b.shift_months(r.until, -1, r.tz)
+    # A local time moved by a month is on a quarter hour unless DST moved it by a
+    # non-quarter amount (none today); floor it so the buckets stay whole.
+    return (
+        datetime.fromtimestamp(b.floor_bucket(b.epoch(since)), UTC),
+        datetime.fromtimestamp(b.floor_bucket(b.epoch(until)), UTC),
+    )
+
+
+async def summary(
+    session: AsyncSession, audit: EventSink, query: SummaryQuery, default_tz: str
+) -> Summary:
+    r = Resolved(query, default_tz)
+    _describe(audit, "summary", query, r)
+    figures = await _figures(session, r.scope)
+    comparison = None
+    if query.compare is not None:
+        since, until = comparison_span(r, query.compare)
+        before = await _figures(session, r.scope.shifted(b.epoch(since), b.epoch(until)))
+        delta = {
+            name: _delta(float(value or 0), float(getattr(before, name) or 0))
+            for name, value in figures.model_dump().items()
+        }
+        comparison = Comparison(
+            compare=query.compare,
+            period=r.period(since, until),
+            figures=before,
+            delta=delta,
+        )
+    return Summary(
+        period=r.period(), filters=query.applied(), figures=figures, comparison=comparison
+    )
+
+
+# --- timeseries ------------------------------------------------------------------------------
+
+
+async def timeseries(
+    session: AsyncSession, audit: EventSink, query: TimeseriesQuery, default_tz: str
+) -> Timeseries:
+    r = Resolved(query, default_tz, SERIES_DEFAULTS[query.interval])
+    if query.since is None:
+        # The default period starts with a whole local interval.
+        first = b.interval_starts(r.scope.start, r.scope.start + 900, r.tz, query.interval)[0]
+        r = Resolved(
+            query.model_copy(update={"since": datetime.fromtimestamp(b.floor_bucket(first), UTC)}),
+            default_tz,
+        )
+    if query.interval == "hour" and r.until - r.since > MAX_HOURLY_SPAN:
+        raise _invalid("interval", "hourly buckets span at most 10 years: use interval=day")
+    _describe(audit, "timeseries", query, r)
+    starts = b.interval_starts(r.scope.start, r.scope.end, r.tz, query.interval)
+    totals = [0] * len(starts)
+    groups: list[dict[str, int]] = [defaultdict(int) for _ in starts]
+    rows = await repo.per_bucket(session, r.scope, query.group_by)
+    for (_, value, n), i in zip(rows, b.assign([row[0] for row in rows], starts), strict=True):
+        totals[i] += n
+        if value is not None:
+            groups[i][value] += n
+    ends = [*starts[1:], None]
+    return Timeseries(
+        period=r.period(),
+        interval=query.interval,
+        group_by=query.group_by,
+        buckets=[
+            SeriesBucket(
+                start=b.label(start, r.tz),
+                end=b.label(end, r.tz) if end is not None else _interval_end(start, r, query),
+                count=totals[i],
+                groups=dict(sorted(groups[i].items())) if query.group_by else None,
+            )
+            for i, (start, end) in enumerate(zip(starts, ends, strict=True))
+        ],
+    )
+
+
+def _interval_end(start: int, r: Resolved, query: TimeseriesQuery) -> datetime:
+    # The last interval's end: the start of the interval after it.
+    probe = b.interval_starts(start, start + 400 * 86400, r.tz, query.interval)
+    following = [s for s in probe if s > start]
+    return b.label(following[0], r.tz)
+
+
+# --- top -------------------------------------------------------------------------------------
+
+
+async def top(session: AsyncSession, audit: EventSink, query: TopQuery, default_tz: str) -> TopList:
+    if query.dimension == "ip":
+        unsupported = [f for f in ("source", "module", "action") if getattr(query, f)]
+        if unsupported:
+            raise _invalid(
+                unsupported[0],
+                "dimension=ip can be filtered by tenant_id, actor and outcome only "
+                "(IP statistics are kept without source, module and action)",
+            )
+    r = Resolved(query, default_tz)
+    _describe(audit, "top", query, r)
+    audit.describe(dimension=query.dimension, limit=query.limit)
+    rows, total = await repo.top(session, r.scope, query.dimension, query.limit)
+    length = r.scope.end - r.scope.start
+    previous = await repo.counts_for(
+        session,
+        r.scope.shifted(r.scope.start - length, r.scope.start),
+        query.dimension,
+        [key for key, _ in rows],
+    )
+    items = []
+    for key, n in rows:
+        before = previous.get(key, 0)
+        actor = query.dimension == "actor"
+        value = key[-1] if actor else key[0]
+        items.append(
+            TopItem(
+                key=None if query.dimension == "tenant" and value == "" else value,
+                actor_type=key[0] if actor else None,
+                count=n,
+                share=round(n / total, 6) if total else 0.0,
+                previous=before,
+                change_abs=n - before,
+                change_pct=round((n - before) / before * 100, 2) if before else None,
+            )
+        )
+    return TopList(period=r.period(), dimension=query.dimension, total=total, items=items)
+
+
+# --- peak hours ------------------------------------------------------------------------------
+
+
+async def peak_hours(
+    session: AsyncSession, audit: EventSink, query: StatsFilters, default_tz: str
+) -> PeakHours:
+    r = Resolved(query, default_tz)
+    _describe(audit, "peak-hours", query, r)
+    heat = [[0] * 24 for _ in range(7)]
+    for bucket, _, n in await repo.per_bucket(session, r.scope):
+        wall = b.local(bucket, r.tz)
+        heat[wall.weekday()][wall.hour] += n
+    cells = sorted(
+        (PeakCell(weekday=d, hour=h, count=heat[d][h]) for d in range(7) for h in range(24)),
+        key=lambda c: (-c.count, c.weekday, c.hour),
+    )
+    return PeakHours(period=r.period(), heatmap=heat, busiest=[c for c in cells[:5] if c.count])
+
+
+# --- freshness -------------------------------------------------------------------------------
+
+
+async def freshness(session: AsyncSession, audit: EventSink) -> Freshness:
+    audit.describe(description="Viewed statistics: freshness", endpoint="freshness")
+    watermark, updated_at = await repo.read_watermark(session, ROLLUP)
+    size = await log.tree_size(session)
+    return Freshness(
+        watermark=watermark,
+        tree_size=size,
+        pending=max(0, size - (watermark + 1)),
+        lag_seconds=await lag_seconds(session, watermark),
+        updated_at=updated_at,
+    )

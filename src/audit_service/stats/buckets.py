@@ -72,10 +72,11 @@ def interval_starts(start: int, end: int, tz: ZoneInfo, interval: Interval) -> l
         # local hour is not always 3,600 s; a span is at most 10 years (350,400 buckets).
         first = local(start, tz)
         out = [start - first.minute * 60 - first.second]
-        previous = (first.date(), first.hour)
+        # The offset is part of the key: the hour a DST change repeats is two local hours.
+        previous = (first.date(), first.hour, first.utcoffset())
         for t in range(floor_bucket(start) + BUCKET_SECONDS, end, BUCKET_SECONDS):
             now = local(t, tz)
-            key = (now.date(), now.hour)
+            key = (now.date(), now.hour, now.utcoffset())
             if key != previous:
                 out.append(t)
                 previous = key

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import Harness
 from tests.stats.helpers import event, post_events, roll_up
@@ -93,6 +94,13 @@ async def test_summary_figures_filters_and_comparison(seeded: Harness) -> None:
     assert comparison["delta"]["events"] == {"abs": 8, "pct": 800.0}
     assert comparison["delta"]["logins_ok"] == {"abs": 2, "pct": None}
     assert comparison["period"]["since"].startswith("2026-10-26T00:00:00")
+    same = await _get(h, "summary", admin, **WEEK, compare="previous_period")
+    assert same["comparison"]["figures"] == comparison["figures"]
+    month = await _get(h, "summary", admin, **WEEK, compare="previous_month")
+    assert month["comparison"]["period"]["since"] == "2026-10-02T00:00:00Z"
+    assert month["comparison"]["period"]["until"] == "2026-10-09T00:00:00Z"
+    assert month["comparison"]["figures"]["events"] == 0
+    assert month["comparison"]["delta"]["events"] == {"abs": 9, "pct": None}
     for params, events in (
         ({"module": "exam"}, 4),
         ({"outcome": "denied"}, 2),
@@ -237,3 +245,25 @@ async def test_bad_input_is_a_422_problem(
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert field in [e["loc"][-1] for e in r.json()["errors"]], r.json()
+
+
+async def test_failed_logins_count_per_ip_under_the_attempted_name(h: Harness) -> None:
+    admin = await h.auth()
+    for _ in range(2):
+        r = await h.client.post("/login", json={"username": "mallory", "password": "guess-1234"})
+        assert r.status_code == 401
+    await roll_up(h)
+    async with h.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT actor_type, actor_key, logins_ok, logins_failed, n_failure "
+                    "FROM stats_ip_bucket WHERE actor_key = 'name:mallory'"
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("anonymous", "name:mallory", 0, 2, 2)]
+    figures = (await _get(h, "summary", admin))["figures"]
+    assert (figures["logins_failed"], figures["logins_ok"]) == (2, 1)  # admin's own login
+    ips = await _get(h, "top", admin, dimension="ip", actor="name:mallory")
+    assert [i["count"] for i in ips["items"]] == [2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import zoneinfo
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -140,8 +141,6 @@ class Settings(BaseSettings):
     @field_validator("stats_default_tz")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        import zoneinfo
-
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -210,9 +210,14 @@ async def timeseries(
     )
 
 
+# Longer than any local interval (a DST day is 25 h, a month 31 days): the next interval
+# starts within it.
+_LONGEST = {"hour": 3 * 3600, "day": 3 * 86400, "week": 9 * 86400, "month": 33 * 86400}
+
+
 def _interval_end(start: int, r: Resolved, query: TimeseriesQuery) -> datetime:
     # The last interval's end: the start of the interval after it.
-    probe = b.interval_starts(start, start + 400 * 86400, r.tz, query.interval)
+    probe = b.interval_starts(start, start + _LONGEST[query.interval], r.tz, query.interval)
     following = [s for s in probe if s > start]
     return b.label(following[0], r.tz)
 

@@ -139,6 +139,8 @@ async def test_timeseries_gap_filled_and_grouped(seeded: Harness) -> None:
             "groups": {"denied": 2, "failure": 2, "success": 5},
         }
     ]
+    empty = await _get(h, "timeseries", admin, since=WEEK["since"], until=WEEK["since"])
+    assert empty["buckets"] == []
     hours = await _get(
         h, "timeseries", admin, since=WEEK["since"], until="2026-11-02T03:00:00Z", interval="hour"
     )
@@ -235,6 +237,8 @@ async def test_auditor_may_look_a_user_may_not(h: Harness) -> None:
             "interval",
         ),
         ("peak-hours", {"since": "0001-01-01T00:00:00Z"}, "since"),
+        ("timeseries", {"until": "9999-12-31T23:45:00Z"}, "until"),
+        ("summary", {"since": "1900-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "since"),
     ],
 )
 async def test_bad_input_is_a_422_problem(

@@ -16,6 +16,8 @@ IntervalName = Literal["hour", "day", "week", "month"]
 GroupBy = Literal["action", "module", "outcome", "source"]
 Dimension = Literal["actor", "action", "module", "ip", "source", "tenant"]
 MAX_TOP = 100
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -39,11 +41,13 @@ class StatsFilters(InputModel):
         default=None,
         description="Inclusive, ISO 8601 with offset, on a quarter hour (the rollups' "
         "resolution); default: 7 days before `until`",
+        examples=["2026-11-02T00:00:00+01:00"],
     )
     until: AwareDatetime | None = Field(
         default=None,
         description="Exclusive, ISO 8601 with offset, on a quarter hour; default: the "
         "quarter hour after now",
+        examples=["2026-11-09T00:00:00+01:00"],
     )
     tz: str | None = Field(
         default=None,
@@ -79,6 +83,9 @@ class StatsFilters(InputModel):
             value = value.astimezone(UTC)
         except OverflowError:
             raise ValueError("out of range once converted to UTC") from None
+        if not _EARLIEST <= value < _LATEST:
+            # Intervals and labels reach a few days past `until`: keep them inside datetime.
+            raise ValueError("must be between 1900-01-01 and 9999-01-01")
         if not aligned(value):
             raise ValueError(
                 "must fall on a quarter hour (:00, :15, :30, :45 in UTC): statistics are "

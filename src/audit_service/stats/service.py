@@ -193,7 +193,7 @@ async def timeseries(
         totals[i] += n
         if value is not None:
             groups[i][value] += n
-    ends = [*starts[1:], None]
+    ends: list[int | None] = [*starts[1:], None] if starts else []
     return Timeseries(
         period=r.period(),
         interval=query.interval,

@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.proofs import measure
 from common import RawConnection, children, cpu_model, free_port
 from ingest import (
     COPY_COLUMNS,
@@ -66,7 +67,15 @@ from ingest import (
 )
 from tests.pg import TempPostgres
 
+# Imported at start, not when each step runs: a run of hours must measure the code it
+# started with, whatever happens to the work tree meanwhile.
+from audit_service.audit_log.sequencer import no_fence
+from audit_service.core import migrations
+from audit_service.core.config import Settings
+from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.integrity import note
+from audit_service.integrity.jobs import log_signers, make_sequencer
+from audit_service.integrity.service import Checkpointer
 
 PASSWORD = "bench-admin-password"  # bench/proofs.py logs in with it
 
@@ -532,11 +541,7 @@ class Scale:
         self.vkey = self.signer.verifier.vkey
         self.cli = str(Path(sys.executable).with_name("audit-service"))
         self.work = Path(self.pg.root)
-        from audit_service.core import migrations
-
         migrations.upgrade(self.url)
-        from audit_service.core.config import Settings
-
         self.settings = Settings(
             database_url=self.url,
             jwt_secret=JWT_SECRET,
@@ -597,11 +602,6 @@ class Scale:
     async def sequence(self) -> dict[str, Any]:
         """The log job's own sequencer (`make_sequencer`: LeafHasher + tiles), rounds until
         the log holds every event, in this process; then one signed checkpoint."""
-        from audit_service.audit_log.sequencer import no_fence
-        from audit_service.core.db import create_engine, create_sessionmaker
-        from audit_service.integrity.jobs import log_signers, make_sequencer
-        from audit_service.integrity.service import Checkpointer
-
         engine = create_engine(self.url)
         sessionmaker = create_sessionmaker(engine)
         load = _loadavg()
@@ -683,8 +683,6 @@ class Scale:
         return out
 
     async def proofs(self, tree_size: int) -> dict[str, Any]:
-        from bench.proofs import measure
-
         load = _loadavg()
         result = await measure(self.settings, tree_size, self.args.proof_requests, 7)
         return {**result, "loadavg_before": load, "loadavg_after": _loadavg()}
@@ -748,10 +746,14 @@ class Scale:
         self.pg.stop()
 
 
+STEPS = ("verify1", "verify2", "profile", "proofs", "bundle")
+
+
 async def scale(args: argparse.Namespace) -> dict[str, Any]:
+    if unknown := set(args.steps.split(",")) - set(STEPS):
+        raise SystemExit(f"unknown --steps {sorted(unknown)}: choose from {', '.join(STEPS)}")
     bench = Scale(args)
     out: dict[str, Any] = {"bench": "integrity-scale", "events": args.events}
-    steps = set(args.steps.split(","))
     log = sys.stderr
 
     def show(name: str) -> None:
@@ -762,19 +764,22 @@ async def scale(args: argparse.Namespace) -> dict[str, Any]:
         show("seed")
         out["sequence"] = await bench.sequence()
         show("sequence")
-        for jobs in (1, 2):
-            if f"verify{jobs}" in steps:
+        for step in args.steps.split(","):
+            # In the order given: at 10M a step can take many minutes, so the ones that
+            # matter most go first.
+            if step in ("verify1", "verify2"):
+                jobs = int(step[-1])
                 out[f"verify_jobs_{jobs}"] = bench.verify(jobs)
                 show(f"verify_jobs_{jobs}")
-        if "profile" in steps:
-            out["verify_profile"] = bench.profile_verify()
-            show("verify_profile")
-        if "proofs" in steps:
-            out["proofs"] = await bench.proofs(out["sequence"]["tree_size"])
-            show("proofs")
-        if "bundle" in steps:
-            out["bundle"] = await bench.bundle()
-            show("bundle")
+            elif step == "profile":
+                out["verify_profile"] = bench.profile_verify()
+                show("verify_profile")
+            elif step == "proofs":
+                out["proofs"] = await bench.proofs(out["sequence"]["tree_size"])
+                show("proofs")
+            elif step == "bundle":
+                out["bundle"] = await bench.bundle()
+                show("bundle")
     finally:
         bench.close()
     return {

@@ -149,6 +149,8 @@ async def measure(settings: Settings, tree_size: int, requests: int, seed_: int)
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             r = await client.post("/login", json={"username": "admin", "password": PASSWORD})
+            if r.status_code != 200:
+                raise RuntimeError(f"login: {r.status_code} {r.text[:300]}")
             headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
             ids = await sample_ids(app.state.sessionmaker, tree_size, requests + 100, rnd)
             api = "/admin/integrity"

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import repository as events
@@ -377,25 +377,26 @@ def _read_vkeys(values: list[str]) -> list[note.Verifier]:
 
 
 def _configured_verifiers(settings: Settings | None) -> list[note.Verifier]:
-    """The configured signing key's verifiers, or the development key under ./var/; never
-    a new key (verify must not invent the key it checks against)."""
+    """The configured signing keys' verifiers (and the retired ones of
+    AUDIT_LOG_RETIRED_VKEYS), or the development key under ./var/; never a new key (verify
+    must not invent the key it checks against)."""
     from audit_service.core.config import VAR_DIR
+    from audit_service.integrity.jobs import log_verifiers
 
     key = settings.log_signing_key.get_secret_value() if settings is not None else ""
     if not key:
         dev = VAR_DIR / "log_signing_key"
         key = dev.read_text().strip() if dev.is_file() else ""
-    if not key:
+    if not key or settings is None:
         raise _VerifyExit(
             2,
             "no verifier key: pass --vkey (keygen prints them; GET /admin/integrity/vkeys "
             "lists them) or set AUDIT_LOG_SIGNING_KEY",
         )
     try:
-        signer = note.Signer.from_private_key(key)
+        return log_verifiers(settings.model_copy(update={"log_signing_key": SecretStr(key)}))
     except note.NoteError as exc:
-        raise _VerifyExit(2, f"AUDIT_LOG_SIGNING_KEY: {exc}") from None
-    return [signer.verifier, signer.with_type(note.COSIGNATURE_V1).verifier]
+        raise _VerifyExit(2, f"AUDIT_LOG_SIGNING_KEY / AUDIT_LOG_RETIRED_VKEYS: {exc}") from None
 
 
 def _database_url(args: argparse.Namespace, settings: Settings | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import secrets
 import zoneinfo
 from collections.abc import Callable
@@ -24,6 +25,10 @@ _PLACEHOLDER_SECRETS = {"", "changeme", "secret", "your_secret_key", "your_jwt_s
 
 def _default_database_url() -> str:
     return f"sqlite+aiosqlite:///{VAR_DIR / 'audit.db'}"
+
+
+# A note verifier key: <name>+<8 hex key ID>+<base64 of a type byte and 32 key bytes>.
+_VKEY = re.compile(r"[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]{44}")
 
 
 class Settings(BaseSettings):
@@ -97,6 +102,10 @@ class Settings(BaseSettings):
     # The checkpoints' origin line; empty: `<hostname>/audit-service/<random>`, chosen once
     # and kept in the database (a log never changes its name).
     log_origin: str = Field(default="", max_length=300)
+    # Verifier keys (`<name>+<id>+<base64>`, comma-separated) of signing keys rotated out:
+    # the checkpoints they signed before the rotation still verify (the daily verify job,
+    # `audit-service verify` without --vkey). Public keys: nothing to keep secret.
+    log_retired_vkeys: str = Field(default="", max_length=10_000)
     sequencer_interval: float = Field(default=0.2, gt=0, le=0.25, description="seconds")
     checkpoint_interval: float = Field(default=1.0, ge=0.1, le=60, description="seconds")
     checkpoint_idle_interval: float = Field(default=60.0, ge=1, le=3600, description="seconds")
@@ -218,6 +227,18 @@ class Settings(BaseSettings):
                 "when AUDIT_ENV=production"
             )
         return self
+
+    @field_validator("log_retired_vkeys")
+    @classmethod
+    def _retired_vkeys_parse(cls, value: str) -> str:
+        # The shape only (the key itself is checked by integrity/, which core cannot import).
+        for vkey in (v.strip() for v in value.split(",")):
+            if vkey and not _VKEY.fullmatch(vkey):
+                raise ValueError(
+                    f"AUDIT_LOG_RETIRED_VKEYS: {vkey[:60]!r} is not a verifier key "
+                    "(<name>+<key ID>+<base64>)"
+                )
+        return value
 
     @model_validator(mode="after")
     def _log_key_required_in_production(self) -> Settings:

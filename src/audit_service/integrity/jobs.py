@@ -58,6 +58,25 @@ def log_signers(settings: Settings) -> list[note.Signer]:
     return _parse_keys(text)
 
 
+def log_verifiers(settings: Settings) -> list[note.Verifier]:
+    """Every key the log's checkpoints may carry: the signing keys and the retired ones
+    (AUDIT_LOG_RETIRED_VKEYS), each for note signatures and for cosignatures. A checkpoint
+    signed before a rotation carries only the old key: without it, verify would call it
+    re-signed."""
+    verifiers = [s.verifier for s in log_signers(settings)]
+    verifiers += [
+        note.Verifier.from_vkey(v.strip())
+        for v in settings.log_retired_vkeys.split(",")
+        if v.strip()
+    ]
+    out: list[note.Verifier] = []
+    for v in verifiers:
+        for typed in (v.with_type(note.ED25519), v.with_type(note.COSIGNATURE_V1)):
+            if typed not in out:
+                out.append(typed)
+    return out
+
+
 def log_signer(settings: Settings) -> note.Signer:
     return log_signers(settings)[0]
 

@@ -117,6 +117,12 @@ class Verifier:
             raise NoteError("vkey key ID does not match its name and key")
         return cls(parts[0], kid, raw[0], raw[1:])
 
+    def with_type(self, sig_type: int) -> Verifier:
+        """The same public key for another signature type (its key ID differs)."""
+        return Verifier(
+            self.name, key_id(self.name, sig_type, self.public_key), sig_type, self.public_key
+        )
+
     @property
     def vkey(self) -> str:
         material = base64.b64encode(bytes([self.sig_type]) + self.public_key).decode()

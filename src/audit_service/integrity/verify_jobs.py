@@ -16,7 +16,7 @@ from audit_service.core.config import Settings
 from audit_service.core.jobs import Job, JobContext
 from audit_service.integrity import verify_repository as repo
 from audit_service.integrity import verify_service as service
-from audit_service.integrity.jobs import log_signer
+from audit_service.integrity.jobs import log_verifiers
 
 VERIFY_JOB = "integrity.verify"
 
@@ -42,7 +42,7 @@ class VerifyJob:
             engine=ctx.engine,
             sessionmaker=ctx.sessionmaker,
             database_url=self.settings.database_url,
-            verifiers=service.verifiers_of(log_signer(self.settings)),
+            verifiers=log_verifiers(self.settings),
             jobs=self.settings.verify_jobs,
             job_name=ctx.name,
             fence=ctx.fence,

@@ -28,11 +28,6 @@ MAX_ATTEMPTS = 3
 Fence = Callable[[AsyncSession], Awaitable[None]]
 
 
-def verifiers_of(signer: note.Signer) -> list[note.Verifier]:
-    """What the log's own key vouches for: its note signatures and its cosignatures."""
-    return [signer.verifier, signer.with_type(note.COSIGNATURE_V1).verifier]
-
-
 def run_out(run: IntegrityVerifyRun) -> VerifyRunOut:
     report: dict[str, Any] = run.report or {}
     size = run.tree_size or 0

@@ -430,7 +430,12 @@ def _culprits(keys: Sequence[tuple[int, tuple[int, int]]]) -> dict[int, str]:
         if x >= 2:
             spike = keys[x - 2][1] < kj
         else:
-            spike = x + 1 < len(keys) and keys[x + 1][1] > kj and keys[x + 1][1] <= ki
+            # At the very start there is no predecessor: when the successor fits after
+            # either row, order alone cannot say which one moved; the ids break the tie
+            # (a forged row's id is a fresh, high one, out of line with its neighbours'),
+            # else a row forged at position 0 was blamed on the innocent row at 1.
+            nxt = keys[x + 1][1] if x + 1 < len(keys) else None
+            spike = nxt is not None and nxt > kj and (nxt <= ki or ki[1] > nxt[1] > kj[1])
         culprit, other = (pi, pj) if spike else (pj, pi)
         found.setdefault(
             culprit,
@@ -1147,16 +1152,35 @@ async def _judge(
         shifted_from = pos
         break
     if shifted_from is not None:
-        problems += _shift_problems(shifted_from, tile_diffs, reported)
+        # The leaf after the run of differing positions: when the run reaches the end of
+        # the tiles (a leaf inserted at the last signed position), that leaf has no tile
+        # copy to differ from, yet it is the one that says the leaves moved up.
+        diff_at = {d[0] for d in tile_diffs}
+        after = shifted_from
+        while after in diff_at:
+            after += 1
+        after_leaf = None
+        if after < n:
+            async with engine.connect() as conn:
+                found = await log.leaves(conn, after, after + 1)
+            after_leaf = bytes(found[0].leaf_hash) if found else None
+        problems += _shift_problems(shifted_from, tile_diffs, reported, after_leaf)
 
     s_auth_rows: list[Mismatch] = []
+    tile_at = {d[0]: d[2] for d in tile_diffs}
     for m in mismatches:
         pos, pk, eid, _, recomputed, why = m
         if pos in reported:
             continue
         if pos < auth[0]:
             s_auth_rows.append(m)
-        elif pos < auth[1] and recomputed is not None:
+        elif recomputed is not None and (
+            pos < auth[1]
+            # The tiles are proven here and hold the row's hash: the leaf is the odd one out,
+            # even when another edited row keeps L from reproducing a root (then a forged
+            # leaf was reported as a modified row).
+            or (pos < auth[2] and tile_at.get(pos) == recomputed)
+        ):
             reported.add(pos)
             problems.append(
                 Problem(
@@ -1221,10 +1245,14 @@ async def _judge(
 
 
 def _shift_problems(
-    first: int, diffs: Sequence[tuple[int, bytes, bytes, int, str]], reported: set[int]
+    first: int,
+    diffs: Sequence[tuple[int, bytes, bytes, int, str]],
+    reported: set[int],
+    after_leaf: bytes | None = None,
 ) -> list[Problem]:
-    """Leaves differ from proven tiles from `first` on: an extra leaf (leaf q+1 = tile q),
-    a removed one (leaf q = tile q+1), or swapped pairs (leaf p = tile q and vice versa)."""
+    """Leaves differ from proven tiles from `first` on: swapped pairs (leaf p = tile q and
+    vice versa), an extra leaf (leaf q+1 = tile q), or a removed one (leaf q = tile q+1).
+    `after_leaf`: the leaf just after the run of differing positions, if any."""
     at = {d[0]: d for d in diffs}
     window = [at[p] for p in range(first, first + 32) if p in at]
     out: list[Problem] = []
@@ -1235,35 +1263,8 @@ def _shift_problems(
             p += 1
         return p
 
-    pairs = [(at[p], at[p + 1]) for p in range(first, first + 31) if p in at and p + 1 in at]
-    if pairs and all(b[1] == a[2] for a, b in pairs):  # leaf at q+1 == tile at q
-        last = run_end()
-        d = at[first]
-        out.append(
-            Problem(
-                INSERTED,
-                "a leaf was inserted here: the signed tiles continue with the leaves after it "
-                f"(positions {first + 1}..{last} moved up by one)",
-                first,
-                event_pk=None if d[3] < 0 else d[3],
-                event_id=d[4] or None,
-            )
-        )
-        reported.update(range(first, last + 1))
-        return out
-    if pairs and all(a[1] == b[2] for a, b in pairs):  # leaf at q == tile at q+1
-        last = run_end()
-        out.append(
-            Problem(
-                DELETED,
-                "the event signed at this position was removed with its leaf, and the leaves "
-                f"after it moved down by one (positions {first}..{last})",
-                first,
-                last,
-            )
-        )
-        reported.update(range(first, last + 1))
-        return out
+    # Swaps first: two adjacent leaves swapped also pass the first pair's "leaf at q+1 ==
+    # tile at q" test below, and were reported as an insertion.
     for d in window:
         for e in window:
             if d[0] < e[0] and d[1] == e[2] and e[1] == d[2]:
@@ -1278,6 +1279,38 @@ def _shift_problems(
                             event_id=x[4] or None,
                         )
                     )
+    if out:
+        return out
+    last = run_end()
+    pairs = [(at[p], at[p + 1]) for p in range(first, first + 31) if p in at and p + 1 in at]
+    # The run ends where the tiles end: the leaf after it has no tile copy, but must be the
+    # last tiled hash if the leaves moved up.
+    tail = [] if after_leaf is None or last + 1 in at else [after_leaf == at[last][2]]
+    if (pairs or tail) and all(b[1] == a[2] for a, b in pairs) and all(tail):
+        d = at[first]
+        out.append(
+            Problem(
+                INSERTED,
+                "a leaf was inserted here: the signed tiles continue with the leaves after it "
+                f"(positions {first + 1}..{last + len(tail)} moved up by one)",
+                first,
+                event_pk=None if d[3] < 0 else d[3],
+                event_id=d[4] or None,
+            )
+        )
+        reported.update(range(first, last + 1))
+        return out
+    if pairs and all(a[1] == b[2] for a, b in pairs):  # leaf at q == tile at q+1
+        out.append(
+            Problem(
+                DELETED,
+                "the event signed at this position was removed with its leaf, and the leaves "
+                f"after it moved down by one (positions {first}..{last})",
+                first,
+                last,
+            )
+        )
+        reported.update(range(first, last + 1))
     return out
 
 
@@ -1356,13 +1389,34 @@ async def _cross_match(
                 )
             )
     gone = {p: (pk, leaf) for p, pk, leaf in deleted}
-    for ev in inserted:
+    # A row whose id was raised past the cursor's (the last event's, say) has no leaf but is
+    # not below the cursor, so it is not among `inserted`: without also trying the leafless
+    # rows above the cursor, its leaf would only be "deleted", with no event id. Those rows
+    # are normally the sequencer's backlog; they are tried, never reported themselves.
+    pending: list[dict[str, Any]] = []
+    if gone and len(gone) <= CROSS_MATCH_LIMIT and len(inserted) <= CROSS_MATCH_LIMIT:
+        above = log.Cursor(0, 2**63 - 1, 2**63 - 1)  # every leafless row, in id order
+        seen = {int(ev["id"]) for ev in inserted}
+        async with engine.connect() as conn:
+            rows_ = await log.rows_without_leaf(conn, above, len(seen) + CROSS_MATCH_LIMIT)
+            pending = [ev for ev in rows_ if int(ev["id"]) not in seen][:CROSS_MATCH_LIMIT]
+            wanted = set()
+            for ev in pending:
+                if (day := day_key_name(ev)) is not None:
+                    wanted.add((DAY, day))
+                if (subject := subject_key_name(ev)) is not None:
+                    wanted.add((SUBJECT, subject))
+            keys.update(await repo.read_keys(conn, wanted - keys.keys()))
+    tried = [(ev, False) for ev in inserted] + [(ev, True) for ev in pending]
+    for ev, is_pending in tried:
         moved_from: int | None = None
-        if small and len(inserted) <= CROSS_MATCH_LIMIT:
+        if (small or is_pending) and len(inserted) <= CROSS_MATCH_LIMIT:
             for q, (qpk, qleaf) in gone.items():
                 if q not in matched and entry_with_id(ev, qpk) == qleaf:
                     moved_from = q
                     break
+        if moved_from is None and is_pending:
+            continue  # not sequenced yet: not a finding
         if moved_from is not None:
             matched.add(moved_from)
             reported.add(moved_from)

@@ -56,6 +56,8 @@ TABLES = (
     "integrity_checkpoint",
     "integrity_key",
     "integrity_log",
+    "integrity_verify_run",
+    "integrity_verify_task",
     '"user"',
 )
 

@@ -60,6 +60,8 @@ TABLES = (
     "stats_actor_bucket",
     "stats_ip_bucket",
     "stats_watermark",
+    "integrity_verify_run",
+    "integrity_verify_task",
     '"user"',
 )
 

@@ -550,6 +550,8 @@ def _print_report(report: Any, as_json: bool) -> None:
         print("INTACT: every row, leaf, tile and checkpoint agrees with the signed roots")
     elif report.status == "unverifiable":
         print(f"CANNOT VERIFY: {report.reason}")
+        for problem in report.problems:
+            print(problem.line())
     else:
         counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
         print(f"TAMPERED: {len(report.problems)} problem(s) ({counts})")
@@ -705,7 +707,13 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["verify-bundle"]:
         raise SystemExit(bundle_cli.run(argv[1:]))
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if argv[:1] == ["verify"]:
+        # Unknown options are reported by the top-level parser (parse_args → error), not by
+        # verify's own: without this `verify --bogus` would exit 2, "cannot verify".
+        assert isinstance(parser, _Parser)
+        parser.usage_exit = VERIFY_USAGE
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except ValidationError as exc:

@@ -288,6 +288,9 @@ class Task:
     tree_size: int
     recompute: bool
     sizes: tuple[int, ...] = ()
+    # --since inside this task: rows below it are not recomputed (a task spans 2^16
+    # positions, so without this a small log would be recomputed whole whatever --since said).
+    since: int = 0
 
 
 # (position, event_pk, event_id, stored leaf, recomputed leaf or None, why it failed)
@@ -525,8 +528,9 @@ async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskRe
     l_hashes: list[bytes] | None = None  # copied from S at the first divergence
     order: list[tuple[int, tuple[int, int]]] = []
     ids: dict[int, tuple[int, str]] = {}  # position -> (event_pk, event_id), order context
-    if task.recompute and start > 0:
-        for pos, pk, _, ev, okey in await log.stored_range(conn, max(0, start - 2), start):
+    first = max(start, task.since) if task.recompute else end  # first position recomputed
+    if task.recompute and first > 0:
+        for pos, pk, _, ev, okey in await log.stored_range(conn, max(0, first - 2), first):
             if ev is not None and okey is not None:
                 order.append((pos, okey))
                 ids[pos] = (pk, str(ev["event_id"]))
@@ -536,7 +540,7 @@ async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskRe
 
     def fetch(a: int) -> asyncio.Task[list[log.StoredLeaf]]:
         return asyncio.ensure_future(
-            log.stored_range(conn, a, min(a + CHUNK, end), events=task.recompute)
+            log.stored_range(conn, a, min(a + CHUNK, end), events=min(a + CHUNK, end) > first)
         )
 
     try:
@@ -547,7 +551,7 @@ async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskRe
         for chunk_start in range(start, end, CHUNK):
             assert pending is not None
             rows = await pending
-            if task.recompute:
+            if min(chunk_start + CHUNK, end) > first:
                 names: set[tuple[str, str]] = set()
                 pairs: list[tuple[str | None, str | None]] = []
                 for row in rows:
@@ -573,6 +577,10 @@ async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskRe
                 expect = pos + 1
                 i = pos - start
                 s_hashes[i] = leaf
+                if pos < first:  # below --since: the leaf feeds the trees, the row is not read
+                    if l_hashes is not None:
+                        l_hashes[i] = leaf
+                    continue
                 if ev is None:
                     if l_hashes is not None:
                         l_hashes[i] = leaf
@@ -867,7 +875,9 @@ def plan_tasks(plan: Plan, sizes: Iterable[int]) -> list[Task]:
     for index, start in enumerate(range(0, n, TASK_SPAN)):
         end = min(start + TASK_SPAN, n)
         mine = tuple(s for s in wanted if start < s <= end)
-        tasks.append(Task(index, start, end, n, recompute=end > plan.since, sizes=mine))
+        tasks.append(
+            Task(index, start, end, n, recompute=end > plan.since, sizes=mine, since=plan.since)
+        )
     return tasks
 
 
@@ -964,7 +974,16 @@ async def verify_log(
     problems += judged
     problems.sort(key=_problem_order)
     checked = sum(r.checked for r in ordered)
-    if problems:
+    if rows and not valid and all(p.kind == WRONG_KEY for p in problems):
+        # No checkpoint opens under the keys given and nothing else is wrong: far likelier
+        # the wrong --vkey than a log re-signed whole, and nothing is left to verify against.
+        # (One re-signed checkpoint among valid ones, or any other finding, is tampering.)
+        status = "unverifiable"
+        reason = (
+            f"none of the {len(rows)} checkpoint(s) is signed by a trusted key: is --vkey the "
+            "log's verifier key? (or every checkpoint was re-signed)"
+        )
+    elif problems:
         status, reason = "tampered", None
     elif not rows:
         status, reason = "unverifiable", "there is no signed checkpoint to verify against yet"

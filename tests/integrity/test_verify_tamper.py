@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from audit_service.audit_log import log
 from audit_service.audit_log.context import system_event
+from audit_service.audit_log.writer import RecordingFailed
 from audit_service.core.db import create_engine
 from audit_service.integrity import note, verify
 from audit_service.integrity import repository as repo
@@ -980,12 +981,20 @@ async def test_no_false_positive_on_100k_events_written_at_once(pg_only_url: str
         admin = await h.auth()
         key = await make_key(h)
         writer = h.app.state.recorder.writer
+        # Under this overload the recorder may fail closed (503: the event was not stored in
+        # its 10 s) — seen in CI, not locally. That is the recorder's promise, not verify's
+        # subject: such refusals are counted and bounded, and a refused event that the
+        # writer commits after all must verify too.
+        refused = {"requests": 0, "direct": 0}
 
         async def requests(worker: int) -> None:
             for i in range(REQUESTS // 20):
                 ua = {"User-Agent": f"load/{worker}.{i}"}
                 r = await h.client.get("/me", headers={**admin, **ua})
-                assert r.status_code == 200
+                if r.status_code == 503:
+                    refused["requests"] += 1
+                    continue
+                assert r.status_code == 200, r.text
 
         async def batches(worker: int) -> None:
             for b in range(BATCHES // 5):
@@ -1004,12 +1013,18 @@ async def test_no_false_positive_on_100k_events_written_at_once(pg_only_url: str
             # so a request's own event waits well under the recorder's 10 s timeout (bursts
             # of 500 queued 5,000 rows and the recorder, failing closed, answered 503 in CI).
             for i in range(0, DIRECT // 10, 100):
-                await asyncio.gather(
+                done = await asyncio.gather(
                     *(
                         writer.write(system_event("load.tick", "load", f"{worker}.{i + j}"))
                         for j in range(100)
-                    )
+                    ),
+                    return_exceptions=True,
                 )
+                for outcome in done:
+                    if isinstance(outcome, RecordingFailed):
+                        refused["direct"] += 1
+                    elif isinstance(outcome, BaseException):
+                        raise outcome
 
         await asyncio.gather(
             *(requests(w) for w in range(20)),
@@ -1018,7 +1033,9 @@ async def test_no_false_positive_on_100k_events_written_at_once(pg_only_url: str
         )
         written = asyncio.get_running_loop().time() - started
         total = await h.count_events()
-        assert total >= REQUESTS + DIRECT + BATCHES * BATCH
+        attempted = REQUESTS + DIRECT + BATCHES * BATCH
+        assert sum(refused.values()) <= attempted // 20, refused
+        assert total >= attempted - sum(refused.values())
 
         async def signed() -> int:
             async with h.app.state.sessionmaker() as s:
@@ -1037,5 +1054,6 @@ async def test_no_false_positive_on_100k_events_written_at_once(pg_only_url: str
     assert report.valid_checkpoints == report.checkpoints >= 2
     print(
         f"\n100k: written in {written:.1f} s, verified {report.checked} in "
-        f"{report.seconds:.1f} s, total {asyncio.get_running_loop().time() - started:.1f} s"
+        f"{report.seconds:.1f} s, total {asyncio.get_running_loop().time() - started:.1f} s, "
+        f"refused under overload {refused}"
     )

@@ -297,3 +297,9 @@ async def freshness(session: AsyncSession, audit: EventSink) -> Freshness:
         lag_seconds=await lag_seconds(session, watermark),
         updated_at=updated_at,
     )
+
+
+async def rollup_state(session: AsyncSession) -> tuple[int, float | None]:
+    """The statistics' watermark and their lag (see `freshness`), for reports."""
+    watermark, _ = await repo.read_watermark(session, ROLLUP)
+    return watermark, await lag_seconds(session, watermark)

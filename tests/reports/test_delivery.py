@@ -320,3 +320,20 @@ async def test_an_empty_period_is_still_sent(mailer: Harness, smtp: SmtpServer) 
     assert run.period_start == datetime(2026, 10, 19, tzinfo=UTC)
     (mail,) = smtp.received
     assert mail.part("plain").strip()
+
+
+async def test_disabled_schedules_send_nothing_and_resume_without_a_burst(
+    mailer: Harness,
+    smtp: SmtpServer,  # noqa: F811
+) -> None:
+    h = mailer
+    admin = await h.auth()
+    s = await _create(h, enabled=False)
+    await _effective(h, s["id"], NOW - timedelta(days=5))
+    assert s["next_period"] is None
+    assert await _schedule_round(h) == 0 and smtp.received == []
+    r = await h.client.patch(f"{BASE}/{s['id']}", headers=admin, json={"enabled": True})
+    assert r.status_code == 200 and r.json()["next_period"] is not None
+    # Effective again from now (real time, after NOW): the five missed days are not owed.
+    assert await _schedule_round(h) == 0
+    assert await _runs(h, s["id"]) == []

@@ -177,7 +177,9 @@ async def update_schedule(
     now = utcnow()
     for name, value in changes.items():
         setattr(schedule, name, value)
-    if any(changes.get(name, getattr(before, name)) != getattr(before, name) for name in _TIMING):
+    retimed = any(changes.get(n, getattr(before, n)) != getattr(before, n) for n in _TIMING)
+    # Re-enabled: what fell due while it was off is not sent in a burst now.
+    if retimed or (changes.get("enabled") is True and not before.enabled):
         schedule.effective_from = now
     schedule.updated_at, schedule.updated_by = now, audit.actor.name
     await session.flush()

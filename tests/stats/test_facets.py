@@ -33,8 +33,7 @@ def _when(value: Any) -> datetime:
 async def raw_facets(h: Harness, watermark: int) -> FacetRows:
     """What stats_facet must hold: a GROUP BY per field over the rows the watermark covers."""
     base = (
-        "FROM audit_event e JOIN audit_leaf l ON l.event_pk = e.id "
-        f"WHERE l.position <= {watermark}"
+        f"FROM audit_event e JOIN audit_leaf l ON l.event_pk = e.id WHERE l.position <= {watermark}"
     )
     parts = [
         f"SELECT '{f}', e.{f}, '', count(*), max(e.occurred_at) {base} GROUP BY e.{f}"

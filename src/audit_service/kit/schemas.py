@@ -1,5 +1,6 @@
 """Base for request bodies: unknown fields refused, and nothing the database cannot store:
-no NUL characters, no NaN/Infinity, no absurd nesting, anywhere in a value."""
+no NUL characters, no NaN/Infinity, no absurd nesting, anywhere in a value. Also the
+validators that several query models share (the activity filters and the statistics)."""
 
 from __future__ import annotations
 

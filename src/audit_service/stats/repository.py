@@ -346,7 +346,7 @@ async def facet_values(
     """(value, actor type, events, last_seen) of `field`, most events first, ties by value;
     only values starting with `prefix` (case-sensitive) when given."""
     c = facets.c
-    conditions: list[ColumnElement[bool]] = [c.field == field, c.events > 0]
+    conditions: list[ColumnElement[bool]] = [c.field == field]
     if prefix:
         conditions.append(c.value >= prefix)
         end = prefix_end(prefix)

@@ -61,6 +61,8 @@ TABLES = (
     "stats_ip_bucket",
     "stats_watermark",
     "stats_facet",
+    "report_run",
+    "report_schedule",
     "integrity_verify_run",
     "integrity_verify_task",
     '"user"',

@@ -360,3 +360,24 @@ async def facet_values(
     )
     rows = (await bind.execute(stmt)).all()
     return [(str(r[0]), str(r[1]), int(r[2]), r[3]) for r in rows]
+
+
+async def failed_logins_by_ip(
+    bind: Bind, scope: Scope, above: int, limit: int
+) -> list[tuple[str, int, int]]:
+    """(ip, failed logins, distinct actors tried) of the IPs with more than `above` failed
+    logins in the scope (tenant and actor filters only: IP rollups have no source, module
+    or action), most failures first."""
+    t = ip_buckets
+    c = t.c
+    failed = func.sum(c.logins_failed)
+    tried = func.count(func.distinct(case((c.logins_failed > 0, c.actor_key))))
+    stmt = (
+        select(c.ip, failed, tried)
+        .where(*where(bind, t, scope))
+        .group_by(c.ip)
+        .having(failed > above)
+        .order_by(failed.desc(), c.ip)
+        .limit(limit)
+    )
+    return [(str(r[0]), int(r[1]), int(r[2])) for r in (await bind.execute(stmt)).all()]

@@ -336,3 +336,18 @@ async def facets(session: AsyncSession, audit: EventSink, query: FacetsQuery) ->
             for value, actor_type, n, seen in rows
         ],
     )
+
+
+async def failed_logins_by_ip(
+    session: AsyncSession,
+    since: datetime,
+    until: datetime,
+    *,
+    tenant_id: str | None,
+    above: int,
+    limit: int = 20,
+) -> list[tuple[str, int, int]]:
+    """The IPs with more than `above` failed logins in [since, until) (quarter hours), for
+    reports: (ip, failed logins, distinct users tried)."""
+    scope = repo.Scope(b.epoch(since), b.epoch(until), tenant_id=tenant_id)
+    return await repo.failed_logins_by_ip(session, scope, above, limit)

@@ -54,6 +54,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert migrations + "script.py.mako" in names
     versions = sorted(p.name for p in (ROOT / "src" / migrations / "versions").glob("0*.py"))
     assert versions and all(migrations + "versions/" + v in names for v in versions)
+    templates = sorted(p.name for p in (ROOT / "src/audit_service/reports/templates").iterdir())
+    assert templates and all(f"audit_service/reports/templates/{t}" in names for t in templates)
 
     venv = work / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=work)
@@ -109,6 +111,14 @@ async def _migrate_and_serve(script: Path, url: str, cwd: Path) -> None:
             token = r.json()["access_token"]
             r = await client.get("/me", headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 200 and r.json()["username"] == "admin"
+            # A report renders from the templates the wheel installed.
+            r = await client.post(
+                "/admin/reports/preview",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"kind": "daily"},
+            )
+            assert r.status_code == 200, r.text
+            assert "Daily activity report" in r.json()["html"]
     finally:
         proc.terminate()
         await proc.communicate()

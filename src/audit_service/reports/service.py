@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -291,7 +292,9 @@ async def build(session: AsyncSession, spec: Spec, start_day: date, settings: Se
     )
 
 
-def _message(settings: Settings, built: Built, recipients: list[str], message_id: str | None):  # type: ignore[no-untyped-def]
+def _message(
+    settings: Settings, built: Built, recipients: list[str], message_id: str | None
+) -> EmailMessage:
     return email.new_message(
         settings,
         to=recipients,

@@ -6,7 +6,6 @@ import ipaddress
 import logging
 import re
 import secrets
-import zoneinfo
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +15,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from audit_service.kit.schemas import check_time_zone
 
 VAR_DIR = Path("var")
 
@@ -168,10 +169,7 @@ class Settings(BaseSettings):
     @field_validator("stats_default_tz")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError("not an IANA time zone name (e.g. Europe/Berlin, UTC)") from None
+        check_time_zone(value)
         return value
 
     @field_validator("smtp_url")

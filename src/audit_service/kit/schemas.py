@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import zoneinfo
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -104,4 +105,14 @@ def iso_8601_only(value: Any) -> Any:
         not isinstance(value, str) or _NUMBER.fullmatch(value.strip()) is not None
     ):
         raise ValueError("must be ISO 8601 with an offset, e.g. 2026-01-31T23:00:00Z")
+    return value
+
+
+def check_time_zone(value: str | None) -> str | None:
+    """An IANA time zone name (None passes): the zone statistics and reports count in."""
+    if value is not None:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not an IANA time zone name (e.g. Europe/Berlin)") from None
     return value

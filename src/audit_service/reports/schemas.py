@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import re
-import zoneinfo
 from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from audit_service.kit.schemas import InputModel
+from audit_service.kit.schemas import InputModel, check_time_zone
 from audit_service.kit.smtp import valid_address
 from audit_service.reports.models import NAME_LENGTH
 
@@ -15,15 +14,6 @@ Kind = Literal["daily", "weekly", "monthly"]
 RunStatus = Literal["pending", "sending", "sent", "failed"]
 MAX_RECIPIENTS = 50
 _TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
-
-
-def _check_zone(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError("not an IANA time zone name (e.g. Europe/Berlin)") from None
-    return value
 
 
 def _check_recipients(value: list[str] | None) -> list[str] | None:
@@ -50,7 +40,7 @@ class _ScheduleFields(InputModel):
     @field_validator("tz", check_fields=False)
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
-        return _check_zone(value)
+        return check_time_zone(value)
 
     @field_validator("recipients", check_fields=False)
     @classmethod
@@ -173,7 +163,7 @@ class PreviewIn(InputModel):
     @field_validator("tz")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
-        return _check_zone(value)
+        return check_time_zone(value)
 
     @field_validator("day")
     @classmethod

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import zoneinfo
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
-from audit_service.kit.schemas import InputModel, check_actions, iso_8601_only
+from audit_service.kit.schemas import InputModel, check_actions, check_time_zone, iso_8601_only
 from audit_service.stats.buckets import aligned
 
 Outcome = Literal["success", "failure", "denied", "error"]
@@ -98,12 +97,7 @@ class StatsFilters(InputModel):
     @field_validator("tz")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                zoneinfo.ZoneInfo(value)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError("not an IANA time zone name (e.g. Europe/Berlin)") from None
-        return value
+        return check_time_zone(value)
 
     def applied(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=True)

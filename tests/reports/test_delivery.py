@@ -18,7 +18,7 @@ from audit_service.audit_log.sequencer import no_fence
 from audit_service.reports import service
 from audit_service.reports.models import ReportRun, ReportSchedule
 from tests.conftest import Harness, make_settings, start_harness
-from tests.reports.smtp import PASSWORD, SmtpServer, smtp  # noqa: F401 - the fixture
+from tests.reports.smtp import PASSWORD, SmtpServer
 from tests.stats.helpers import event, post_events, roll_up
 
 BASE = "/admin/reports/schedules"
@@ -36,7 +36,7 @@ async def _harness(db_url: str, **overrides: Any) -> AsyncIterator[Harness]:
 
 
 @pytest.fixture
-async def mailer(db_url: str, smtp: SmtpServer) -> AsyncIterator[Harness]:  # noqa: F811
+async def mailer(db_url: str, smtp: SmtpServer) -> AsyncIterator[Harness]:
     async for h in _harness(db_url, smtp_url=smtp.url):
         yield h
 
@@ -73,7 +73,7 @@ async def _runs(h: Harness, schedule_id: int) -> list[ReportRun]:
 
 async def test_due_periods_are_caught_up_and_sent_once(
     mailer: Harness,
-    smtp: SmtpServer,  # noqa: F811
+    smtp: SmtpServer,
 ) -> None:
     h = mailer
     day = datetime(2026, 10, 26, tzinfo=UTC)
@@ -110,7 +110,7 @@ async def test_due_periods_are_caught_up_and_sent_once(
 
 async def test_racing_schedulers_send_each_period_once(
     mailer: Harness,
-    smtp: SmtpServer,  # noqa: F811
+    smtp: SmtpServer,
 ) -> None:
     h = mailer
     s = await _create(h)
@@ -124,7 +124,7 @@ async def test_racing_schedulers_send_each_period_once(
 
 async def test_a_refusing_server_is_retried_until_it_accepts(
     mailer: Harness,
-    smtp: SmtpServer,  # noqa: F811
+    smtp: SmtpServer,
 ) -> None:
     h = mailer
     s = await _create(h)
@@ -148,7 +148,7 @@ async def test_a_refusing_server_is_retried_until_it_accepts(
 
 async def test_a_server_that_keeps_refusing_is_a_recorded_failure(
     db_url: str,
-    smtp: SmtpServer,  # noqa: F811
+    smtp: SmtpServer,
 ) -> None:
     async for h in _harness(db_url, smtp_url=smtp.url, report_max_attempts=2):
         s = await _create(h)
@@ -194,7 +194,7 @@ async def test_without_smtp_schedules_work_and_sending_says_why(db_url: str) -> 
 
 async def test_send_now_with_credentials_records_no_secret(
     db_url: str,
-    smtp: SmtpServer,  # noqa: F811
+    smtp: SmtpServer,
 ) -> None:
     async for h in _harness(db_url, smtp_url=smtp.auth_url):
         s = await _create(h, recipients=["a@example.com", "b@example.org"])
@@ -226,7 +226,7 @@ async def test_send_now_to_an_unreachable_server_is_502(db_url: str) -> None:
 
 async def test_a_tenant_scoped_report_shows_only_its_tenant(
     mailer: Harness,
-    smtp: SmtpServer,  # noqa: F811
+    smtp: SmtpServer,
 ) -> None:
     h = mailer
     day = datetime(2026, 10, 27, 10, tzinfo=UTC)
@@ -276,7 +276,7 @@ async def test_a_tenant_scoped_report_shows_only_its_tenant(
 )
 async def test_figures_of_local_days(
     mailer: Harness,
-    smtp: SmtpServer,  # noqa: F811
+    smtp: SmtpServer,
     tz: str,
     day: str,
     inside: list[str],
@@ -310,7 +310,7 @@ async def test_figures_of_local_days(
     assert str(len(inside)) in mail.part("plain")
 
 
-async def test_an_empty_period_is_still_sent(mailer: Harness, smtp: SmtpServer) -> None:  # noqa: F811
+async def test_an_empty_period_is_still_sent(mailer: Harness, smtp: SmtpServer) -> None:
     h = mailer
     s = await _create(h, kind="weekly")
     await _effective(h, s["id"], datetime(2026, 10, 26, 7, tzinfo=UTC))  # before Monday 08:00
@@ -324,7 +324,7 @@ async def test_an_empty_period_is_still_sent(mailer: Harness, smtp: SmtpServer) 
 
 async def test_disabled_schedules_send_nothing_and_resume_without_a_burst(
     mailer: Harness,
-    smtp: SmtpServer,  # noqa: F811
+    smtp: SmtpServer,
 ) -> None:
     h = mailer
     admin = await h.auth()
@@ -337,3 +337,23 @@ async def test_disabled_schedules_send_nothing_and_resume_without_a_burst(
     # Effective again from now (real time, after NOW): the five missed days are not owed.
     assert await _schedule_round(h) == 0
     assert await _runs(h, s["id"]) == []
+
+
+async def test_starttls_verifies_the_servers_certificate(
+    db_url: str, tls_smtp: tuple[SmtpServer, Any]
+) -> None:
+    server, ca_file = tls_smtp
+    url = f"smtp+starttls://127.0.0.1:{server.port}"
+    # Trusted through AUDIT_SMTP_CA_FILE: delivered over TLS.
+    async for h in _harness(db_url, smtp_url=url, smtp_ca_file=str(ca_file)):
+        s = await _create(h)
+        r = await h.client.post(f"{BASE}/{s['id']}/send-now", headers=await h.auth())
+        assert r.status_code == 200, r.text
+    assert len(server.received) == 1
+    # Not trusted (the system CAs do not know it): refused, nothing sent in clear.
+    async for h in _harness(db_url, smtp_url=url):
+        s = await _create(h)
+        r = await h.client.post(f"{BASE}/{s['id']}/send-now", headers=await h.auth())
+        assert r.status_code == 502, r.text
+        assert "cannot reach the SMTP server" in r.json()["detail"]
+    assert len(server.received) == 1

@@ -12,10 +12,10 @@ from sqlalchemy import update
 from audit_service.kit.models import utcnow
 from audit_service.reports.models import ReportSchedule
 from tests.conftest import make_settings, start_harness
-from tests.reports.smtp import SmtpServer, smtp  # noqa: F401 - the fixture
+from tests.reports.smtp import SmtpServer
 
 
-async def test_the_job_sends_a_due_report(pg_url: str, smtp: SmtpServer) -> None:  # noqa: F811
+async def test_the_job_sends_a_due_report(pg_url: str, smtp: SmtpServer) -> None:
     settings = make_settings(pg_url, run_jobs=True, smtp_url=smtp.url, report_poll_interval=0.2)
     started = utcnow()
     async for h in start_harness(settings):

@@ -14,7 +14,7 @@ DO $$ BEGIN
 END $$;
 
 -- Users, API keys, revoked tokens, action schemas, runtime settings, counters, job leases,
--- verify runs, the statistics rollups and their watermark (stats_*: mutable bookkeeping,
+-- verify runs, the statistics rollups, facets and watermarks (stats_*: mutable bookkeeping,
 -- rebuilt from the log, UPDATE by design): read and write. No TRUNCATE, REFERENCES or TRIGGER on anything.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO audit_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO audit_app;

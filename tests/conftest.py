@@ -60,6 +60,7 @@ TABLES = (
     "stats_actor_bucket",
     "stats_ip_bucket",
     "stats_watermark",
+    "stats_facet",
     "integrity_verify_run",
     "integrity_verify_task",
     '"user"',

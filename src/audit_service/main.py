@@ -45,6 +45,8 @@ from audit_service.maintenance.endpoints import router as maintenance_router
 from audit_service.maintenance.service import MaintenanceCache
 from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model
+from audit_service.reports.endpoints import router as reports_router
+from audit_service.reports.jobs import report_jobs
 from audit_service.stats.endpoints import router as stats_router
 from audit_service.stats.jobs import stats_jobs
 
@@ -98,6 +100,7 @@ def background_jobs(settings: Settings) -> list[Job]:
         *log_jobs(settings),
         *verify_jobs(settings),
         *stats_jobs(settings),
+        *report_jobs(settings),
         *housekeeping_jobs(settings.housekeeping_interval),
     ]
 
@@ -154,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "maintenance", "description": "Maintenance mode (admin)"},
             {"name": "jobs", "description": "Background jobs (admin, auditor)"},
             {"name": "stats", "description": "Statistics from the rollups (admin, auditor)"},
+            {"name": "reports", "description": "Scheduled e-mail reports"},
             {
                 "name": "integrity",
                 "description": "The signed log: checkpoint, keys, tiles, proofs (admin, auditor)",
@@ -219,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recipients_router,
         verify_router,
         stats_router,
+        reports_router,
     ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).

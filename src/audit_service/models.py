@@ -15,6 +15,7 @@ from audit_service.integrity.models import (
 )
 from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
+from audit_service.reports.models import ReportRun, ReportSchedule
 from audit_service.stats.models import StatsActorBucket, StatsBucket, StatsIpBucket, StatsWatermark
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "JobLease",
     "LogCursor",
     "LoginCounter",
+    "ReportRun",
+    "ReportSchedule",
     "RevokedToken",
     "RuntimeSetting",
     "SourceAction",

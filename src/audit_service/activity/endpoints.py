@@ -1,4 +1,5 @@
-"""/admin/activity: the history, for admins and auditors; /admin/export-recipients."""
+"""/admin/activity: the history, for admins and auditors, and the facets of its filters
+(from the statistics rollups, floor 4); /admin/export-recipients."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from audit_service.core.dependencies import EngineDep, SettingsDep, SigningKeyDe
 from audit_service.core.errors import problem_responses
 from audit_service.core.routing import SafeJSONRoute
 from audit_service.integrity.jobs import log_signer
+from audit_service.stats import service as stats_service
+from audit_service.stats.schemas import Facets, FacetsQuery
 
 router = APIRouter(prefix="/admin/activity", tags=["activity"], route_class=SafeJSONRoute)
 recipients_router = APIRouter(
@@ -110,6 +113,30 @@ async def list_activity(
 ) -> EventPage:
     """Page through recorded events, newest first, with any combination of filters."""
     return await service.list_activity(session, audit, query, key)
+
+
+# Declared before /{event_id}: Starlette takes the first route that matches, and "facets"
+# must not reach the event-id parameter (it would be a 422 there, not this route).
+@router.get(
+    "/facets",
+    response_model=Facets,
+    operation_id="activity_facets",
+    responses=problem_responses(401, 403, 422),
+    # The rollups answer it, as they answer /admin/stats: one action for every read of them.
+    openapi_extra=audited("stats.viewed", "stats"),
+)
+async def activity_facets(
+    query: Annotated[FacetsQuery, Query()],
+    _: AdminOrAuditor,
+    session: SessionDep,
+    audit: RecorderDep,
+) -> Facets:
+    """The values of an activity filter (`action`, `module`, `source`, `actor`,
+    `tenant_id`) with their event counts, most frequent first, for filter dropdowns;
+    `prefix` narrows them as the user types. Counts are all-time (no period or other
+    filters) and kept by the `stats.rollup` job, so they lag the log by its freshness
+    (`GET /admin/stats/freshness`)."""
+    return await stats_service.facets(session, audit, query)
 
 
 @router.get(

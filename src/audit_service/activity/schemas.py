@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -19,13 +18,12 @@ from audit_service.audit_log.models import AuditEvent
 from audit_service.audit_log.repository import EventFilters
 from audit_service.kit import age
 from audit_service.kit.net import parse_ip_or_network
-from audit_service.kit.schemas import InputModel
+from audit_service.kit.schemas import InputModel, check_actions, iso_8601_only
 
 Outcome = Literal["success", "failure", "denied", "error"]
 PAGE_SIZES = (10, 20, 50, 100)
 # OFFSET pagination reads and discards every skipped row; past this, keyset cursors.
 MAX_OFFSET_ROWS = 10_000
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 MAX_ID = 2**63 - 1
@@ -89,21 +87,12 @@ class ActivityFilters(InputModel):
     @field_validator("action")
     @classmethod
     def _actions(cls, value: list[str]) -> list[str]:
-        for a in value:
-            if not 1 <= len(a) <= 100:
-                raise ValueError("each action is 1 to 100 characters")
-        return value
+        return check_actions(value)
 
     @field_validator("since", "until", mode="before")
     @classmethod
     def _iso_8601_only(cls, value: Any) -> Any:
-        # pydantic also reads "1700000000" as a Unix time; the contract is ISO 8601 with an
-        # offset, and a bare number is more likely a mistake (milliseconds?) than a date.
-        if value is not None and (
-            not isinstance(value, str) or _NUMBER.fullmatch(value.strip()) is not None
-        ):
-            raise ValueError("must be ISO 8601 with an offset, e.g. 2026-01-31T23:00:00Z")
-        return value
+        return iso_8601_only(value)
 
     @field_validator("since", "until")
     @classmethod

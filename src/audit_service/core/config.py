@@ -133,6 +133,24 @@ class Settings(BaseSettings):
     stats_rollup_interval: float = Field(default=0.5, gt=0, le=1, description="seconds")
     stats_rollup_batch: int = Field(default=5000, ge=1, le=50_000)
     stats_default_tz: str = Field(default="UTC", max_length=64)
+    # Scheduled e-mail reports (reports/) and outbound mail (notifications/email.py).
+    # `smtp_url`: smtp://[user:password@]host[:port] (STARTTLS when the server offers it),
+    # smtp+starttls://… (STARTTLS required), smtps://… (TLS from the first byte); unset: reports
+    # can be scheduled and previewed, and each send is recorded as failed ("no SMTP server").
+    smtp_url: SecretStr | None = None
+    smtp_from: str = Field(default="audit-service@localhost", min_length=3, max_length=254)
+    smtp_timeout: float = Field(default=30.0, gt=0, le=600, description="seconds")
+    # A PEM file of CAs to trust for the SMTP server's certificate (default: the system's).
+    smtp_ca_file: str | None = None
+    # Where people reach this service (https://audit.example.com): reports link to its console.
+    public_url: str | None = Field(default=None, max_length=500)
+    report_poll_interval: float = Field(default=30.0, gt=0, le=3600, description="seconds")
+    # A failed send is retried after report_retry_base · 2^(attempt-1) seconds (≤ 1 h), up to
+    # report_max_attempts tries; then the run is failed and `report.failed` recorded.
+    report_max_attempts: int = Field(default=5, ge=1, le=50)
+    report_retry_base: float = Field(default=60.0, gt=0, le=3600, description="seconds")
+    # Daily reports list the IPs with more failed logins than this in the day.
+    report_failed_login_threshold: int = Field(default=5, ge=0)
 
     @field_validator(
         "login_rate_limit",
@@ -159,6 +177,24 @@ class Settings(BaseSettings):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError("not an IANA time zone name (e.g. Europe/Berlin, UTC)") from None
         return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            from audit_service.kit.smtp import SmtpTarget
+
+            SmtpTarget.parse(value.get_secret_value())  # its messages never quote the URL
+        return value if value is not None and value.get_secret_value() else None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be an http(s) URL without query, e.g. https://audit.example.com")
+        return value.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

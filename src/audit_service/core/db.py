@@ -41,8 +41,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.elements import ClauseElement, ColumnElement
-from sqlalchemy.types import UserDefinedType
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement, TextClause
+from sqlalchemy.types import TypeEngine, UserDefinedType
 
 from audit_service.kit.models import UTCDateTime, utcnow
 
@@ -427,12 +427,27 @@ async def lock_for_transaction(session: AsyncSession, name: str, table: Table) -
     statement that changes nothing (on `table`) takes that lock now, and the reads after it
     see every earlier commit (pysqlite begins the transaction at the first write)."""
     if is_postgres(session):
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}
-        )
+        await session.execute(advisory_xact_lock(name))
     else:
         column = next(iter(table.primary_key.columns))
         await session.execute(update(table).where(false()).values({column: column}))
+
+
+def advisory_xact_lock(name: str) -> TextClause:
+    """Postgres: the transaction-scoped advisory lock `lock_for_transaction` takes for `name`
+    (also for a migration that must not interleave with a job's transaction)."""
+    return text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))").bindparams(name=name)
+
+
+def code_point_string(length: int) -> TypeEngine[str]:
+    """VARCHAR(length) ordered by code point on both dialects, so that the values starting
+    with a prefix are exactly one index range, `[prefix, successor of prefix)`.
+
+    Postgres: column collation "C" (byte order of UTF-8 = code point order); under the
+    database's usual linguistic collation (en_US.UTF-8, ICU) comparisons skip punctuation
+    and fold case at first level, so a range is not a prefix. SQLite's default BINARY
+    collation already compares UTF-8 bytes."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 # --- upserts and the shared clock (background-job leases) -----------------------------------

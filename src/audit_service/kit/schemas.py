@@ -1,5 +1,6 @@
 """Base for request bodies: unknown fields refused, and nothing the database cannot store:
-no NUL characters, no NaN/Infinity, no absurd nesting, anywhere in a value."""
+no NUL characters, no NaN/Infinity, no absurd nesting, anywhere in a value. Also the
+validators that several query models share (the activity filters and the statistics)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+# What pydantic would also read as a Unix time ("1700000000", "1.7e9").
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 # Deeper than any real document; far below what exhausts Python's recursion limit in the
 # validators, jsonschema or json.dumps that later walk the same value.
 MAX_JSON_DEPTH = 32
@@ -80,3 +83,25 @@ class InputModel(BaseModel):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+
+# --- validators shared by query models (activity filters, statistics) -----------------------
+
+
+def check_actions(value: list[str]) -> list[str]:
+    """A repeatable `action` filter: each value 1 to 100 characters (the column's size)."""
+    for a in value:
+        if not 1 <= len(a) <= 100:
+            raise ValueError("each action is 1 to 100 characters")
+    return value
+
+
+def iso_8601_only(value: Any) -> Any:
+    """For a `mode="before"` validator of a datetime: only ISO 8601 text. pydantic also reads
+    "1700000000" as a Unix time; the contract is ISO 8601 with an offset, and a bare number
+    is more likely a mistake (milliseconds?) than a date."""
+    if value is not None and (
+        not isinstance(value, str) or _NUMBER.fullmatch(value.strip()) is not None
+    ):
+        raise ValueError("must be ISO 8601 with an offset, e.g. 2026-01-31T23:00:00Z")
+    return value

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, String, text
+from sqlalchemy import BigInteger, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from audit_service.core.db import code_point_string
 from audit_service.kit.models import Base, UTCDateTime
 
 BUCKET_SECONDS = 900
@@ -90,6 +91,29 @@ class StatsIpBucket(_Outcomes, Base):
     actor_key: Mapped[str] = _key(205)
     logins_ok: Mapped[int] = _count()
     logins_failed: Mapped[int] = _count()
+
+
+# The fields of the facets (the activity filters with a value list), as the API names them.
+FACET_FIELDS = ("action", "module", "source", "actor", "tenant_id")
+
+
+class StatsFacet(Base):
+    """All-time event counts per value of a filter field, for filter dropdowns: one row per
+    (field, value); for `actor` per actor id and type (`actor_type` is '' otherwise). Kept
+    by the same job and transaction as the buckets, under the `facets` watermark.
+
+    `value` compares by code point on both dialects, so a typeahead prefix is a range of the
+    primary key; `ix_stats_facet_rank` answers "the most frequent values" without a sort
+    over all of them (millions of actors)."""
+
+    __tablename__ = "stats_facet"
+    __table_args__ = (Index("ix_stats_facet_rank", "field", "events", "value"),)
+
+    field: Mapped[str] = _key(20)
+    value: Mapped[str] = mapped_column(code_point_string(200), primary_key=True)
+    actor_type: Mapped[str] = _key(20)
+    events: Mapped[int] = _count()
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class StatsWatermark(Base):

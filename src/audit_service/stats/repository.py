@@ -14,6 +14,7 @@ from audit_service.core.db import in_values, lock_for_transaction, upsert_for
 from audit_service.stats.models import (
     StatsActorBucket,
     StatsBucket,
+    StatsFacet,
     StatsIpBucket,
     StatsWatermark,
 )
@@ -22,6 +23,7 @@ Bind = AsyncSession | AsyncConnection
 buckets = cast(Table, StatsBucket.__table__)
 actor_buckets = cast(Table, StatsActorBucket.__table__)
 ip_buckets = cast(Table, StatsIpBucket.__table__)
+facets = cast(Table, StatsFacet.__table__)
 _watermark = cast(Table, StatsWatermark.__table__)
 
 OUTCOME_COLUMNS = {
@@ -93,6 +95,36 @@ async def add_counts(
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c[k] for k in keys],
             set_={c: table.c[c] + stmt.excluded[c] for c in counts},
+        )
+        await session.execute(stmt)
+
+
+async def add_facets(
+    session: AsyncSession, rows: Mapping[tuple[str, str, str], tuple[int, datetime]]
+) -> None:
+    """Add `rows` ((field, value, actor type) -> (events, latest occurred_at)) to the
+    facets: events add up, last_seen keeps the later of the two."""
+    if not rows:
+        return
+    c = facets.c
+    items = list(rows.items())
+    insert = upsert_for(session)
+    per_statement = _MAX_PARAMETERS // len(facets.columns)
+    for i in range(0, len(items), per_statement):
+        values = [
+            {"field": f, "value": v, "actor_type": t, "events": n, "last_seen": seen}
+            for (f, v, t), (n, seen) in items[i : i + per_statement]
+        ]
+        stmt = insert(facets).values(values)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[c.field, c.value, c.actor_type],
+            set_={
+                "events": c.events + excluded.events,
+                "last_seen": case(
+                    (excluded.last_seen > c.last_seen, excluded.last_seen), else_=c.last_seen
+                ),
+            },
         )
         await session.execute(stmt)
 
@@ -290,3 +322,41 @@ async def counts_for(
     stmt = select(*keys, _sum(counted(table, scope))).where(*conditions).group_by(*keys)
     found = {tuple(str(v) for v in r[:-1]): int(r[-1]) for r in (await bind.execute(stmt)).all()}
     return {w: found.get(w, 0) for w in wanted}
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string after every string that starts with `prefix`, in code point order
+    (None: there is none, the prefix is all U+10FFFF). With `value >= prefix AND value <
+    prefix_end(prefix)` a prefix is an exact index range, with no LIKE to escape."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if code == 0xD800:  # surrogates are not characters: UTF-8 cannot hold them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+async def facet_values(
+    bind: Bind, field: str, prefix: str | None, limit: int
+) -> list[tuple[str, str, int, datetime]]:
+    """(value, actor type, events, last_seen) of `field`, most events first, ties by value;
+    only values starting with `prefix` (case-sensitive) when given."""
+    c = facets.c
+    conditions: list[ColumnElement[bool]] = [c.field == field]
+    if prefix:
+        conditions.append(c.value >= prefix)
+        end = prefix_end(prefix)
+        if end is not None:
+            conditions.append(c.value < end)
+    stmt = (
+        select(c.value, c.actor_type, c.events, c.last_seen)
+        .where(*conditions)
+        .order_by(c.events.desc(), c.value, c.actor_type)
+        .limit(limit)
+    )
+    rows = (await bind.execute(stmt)).all()
+    return [(str(r[0]), str(r[1]), int(r[2]), r[3]) for r in rows]

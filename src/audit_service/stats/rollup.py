@@ -7,6 +7,14 @@ transaction: lock the watermark, read the next positions, add their counts
 (`n = n + excluded.n`), move the watermark, check the lease, commit. A crash anywhere rolls
 all of it back, and the next round counts the same events exactly once. Events are bucketed
 by their own `occurred_at`: a back-dated event lands in its past bucket, no rescans.
+
+The facets (all-time counts per filter value) are counted in the same round and
+transaction, under a watermark of their own (`facets`): normally equal to the rollup's and
+moved with it. It is behind only where the rollup counted positions before the facets
+existed (a replica still on older code during an upgrade; migration 0014 backfilled up to
+the watermark it saw): the round then first counts the facets of those positions, a batch
+at a time, and the new batch's facets once they have caught up. A rebuild resets both
+watermarks and empties every stats_* table.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from audit_service.stats.buckets import epoch, floor_bucket
 logger = logging.getLogger(__name__)
 
 ROLLUP = "rollup"  # the watermark's name
+FACETS = "facets"  # the facets' watermark
 # What counts as a login attempt: the service's own (`auth.login`, and `auth.login_failed`
 # for bad credentials), and the same action posted by other services.
 LOGIN_ACTIONS = ("auth.login", "auth.login_failed")
@@ -76,6 +85,30 @@ class Counts:
         return cls(dict(buckets), dict(actors), dict(ips))
 
 
+FacetKey = tuple[str, str, str]  # field, value, actor type ('' but for field actor)
+
+
+def facet_counts(events: Sequence[Mapping[str, Any]]) -> dict[FacetKey, tuple[int, datetime]]:
+    """(events, latest occurred_at) per facet value. Events without a tenant or an actor id
+    have no value to filter by: they count in no tenant_id or actor facet."""
+    out: dict[FacetKey, tuple[int, datetime]] = {}
+    for e in events:
+        when = _aware(e["occurred_at"])
+        keys: list[FacetKey] = [
+            ("action", e["action"], ""),
+            ("module", e["module"], ""),
+            ("source", e["source"], ""),
+        ]
+        if e["tenant_id"]:
+            keys.append(("tenant_id", e["tenant_id"], ""))
+        if e["actor_id"]:
+            keys.append(("actor", e["actor_id"], e["actor_type"]))
+        for key in keys:
+            n, seen = out.get(key, (0, when))
+            out[key] = (n + 1, max(seen, when))
+    return out
+
+
 def _aware(value: datetime) -> datetime:
     # follow() reads through UTCDateTime (always aware); astimezone() would take a naive
     # value for local time and miscount it silently.
@@ -87,20 +120,40 @@ def _aware(value: datetime) -> datetime:
 async def run_round(session: AsyncSession, fence: Fence, *, batch: int) -> Round:
     """Count the next `batch` positions after the watermark, in `session` (committed here)."""
     after = await repo.lock_watermark(session, ROLLUP)
+    facets_after = await repo.lock_watermark(session, FACETS)
+    facets_moved = facets_after
+    if facets_after < after:
+        # Positions the rollup counted without facets (see above): theirs first.
+        behind = await log.follow(
+            session, after=facets_after, limit=min(batch, after - facets_after)
+        )
+        await repo.add_facets(session, facet_counts(_stored(behind)))
+        facets_moved = behind[-1].position if behind else after
     followed = await log.follow(session, after=after, limit=batch)
     moved = after
     if followed:
         # A leaf whose row retention has deleted counts nothing, but is passed.
-        counts = Counts.of([f.event for f in followed if f.event is not None])
+        counts = Counts.of(_stored(followed))
         await repo.add_counts(session, repo.buckets, repo.COUNT_COLUMNS, counts.buckets)
         await repo.add_counts(session, repo.actor_buckets, repo.COUNT_COLUMNS, counts.actors)
         await repo.add_counts(session, repo.ip_buckets, repo.IP_COUNT_COLUMNS, counts.ips)
         moved = followed[-1].position
         await repo.move_watermark(session, ROLLUP, moved, utcnow())
+        if facets_moved >= after:
+            # Caught up (the usual case): this batch's facets too, past what they count.
+            fresh = [f for f in followed if f.position > facets_moved]
+            await repo.add_facets(session, facet_counts(_stored(fresh)))
+            facets_moved = max(facets_moved, moved)
+    if facets_moved != facets_after:
+        await repo.move_watermark(session, FACETS, facets_moved, utcnow())
     lag = await lag_seconds(session, moved)
     await fence(session)
     await session.commit()
-    return Round(len(followed), moved, lag, len(followed) >= batch)
+    return Round(len(followed), moved, lag, len(followed) >= batch or facets_moved < moved)
+
+
+def _stored(followed: Sequence[log.Followed]) -> list[Mapping[str, Any]]:
+    return [f.event for f in followed if f.event is not None]
 
 
 async def lag_seconds(session: AsyncSession, watermark: int) -> float | None:

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import re
 import zoneinfo
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
-from audit_service.kit.schemas import InputModel
+from audit_service.kit.schemas import InputModel, check_actions, iso_8601_only
 from audit_service.stats.buckets import aligned
 
 Outcome = Literal["success", "failure", "denied", "error"]
@@ -15,10 +14,12 @@ Compare = Literal["previous_period", "previous_week", "previous_month"]
 IntervalName = Literal["hour", "day", "week", "month"]
 GroupBy = Literal["action", "module", "outcome", "source"]
 Dimension = Literal["actor", "action", "module", "ip", "source", "tenant"]
+FacetField = Literal["action", "module", "source", "actor", "tenant_id"]
 MAX_TOP = 100
+MAX_FACETS = 100
+MAX_PREFIX = 200
 _EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9999, 1, 1, tzinfo=UTC)
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 class StatsFilters(InputModel):
@@ -60,19 +61,12 @@ class StatsFilters(InputModel):
     @field_validator("action")
     @classmethod
     def _actions(cls, value: list[str]) -> list[str]:
-        for a in value:
-            if not 1 <= len(a) <= 100:
-                raise ValueError("each action is 1 to 100 characters")
-        return value
+        return check_actions(value)
 
     @field_validator("since", "until", mode="before")
     @classmethod
     def _iso_8601_only(cls, value: Any) -> Any:
-        if value is not None and (
-            not isinstance(value, str) or _NUMBER.fullmatch(value.strip()) is not None
-        ):
-            raise ValueError("must be ISO 8601 with an offset, e.g. 2026-01-31T23:00:00Z")
-        return value
+        return iso_8601_only(value)
 
     @field_validator("since", "until")
     @classmethod
@@ -131,6 +125,20 @@ class TimeseriesQuery(StatsFilters):
 class TopQuery(StatsFilters):
     dimension: Dimension
     limit: int = Field(default=10, ge=1, le=MAX_TOP)
+
+
+class FacetsQuery(InputModel):
+    """Filter-dropdown values. All-time counts (since the log began): no period or other
+    filters; `GET /admin/stats/top` counts a dimension over a period with filters."""
+
+    field: FacetField
+    prefix: str | None = Field(
+        default=None,
+        max_length=MAX_PREFIX,
+        description="Only values starting with this text (case-sensitive, literal: % and _ "
+        "are plain characters); empty: all values",
+    )
+    limit: int = Field(default=20, ge=1, le=MAX_FACETS)
 
 
 class Period(BaseModel):
@@ -225,3 +233,19 @@ class Freshness(BaseModel):
         description="Age of the oldest committed event not reflected yet (null: none)"
     )
     updated_at: datetime | None
+
+
+class FacetValue(BaseModel):
+    value: str
+    actor_type: str | None = Field(
+        default=None, description="field=actor only (an id may appear with several types)"
+    )
+    events: int = Field(description="Events with this value, all time")
+    last_seen: datetime = Field(description="The latest occurred_at among them")
+
+
+class Facets(BaseModel):
+    field: FacetField
+    prefix: str | None
+    watermark: int = Field(description="The last log position the counts reflect (-1: none)")
+    items: list[FacetValue] = Field(description="Most events first, ties by value")

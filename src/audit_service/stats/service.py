@@ -1,4 +1,5 @@
-"""Statistics from the rollups: summary, timeseries, top lists, peak hours, freshness."""
+"""Statistics from the rollups: summary, timeseries, top lists, peak hours, freshness, and
+the facets of the activity filters."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from audit_service.core.errors import FieldError, ValidationFailed
 from audit_service.kit.models import utcnow
 from audit_service.stats import buckets as b
 from audit_service.stats import repository as repo
-from audit_service.stats.rollup import LOGIN_ACTIONS, ROLLUP, lag_seconds
+from audit_service.stats.rollup import FACETS, LOGIN_ACTIONS, ROLLUP, lag_seconds
 from audit_service.stats.schemas import (
     Comparison,
     Delta,
+    Facets,
+    FacetsQuery,
+    FacetValue,
     Figures,
     Freshness,
     PeakCell,
@@ -296,4 +300,39 @@ async def freshness(session: AsyncSession, audit: EventSink) -> Freshness:
         pending=max(0, size - (watermark + 1)),
         lag_seconds=await lag_seconds(session, watermark),
         updated_at=updated_at,
+    )
+
+
+async def rollup_state(session: AsyncSession) -> tuple[int, float | None]:
+    """The statistics' watermark and their lag (see `freshness`), for reports."""
+    watermark, _ = await repo.read_watermark(session, ROLLUP)
+    return watermark, await lag_seconds(session, watermark)
+
+
+# --- facets ----------------------------------------------------------------------------------
+
+
+async def facets(session: AsyncSession, audit: EventSink, query: FacetsQuery) -> Facets:
+    """The values of one activity filter with their all-time event counts (filter
+    dropdowns and typeahead)."""
+    audit.describe(
+        description=f"Viewed statistics: facets of {query.field}",
+        endpoint="facets",
+        filters=query.model_dump(mode="json", exclude_defaults=True),
+    )
+    rows = await repo.facet_values(session, query.field, query.prefix, query.limit)
+    watermark, _ = await repo.read_watermark(session, FACETS)
+    return Facets(
+        field=query.field,
+        prefix=query.prefix,
+        watermark=watermark,
+        items=[
+            FacetValue(
+                value=value,
+                actor_type=actor_type if query.field == "actor" else None,
+                events=n,
+                last_seen=seen,
+            )
+            for value, actor_type, n, seen in rows
+        ],
     )

@@ -1,0 +1,1 @@
+"""Outbound messages: e-mail through the configured SMTP server."""

@@ -408,6 +408,7 @@ async def freshness(args: argparse.Namespace) -> dict[str, Any]:
         statuses: dict[int, int] = {}
         timeline: list[tuple[float, int]] = []  # (seen at, watermark) via the endpoint
         timeline_sql: list[tuple[float, int]] = []  # the same, by SQL
+        timeline_seq: list[tuple[float, int]] = []  # (seen at, last sequenced position)
         poll_ms: list[float] = []
         stop = asyncio.Event()
         pool: asyncio.Queue[Connection] = asyncio.Queue()
@@ -430,10 +431,14 @@ async def freshness(args: argparse.Namespace) -> dict[str, Any]:
             conn = await asyncpg.connect(bench.dsn)
             try:
                 while not stop.is_set():
-                    value = await conn.fetchval(
-                        "SELECT position FROM stats_watermark WHERE name = 'rollup'"
+                    row = await conn.fetchrow(
+                        "SELECT (SELECT position FROM stats_watermark WHERE name = 'rollup'),"
+                        " (SELECT next_position - 1 FROM log_cursor WHERE id = 1)"
                     )
-                    timeline_sql.append((time.perf_counter(), -1 if value is None else value))
+                    now = time.perf_counter()
+                    timeline_sql.append((now, -1 if row[0] is None else row[0]))
+                    # The sequencer's progress too: which of the two stages the lag is in.
+                    timeline_seq.append((now, -1 if row[1] is None else row[1]))
                     await asyncio.sleep(0.02)
             finally:
                 await conn.close()
@@ -530,6 +535,7 @@ async def freshness(args: argparse.Namespace) -> dict[str, Any]:
 
     http_lags, uncovered = lags(timeline)
     sql_lags, _ = lags(timeline_sql)
+    seq_lags, _ = lags(timeline_seq)
     return {
         "bench": "stats.freshness",
         "rate": args.rate,
@@ -544,6 +550,7 @@ async def freshness(args: argparse.Namespace) -> dict[str, Any]:
         "uncovered": uncovered,
         "lag": {name: pcts(v) for name, v in http_lags.items()},
         "lag_sql_poll": {name: pcts(v) for name, v in sql_lags.items()},
+        "to_sequenced": pcts(seq_lags["all"]),
         "summary_events": summary["figures"]["events"],
         "summary_counts_all": summary["figures"]["events"] == count * size,
         "load": [load_start, load_end],

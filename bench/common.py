@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import platform
 import socket
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.pg import TempPostgres
+
+JWT_SECRET = "bench-" + "x" * 40
+SERVICE = "exam-platform"
 
 
 def free_port() -> int:
@@ -79,3 +93,45 @@ class RawConnection:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+
+
+class ServiceBench:
+    """What the service benchmarks share: a private PostgreSQL (tests/pg.py), migrated; with
+    --pin auto (2+ CPUs) CPU 0 kept for the service and PostgreSQL plus this process on the
+    rest; the service's environment (`env`, plus `extra_env`) and an `events:write` API key
+    for SERVICE made with the CLI (`key`). Starting the service is the subclass's business."""
+
+    def __init__(self, args: argparse.Namespace, extra_env: Mapping[str, str] = {}) -> None:
+        self.args = args
+        ncpu = os.cpu_count() or 1
+        pin = args.pin == "auto" and ncpu >= 2
+        self.service_cpus = [0] if pin else None
+        self.other_cpus = list(range(1, ncpu)) if pin else None
+        self.pg = TempPostgres()
+        self.url = self.pg.start()
+        self.dsn = self.url.replace("postgresql+asyncpg", "postgresql")
+        self.postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
+        if self.other_cpus:
+            for pid in [self.postmaster, *children(self.postmaster)]:
+                os.sched_setaffinity(pid, self.other_cpus)  # later backends inherit it
+            os.sched_setaffinity(0, self.other_cpus)
+        from audit_service.core import migrations
+
+        migrations.upgrade(self.url)
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.url,
+            "AUDIT_JWT_SECRET": JWT_SECRET,
+            "AUDIT_BOOTSTRAP_ADMIN_PASSWORD": "bench-admin-password-123",
+            "AUDIT_INGEST_RATE_LIMIT": "1000000/second",
+            **extra_env,
+        }
+        self.cli = str(Path(sys.executable).with_name("audit-service"))
+        made = subprocess.run(
+            [self.cli, "api-keys", "create", "--name", SERVICE, "--scope", "events:write"],
+            env=self.env, cwd=REPO, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        self.key = made.stdout.strip()
+
+    def pg_pids(self) -> list[int]:
+        return [self.postmaster, *children(self.postmaster)]

@@ -45,11 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common import RawConnection, children, cpu_model, free_port
-from tests.pg import TempPostgres
+from common import SERVICE, RawConnection, ServiceBench, cpu_model, free_port
 
-JWT_SECRET = "bench-" + "x" * 40
-SERVICE = "exam-platform"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 # --- realistic events -----------------------------------------------------------------------
@@ -214,43 +211,15 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-class Bench:
+class Bench(ServiceBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        ncpu = os.cpu_count() or 1
-        pin = args.pin == "auto" and ncpu >= 2
-        self.service_cpus = [0] if pin else None
-        self.other_cpus = list(range(1, ncpu)) if pin else None
-        self.pg = TempPostgres()
-        self.url = self.pg.start()
-        self.dsn = self.url.replace("postgresql+asyncpg", "postgresql")
-        self.postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
-        if self.other_cpus:
-            for pid in [self.postmaster, *children(self.postmaster)]:
-                os.sched_setaffinity(pid, self.other_cpus)  # later backends inherit it
-            os.sched_setaffinity(0, self.other_cpus)
-        from audit_service.core import migrations
-
-        migrations.upgrade(self.url)
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": self.url,
-            "AUDIT_JWT_SECRET": JWT_SECRET,
-            "AUDIT_BOOTSTRAP_ADMIN_PASSWORD": "bench-admin-password-123",
-            "AUDIT_INGEST_RATE_LIMIT": "1000000/second",
-        }
-        cli = str(Path(sys.executable).with_name("audit-service"))
-        made = subprocess.run(
-            [cli, "api-keys", "create", "--name", SERVICE, "--scope", "events:write"],
-            env=self.env, cwd=REPO, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        self.key = made.stdout.strip()
+        super().__init__(args)
         self.port = free_port()
         self.service = subprocess.Popen(
             [
                 *(["taskset", "-c", ",".join(map(str, self.service_cpus))]
                   if self.service_cpus else []),
-                cli, "serve", "--no-migrate", "--host", "127.0.0.1", "--port", str(self.port),
+                self.cli, "serve", "--no-migrate", "--host", "127.0.0.1", "--port", str(self.port),
                 "--log-level", "warning",
             ],
             env=self.env, cwd=REPO,
@@ -272,9 +241,6 @@ class Bench:
         except subprocess.TimeoutExpired:
             self.service.kill()
         self.pg.stop()
-
-    def pg_pids(self) -> list[int]:
-        return [self.postmaster, *children(self.postmaster)]
 
     async def sql(self, query: str) -> Any:
         conn = await asyncpg.connect(self.dsn)

@@ -53,11 +53,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.proofs import measure
-from common import RawConnection, children, cpu_model, free_port
+from common import JWT_SECRET, RawConnection, ServiceBench, children, cpu_model, free_port
 from ingest import (
     COPY_COLUMNS,
-    JWT_SECRET,
-    SERVICE,
     Connection,
     _cpu_s,
     _machine_busy_s,
@@ -95,40 +93,16 @@ def _pcts(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-class Bench:
+class Bench(ServiceBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        ncpu = os.cpu_count() or 1
-        pin = args.pin == "auto" and ncpu >= 2
-        self.service_cpus = [0] if pin else None
-        self.other_cpus = list(range(1, ncpu)) if pin else None
-        self.pg = TempPostgres()
-        self.url = self.pg.start()
-        self.dsn = self.url.replace("postgresql+asyncpg", "postgresql")
-        self.postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
-        if self.other_cpus:
-            for pid in [self.postmaster, *children(self.postmaster)]:
-                os.sched_setaffinity(pid, self.other_cpus)  # later backends inherit it
-            os.sched_setaffinity(0, self.other_cpus)
-        from audit_service.core import migrations
-
-        migrations.upgrade(self.url)
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": self.url,
-            "AUDIT_JWT_SECRET": JWT_SECRET,
-            "AUDIT_BOOTSTRAP_ADMIN_PASSWORD": "bench-admin-password-123",
-            "AUDIT_INGEST_RATE_LIMIT": "1000000/second",
-            "AUDIT_INGEST_IP_RATE_LIMIT": "1000000/second",
-            "AUDIT_LOG_SIGNING_KEY": note.Signer.generate("bench.audit-service").private_key,
-            "AUDIT_LOG_ORIGIN": "bench.example/audit-service/integrity",
-        }
-        self.cli = str(Path(sys.executable).with_name("audit-service"))
-        made = subprocess.run(
-            [self.cli, "api-keys", "create", "--name", SERVICE, "--scope", "events:write"],
-            env=self.env, cwd=REPO, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        self.key = made.stdout.strip()
+        super().__init__(
+            args,
+            {
+                "AUDIT_INGEST_IP_RATE_LIMIT": "1000000/second",
+                "AUDIT_LOG_SIGNING_KEY": note.Signer.generate("bench.audit-service").private_key,
+                "AUDIT_LOG_ORIGIN": "bench.example/audit-service/integrity",
+            },
+        )
         self.procs: list[subprocess.Popen[bytes]] = []
         self.port = 0
 
@@ -171,9 +145,6 @@ class Bench:
     def close(self) -> None:
         self.stop_all()
         self.pg.stop()
-
-    def pg_pids(self) -> list[int]:
-        return [self.postmaster, *children(self.postmaster)]
 
     def usage(self, pids: Sequence[int]) -> tuple[float, float, float, float]:
         return (

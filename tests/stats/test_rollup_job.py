@@ -58,6 +58,9 @@ def test_the_job_is_registered() -> None:
     jobs = {j.name: j for j in background_jobs(settings)}
     assert "stats.rollup" in jobs
     assert jobs["stats.rollup"].interval == 0.0  # it loops by itself, every ≤ 1 s
+    off = make_settings("sqlite+aiosqlite:///unused.db", stats_rollup_enabled=False)
+    assert "stats.rollup" not in {j.name for j in background_jobs(off)}
+    assert "log.sequencer" in {j.name for j in background_jobs(off)}
 
 
 @pytest.mark.slow

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     # positions per round, and waits `stats_rollup_interval` between rounds once caught up
     # (a committed event shows in the statistics within about sequencer + this interval).
     # `stats_default_tz`: the IANA zone of statistics whose request names no `tz`.
+    # `stats_rollup_enabled` false leaves the job out (the statistics stop moving): for
+    # measuring what the job costs ingest (bench/stats.py ingest), or a replica that must not
+    # run it.
+    stats_rollup_enabled: bool = True
     stats_rollup_interval: float = Field(default=0.5, gt=0, le=1, description="seconds")
     stats_rollup_batch: int = Field(default=5000, ge=1, le=50_000)
     stats_default_tz: str = Field(default="UTC", max_length=64)

@@ -26,6 +26,8 @@ class RollupJob:
 
 
 def stats_jobs(settings: Settings) -> list[Job]:
+    if not settings.stats_rollup_enabled:
+        return []
     job = RollupJob(settings.stats_rollup_interval, settings.stats_rollup_batch)
     # interval 0: the job loops by itself while it holds its lease (as the log job does);
     # after an error the runtime's backoff restarts it.

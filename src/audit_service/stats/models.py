@@ -67,6 +67,9 @@ class StatsActorBucket(_Outcomes, Base):
     """The same per actor: top users, exact distinct users, and every filter with `actor`."""
 
     __tablename__ = "stats_actor_bucket"
+    # Every statistic filtered by `actor` reads one actor's rows: without it, the whole
+    # period of every actor (measured at 10M events, 30 days: top actions 133 -> 36 ms).
+    __table_args__ = (Index("ix_stats_actor_bucket_actor_id_bucket", "actor_id", "bucket"),)
 
     bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     tenant_id: Mapped[str] = _key(100)
@@ -83,6 +86,7 @@ class StatsIpBucket(_Outcomes, Base):
     name for anonymous events (a failed login has no actor id)."""
 
     __tablename__ = "stats_ip_bucket"
+    __table_args__ = (Index("ix_stats_ip_bucket_actor_key_bucket", "actor_key", "bucket"),)
 
     bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     tenant_id: Mapped[str] = _key(100)

@@ -34,8 +34,6 @@ OUTCOME_COLUMNS = {
 }
 COUNT_COLUMNS = tuple(OUTCOME_COLUMNS.values())
 IP_COUNT_COLUMNS = (*COUNT_COLUMNS, "logins_ok", "logins_failed")
-# Bound parameters per statement stay well under both dialects' limit (32,766).
-_MAX_PARAMETERS = 20_000
 
 
 # --- the rollup's writes ---------------------------------------------------------------------
@@ -83,20 +81,21 @@ async def add_counts(
     if not rows:
         return
     keys = [c.name for c in table.primary_key.columns]
-    per_statement = max(1, _MAX_PARAMETERS // len(table.columns))
-    items = list(rows.items())
-    insert = upsert_for(session)
-    for i in range(0, len(items), per_statement):
-        values = [
+    stmt = upsert_for(session)(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={c: table.c[c] + stmt.excluded[c] for c in counts},
+    )
+    # One statement executed for many parameter sets, not a VALUES list of thousands of
+    # rows: that was compiled anew every round (its length varies), and compiling it took
+    # most of the service's CPU under ingest (py-spy, bench/stats.py freshness).
+    await session.execute(
+        stmt,
+        [
             {**dict(zip(keys, key, strict=True)), **dict(zip(counts, n, strict=True))}
-            for key, n in items[i : i + per_statement]
-        ]
-        stmt = insert(table).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c[k] for k in keys],
-            set_={c: table.c[c] + stmt.excluded[c] for c in counts},
-        )
-        await session.execute(stmt)
+            for key, n in rows.items()
+        ],
+    )
 
 
 async def add_facets(
@@ -107,26 +106,25 @@ async def add_facets(
     if not rows:
         return
     c = facets.c
-    items = list(rows.items())
-    insert = upsert_for(session)
-    per_statement = _MAX_PARAMETERS // len(facets.columns)
-    for i in range(0, len(items), per_statement):
-        values = [
+    stmt = upsert_for(session)(facets)
+    excluded = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[c.field, c.value, c.actor_type],
+        set_={
+            "events": c.events + excluded.events,
+            "last_seen": case(
+                (excluded.last_seen > c.last_seen, excluded.last_seen), else_=c.last_seen
+            ),
+        },
+    )
+    # Many parameter sets for one cached statement (see add_counts).
+    await session.execute(
+        stmt,
+        [
             {"field": f, "value": v, "actor_type": t, "events": n, "last_seen": seen}
-            for (f, v, t), (n, seen) in items[i : i + per_statement]
-        ]
-        stmt = insert(facets).values(values)
-        excluded = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[c.field, c.value, c.actor_type],
-            set_={
-                "events": c.events + excluded.events,
-                "last_seen": case(
-                    (excluded.last_seen > c.last_seen, excluded.last_seen), else_=c.last_seen
-                ),
-            },
-        )
-        await session.execute(stmt)
+            for (f, v, t), (n, seen) in rows.items()
+        ],
+    )
 
 
 # --- the reads -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ under ingest, and what the `stats.rollup` job costs ingest. PostgreSQL only.
     python bench/stats.py endpoints --database-url URL [--backfill] [--runs 20]
     python bench/stats.py freshness [--rate 2000 --seconds 30]
     python bench/stats.py ingest [--events 200000]
+    python bench/stats.py reports [--events 1000000] [--database-url URL --backfill]
 
 `check` starts a private PostgreSQL, seeds --events with bench/seed_events.py, sequences
 them and runs the real rollup (`rollup.catch_up`, as the job does), snapshots the three
@@ -340,6 +341,86 @@ async def endpoints(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- reports -------------------------------------------------------------------------------
+
+
+async def reports(args: argparse.Namespace) -> dict[str, Any]:
+    """Time to build and render each report kind (POST /admin/reports/preview: the same
+    build the scheduler runs before it sends), for the latest complete period."""
+    pg = None
+    url = args.database_url
+    if url is None:
+        pg = TempPostgres()
+        url = pg.start()
+        migrations.upgrade(url)
+        seed = await asyncio.create_subprocess_exec(
+            *[sys.executable, str(REPO / "bench" / "seed_events.py"), "--database-url", url,
+              "--events", str(args.events), "--days", str(args.days), "--seed", "7",
+              "--drop-indexes"],
+            cwd=REPO, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        if await seed.wait() != 0:
+            raise SystemExit("seeding failed")
+    try:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            events = await conn.fetchval("SELECT count(*) FROM audit_event")
+            if pg is not None or args.backfill:
+                await conn.execute(f"TRUNCATE {STATS_TABLES}")
+                await backfill(conn)
+            values = await pick(conn)
+        finally:
+            await conn.close()
+        settings = Settings(
+            database_url=url,
+            jwt_secret="b" * 40,
+            bootstrap_admin_password=PASSWORD,
+            default_rate_limit="1000000/minute",
+            run_jobs=False,
+        )
+        latest = datetime.fromtimestamp(values["latest"], UTC).date()
+        results = []
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://bench", timeout=300
+            ) as client:
+                r = await client.post("/login", json={"username": "admin", "password": PASSWORD})
+                r.raise_for_status()
+                client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+                # The day before the newest event: every kind's period holds data.
+                day = (latest - timedelta(days=1)).isoformat()
+                for kind in ("daily", "weekly", "monthly"):
+                    for scope in ("none", "tenant_id"):
+                        body: dict[str, Any] = {"kind": kind, "tz": args.tz, "day": day}
+                        if scope == "tenant_id":
+                            body["tenant_id"] = values["tenant_id"]
+                        load, timings = _load(), []
+                        for i in range(args.runs + 1):
+                            started = time.perf_counter()
+                            r = await client.post("/admin/reports/preview", json=body)
+                            if r.status_code != 200:
+                                raise SystemExit(f"{kind} {scope}: {r.status_code} {r.text}")
+                            if i:  # one warm-up
+                                timings.append((time.perf_counter() - started) * 1000)
+                        row = {
+                            "kind": kind,
+                            "filter": scope,
+                            "p50_ms": round(statistics.median(timings), 1),
+                            "max_ms": round(max(timings), 1),
+                            "events_in_period": r.json()["report"]["figures"]["events"],
+                            "html_bytes": len(r.json()["html"]),
+                            "load": load,
+                        }
+                        results.append(row)
+                        print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        if pg is not None:
+            pg.stop()
+    return {"bench": "stats.reports", "events": events, "tz": args.tz, "results": results}
+
+
 # --- the live service: freshness and ingest ------------------------------------------------
 
 
@@ -597,6 +678,13 @@ def main() -> None:
     p.add_argument("--periods", default="1d,30d,1y")
     p.add_argument("--filters", default="none,tenant_id,module,action,actor")
     p.add_argument("--match", default="", help="only endpoints whose name contains this")
+    p = sub.add_parser("reports", help="time to build each report kind")
+    p.add_argument("--database-url", default=None, help="default: a private, seeded PostgreSQL")
+    p.add_argument("--backfill", action="store_true")
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--days", type=int, default=400)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--tz", default="Europe/Berlin")
     for name in ("freshness", "ingest"):
         p = sub.add_parser(name)
         p.add_argument("--pin", choices=("auto", "none"), default="auto")
@@ -607,7 +695,13 @@ def main() -> None:
     sub.choices["ingest"].add_argument("--events", type=int, default=200_000)
     sub.choices["ingest"].add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    run = {"check": check, "endpoints": endpoints, "freshness": freshness, "ingest": ingest}
+    run = {
+        "check": check,
+        "endpoints": endpoints,
+        "freshness": freshness,
+        "ingest": ingest,
+        "reports": reports,
+    }
     started = _load()
     result = asyncio.run(run[args.mode](args))
     result["load_at_start"] = started

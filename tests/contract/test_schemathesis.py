@@ -16,6 +16,9 @@ from audit_service.main import create_app
 from tests.conftest import ADMIN_PASSWORD, make_settings
 from tests.integrity.helpers import seal
 from tests.pg import free_port
+from tests.reports.smtp import SmtpServer, smtp
+
+__all__ = ["smtp"]  # the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261201
@@ -35,10 +38,13 @@ CHECKS = ",".join(
 
 
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-    pg_only_url: str, tmp_path: Path
+    pg_only_url: str, tmp_path: Path, smtp: SmtpServer
 ) -> None:
     settings = make_settings(
         pg_only_url,
+        # A real (loopback) SMTP server: send-now delivers instead of answering its documented
+        # "no SMTP server configured" 503, which not_a_server_error counts as a bug.
+        smtp_url=smtp.url,
         # The run is one client hammering: let it through so it reaches the endpoints.
         default_rate_limit="1000000/minute",
         login_rate_limit="1000000/minute",

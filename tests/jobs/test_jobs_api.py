@@ -18,6 +18,7 @@ from audit_service.core.db import create_engine
 from audit_service.core.jobs_models import JobLease
 from audit_service.integrity.jobs import LOG_JOB
 from audit_service.integrity.verify_jobs import VERIFY_JOB
+from audit_service.reports.jobs import SCHEDULER_JOB
 from audit_service.stats.jobs import ROLLUP_JOB
 from tests.conftest import Harness, make_settings, start_harness
 
@@ -108,7 +109,13 @@ async def test_admin_jobs_needs_admin_or_auditor_and_is_recorded(db_url: str) ->
             r = await h.client.get("/admin/jobs", headers=await h.auth(who, role))
             assert r.status_code == 200, r.text
             jobs = {j["name"]: j for j in r.json()["items"]}
-            assert set(jobs) == {PRUNE_REVOKED_TOKENS, LOG_JOB, VERIFY_JOB, ROLLUP_JOB}
+            assert set(jobs) == {
+                PRUNE_REVOKED_TOKENS,
+                LOG_JOB,
+                VERIFY_JOB,
+                ROLLUP_JOB,
+                SCHEDULER_JOB,
+            }
             # The log job and the rollup loop inside their leases while the process runs.
             assert jobs[LOG_JOB]["running"] is True
             assert jobs[ROLLUP_JOB]["running"] is True
@@ -127,7 +134,7 @@ async def test_admin_jobs_needs_admin_or_auditor_and_is_recorded(db_url: str) ->
             ("success", "admin"),
             ("success", "carol"),
         ]
-        assert viewed[-1].event_metadata["count"] == 4
+        assert viewed[-1].event_metadata["count"] == 5
 
 
 async def test_admin_jobs_shows_failures_and_lag(db_url: str) -> None:

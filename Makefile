@@ -24,7 +24,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	# One worker per core (at most 4), each with its own private PostgreSQL; a file's tests
+	# stay on one worker, so its module fixtures are built once.
+	$(BIN)/pytest -n auto --maxprocesses 4 --dist loadfile
 	scripts/check-typescript-client.sh
 
 lint: $(STAMP)

@@ -9,8 +9,12 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -19,6 +23,24 @@ if str(REPO) not in sys.path:
 from tests.pg import TempPostgres
 
 JWT_SECRET = "bench-" + "x" * 40
+
+
+@asynccontextmanager
+async def admin_client(
+    app: Any, password: str, request_timeout: float = 120
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process (ASGI, no socket) client of a running `app`, logged in as the bootstrap
+    admin: the requests go through auth, rate limits and the recorder."""
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://bench", timeout=request_timeout
+    ) as client:
+        r = await client.post("/login", json={"username": "admin", "password": password})
+        r.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        yield client
+
+
 SERVICE = "exam-platform"
 
 

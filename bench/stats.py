@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common import RawConnection, cpu_model
+from common import RawConnection, admin_client, cpu_model
 from ingest import Connection, make_events
 from tests.pg import TempPostgres
 
@@ -287,44 +287,40 @@ async def endpoints(args: argparse.Namespace) -> dict[str, Any]:
     )
     app = create_app(settings)
     results: list[dict[str, Any]] = []
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench", timeout=120
-        ) as client:
-            r = await client.post("/login", json={"username": "admin", "password": PASSWORD})
-            r.raise_for_status()
-            client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-            todo = scenarios(values, args.periods.split(","), args.filters.split(","), args.match)
-            if args.match in "freshness":
-                todo.append(("freshness", "-", "none", "/admin/stats/freshness"))
-            for name, period, fname, url in todo:
-                load = _load()
-                timings = []
-                for i in range(args.runs + 2):
-                    started = time.perf_counter()
-                    r = await client.get(url)
-                    elapsed = (time.perf_counter() - started) * 1000
-                    if r.status_code != 200:
-                        raise SystemExit(f"{name} {period} {fname}: {r.status_code} {r.text}")
-                    if i >= 2:  # two warm-ups
-                        timings.append(elapsed)
-                row = {
-                    "endpoint": name,
-                    "period": period,
-                    "filter": fname,
-                    "p50_ms": round(statistics.median(timings), 1),
-                    "p95_ms": round(_pct(timings, 95), 1),
-                    "load": load,
-                    "bytes": len(r.content),
-                }
-                results.append(row)
-                print(
-                    f"{name:28} {period:3} {fname:9} p50 {row['p50_ms']:7.1f}  "
-                    f"p95 {row['p95_ms']:7.1f} ms  load {load}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    async with (
+        app.router.lifespan_context(app),
+        admin_client(app, PASSWORD, request_timeout=120) as client,
+    ):
+        todo = scenarios(values, args.periods.split(","), args.filters.split(","), args.match)
+        if args.match in "freshness":
+            todo.append(("freshness", "-", "none", "/admin/stats/freshness"))
+        for name, period, fname, url in todo:
+            load = _load()
+            timings = []
+            for i in range(args.runs + 2):
+                started = time.perf_counter()
+                r = await client.get(url)
+                elapsed = (time.perf_counter() - started) * 1000
+                if r.status_code != 200:
+                    raise SystemExit(f"{name} {period} {fname}: {r.status_code} {r.text}")
+                if i >= 2:  # two warm-ups
+                    timings.append(elapsed)
+            row = {
+                "endpoint": name,
+                "period": period,
+                "filter": fname,
+                "p50_ms": round(statistics.median(timings), 1),
+                "p95_ms": round(_pct(timings, 95), 1),
+                "load": load,
+                "bytes": len(r.content),
+            }
+            results.append(row)
+            print(
+                f"{name:28} {period:3} {fname:9} p50 {row['p50_ms']:7.1f}  "
+                f"p95 {row['p95_ms']:7.1f} ms  load {load}",
+                file=sys.stderr,
+                flush=True,
+            )
     worst = {
         p: max((r["p95_ms"] for r in results if r["period"] == p), default=None)
         for p in ("1d", "30d", "1y")
@@ -381,40 +377,36 @@ async def reports(args: argparse.Namespace) -> dict[str, Any]:
         latest = datetime.fromtimestamp(values["latest"], UTC).date()
         results = []
         app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://bench", timeout=300
-            ) as client:
-                r = await client.post("/login", json={"username": "admin", "password": PASSWORD})
-                r.raise_for_status()
-                client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-                # The day before the newest event: every kind's period holds data.
-                day = (latest - timedelta(days=1)).isoformat()
-                for kind in ("daily", "weekly", "monthly"):
-                    for scope in ("none", "tenant_id"):
-                        body: dict[str, Any] = {"kind": kind, "tz": args.tz, "day": day}
-                        if scope == "tenant_id":
-                            body["tenant_id"] = values["tenant_id"]
-                        load, timings = _load(), []
-                        for i in range(args.runs + 1):
-                            started = time.perf_counter()
-                            r = await client.post("/admin/reports/preview", json=body)
-                            if r.status_code != 200:
-                                raise SystemExit(f"{kind} {scope}: {r.status_code} {r.text}")
-                            if i:  # one warm-up
-                                timings.append((time.perf_counter() - started) * 1000)
-                        row = {
-                            "kind": kind,
-                            "filter": scope,
-                            "p50_ms": round(statistics.median(timings), 1),
-                            "max_ms": round(max(timings), 1),
-                            "events_in_period": r.json()["report"]["figures"]["events"],
-                            "html_bytes": len(r.json()["html"]),
-                            "load": load,
-                        }
-                        results.append(row)
-                        print(json.dumps(row), file=sys.stderr, flush=True)
+        async with (
+            app.router.lifespan_context(app),
+            admin_client(app, PASSWORD, request_timeout=300) as client,
+        ):
+            # The day before the newest event: every kind's period holds data.
+            day = (latest - timedelta(days=1)).isoformat()
+            for kind in ("daily", "weekly", "monthly"):
+                for scope in ("none", "tenant_id"):
+                    body: dict[str, Any] = {"kind": kind, "tz": args.tz, "day": day}
+                    if scope == "tenant_id":
+                        body["tenant_id"] = values["tenant_id"]
+                    load, timings = _load(), []
+                    for i in range(args.runs + 1):
+                        started = time.perf_counter()
+                        r = await client.post("/admin/reports/preview", json=body)
+                        if r.status_code != 200:
+                            raise SystemExit(f"{kind} {scope}: {r.status_code} {r.text}")
+                        if i:  # one warm-up
+                            timings.append((time.perf_counter() - started) * 1000)
+                    row = {
+                        "kind": kind,
+                        "filter": scope,
+                        "p50_ms": round(statistics.median(timings), 1),
+                        "max_ms": round(max(timings), 1),
+                        "events_in_period": r.json()["report"]["figures"]["events"],
+                        "html_bytes": len(r.json()["html"]),
+                        "load": load,
+                    }
+                    results.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
         if pg is not None:
             pg.stop()

@@ -20,11 +20,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import event, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from common import admin_client
 
 from audit_service.core.config import Settings
 from audit_service.main import create_app
@@ -142,7 +141,13 @@ async def main() -> None:
         engine = app.state.engine
         async with engine.connect() as conn:
             values = await pick_values(conn)
-        async with admin_client(app, PASSWORD, request_timeout=120) as client:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=120
+        ) as client:
+            r = await client.post("/login", json={"username": "admin", "password": PASSWORD})
+            r.raise_for_status()
+            client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
             results: dict[str, Any] = {}
             captured: dict[str, list[tuple[str, Any]]] = {}
             current: list[str] = [""]

@@ -65,6 +65,10 @@ TABLES = (
     "report_schedule",
     "integrity_verify_run",
     "integrity_verify_task",
+    "alert",
+    "detection_rule_setting",
+    "detection_state",
+    "detection_login",
     '"user"',
 )
 

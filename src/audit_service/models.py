@@ -3,13 +3,13 @@
 from audit_service.activity.models import ExportRecipient
 from audit_service.audit_log.models import AuditEvent, AuditLeaf, LogCursor
 from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
+from audit_service.core.jobs_models import JobLease
 from audit_service.detections.models import (
     Alert,
     DetectionLogin,
     DetectionRuleSetting,
     DetectionState,
 )
-from audit_service.core.jobs_models import JobLease
 from audit_service.ingestion.models import ActionSchema, SourceAction
 from audit_service.integrity.models import (
     IntegrityCheckpoint,

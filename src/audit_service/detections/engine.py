@@ -349,7 +349,6 @@ def _success_after_failures(
             group, orders = groups[k], index[k]
             end = bisect_left(orders, r.order)
             window = _window(group, orders, end, minutes)
-            failures = [a for a in window if not a.success]
             # Failures since the previous success only: a success resets the run.
             last_ok = max((j for j, a in enumerate(window[:-1]) if a.success), default=-1)
             failures = [a for a in window[last_ok + 1 :] if not a.success]

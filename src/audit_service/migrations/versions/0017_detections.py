@@ -97,9 +97,7 @@ def upgrade() -> None:
         sa.Column("action", sa.String(100), nullable=False),
         sa.PrimaryKeyConstraint("event_pk", name=op.f("pk_detection_login")),
     )
-    op.create_index(
-        "ix_detection_login_ip_recorded_at", "detection_login", ["ip", "recorded_at"]
-    )
+    op.create_index("ix_detection_login_ip_recorded_at", "detection_login", ["ip", "recorded_at"])
     op.create_index(
         "ix_detection_login_user_name_recorded_at",
         "detection_login",

@@ -54,10 +54,12 @@ async def test_success_after_failures_and_its_inhibition(h: Harness) -> None:
     # for her IP; bob: 4 failures then a success -> nothing.
     await post(
         h,
-        failures(A, "alice", 10)
-        + [attempt(A, "alice", ok=True)]
-        + failures(B, "bob", 4)
-        + [attempt(B, "bob", ok=True)],
+        [
+            *failures(A, "alice", 10),
+            attempt(A, "alice", ok=True),
+            *failures(B, "bob", 4),
+            attempt(B, "bob", ok=True),
+        ],
     )
     await evaluate(h)
     (alert,) = await alerts(h, "success_after_failures")
@@ -70,14 +72,14 @@ async def test_success_after_failures_and_its_inhibition(h: Harness) -> None:
 
 
 async def test_success_after_five_failures_fires(h: Harness) -> None:
-    await post(h, failures(A, "alice", 5) + [attempt(A, "alice", ok=True)])
+    await post(h, [*failures(A, "alice", 5), attempt(A, "alice", ok=True)])
     await evaluate(h)
     (alert,) = await alerts(h, "success_after_failures")
     assert alert.evidence["success_event_id"] in alert.evidence["sample_event_ids"]
 
 
 async def test_inhibition_holds_across_batches(h: Harness) -> None:
-    await post(h, failures(A, "alice", 5) + [attempt(A, "alice", ok=True)])
+    await post(h, [*failures(A, "alice", 5), attempt(A, "alice", ok=True)])
     await evaluate(h)
     await post(h, failures(A, "alice", 10))
     await evaluate(h)

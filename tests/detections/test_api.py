@@ -139,6 +139,7 @@ async def test_rules_catalogue(h: Harness) -> None:
         "success_after_failures",
         "password_spray",
         "distributed_brute_force",
+        "off_hours_policy",
     ]
     spray = rules["password_spray"]
     assert spray["effective"] == {

@@ -195,6 +195,54 @@ def evaluate(
     return list(out.found.values())
 
 
+def off_hours(
+    actions: Sequence[Attempt], settings_for: SettingsFor, *, tz: ZoneInfo
+) -> list[Finding]:
+    """off_hours_policy: each of `actions` (logins and privileged actions of users) that
+    arrived outside the tenant's business hours; one finding per user and local day."""
+    rule = CATALOGUE["off_hours_policy"]
+    out = _Collector()
+    by_day: dict[tuple[str, ...], list[Attempt]] = defaultdict(list)
+    for r in sorted(actions, key=lambda r: r.order):
+        if not r.user_name:
+            continue
+        eff = settings_for(rule.id, r.tenant_id)
+        if not eff.enabled:
+            continue
+        t = eff.thresholds
+        local = r.recorded_at.astimezone(tz)
+        weekend = local.weekday() >= 5 and t["weekends_off"] == 1
+        if not weekend and t["start_hour"] <= local.hour < t["end_hour"]:
+            continue
+        day = local.date().isoformat()
+        group = by_day[(r.source, r.tenant_id, r.user_name, day)]
+        group.append(r)
+        ev = evidence(
+            group,
+            observed={"actions": len(group), "local_hour": local.hour, "weekday": local.weekday()},
+            thresholds=t,
+            method=f"arrival time in {tz.key} outside [start_hour, end_hour)"
+            + (", or on a weekend" if t["weekends_off"] == 1 else ""),
+            source=r.source,
+            tenant_id=r.tenant_id,
+            user=r.user_name,
+        )
+        ev["day"] = day
+        out.add(
+            _finding(
+                rule,
+                eff,
+                _scope_key(rule, r.source, r.tenant_id, r.user_name, day),
+                r,
+                "user",
+                r.user_name,
+                f"'{r.user_name}' active outside business hours on {day} ({r.action})",
+                ev,
+            )
+        )
+    return list(out.found.values())
+
+
 def _finding(
     rule: Rule,
     eff: Effective,

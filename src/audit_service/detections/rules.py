@@ -170,6 +170,27 @@ RULES: tuple[Rule, ...] = (
             response="Protect the account (lock it, require a reset or a second factor).",
         ),
     ),
+    Rule(
+        id="off_hours_policy",
+        version=1,
+        title="Login or privileged action outside business hours",
+        severity="low",
+        entity="user",
+        thresholds=(
+            Threshold("start_hour", 7, 0, 23, "Business hours start (local hour, inclusive)"),
+            Threshold("end_hour", 20, 1, 24, "Business hours end (local hour, exclusive)"),
+            Threshold("weekends_off", 1, 0, 1, "1: Saturday and Sunday are outside hours"),
+        ),
+        guide=Guide(
+            meaning="A user logged in, or did something privileged (as an admin, on users or "
+            "API keys, a configuration change, an export), outside the business hours in "
+            "AUDIT_DETECTIONS_TZ, by arrival time. One alert per user and local day.",
+            false_positives="On-call work, travel across time zones, a scheduled task running "
+            "as a person's account.",
+            response="Check with the user or their manager; look at what else the account did "
+            "in that session (evidence.filter).",
+        ),
+    ),
 )
 CATALOGUE: dict[str, Rule] = {r.id: r for r in RULES}
 # How far back the window state must reach: the longest window, and a local day in any zone.

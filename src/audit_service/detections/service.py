@@ -57,6 +57,8 @@ Fence = Callable[[AsyncSession], Awaitable[None]]
 # What recording a finding did: the seam for notifications (an outbox row written in the
 # same transaction for "opened" and "reopened").
 Change = Literal["opened", "reopened", "updated"]
+PRIVILEGED_PREFIXES = ("user.", "api_key.")
+PRIVILEGED_ACTIONS = frozenset({"config.changed", "activity.exported"})
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
@@ -93,6 +95,32 @@ class Config:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in net for net in self.trusted if net.version == address.version)
+
+    def privileged(self, e: Mapping[str, Any]) -> engine.Attempt | None:
+        """A user's login or privileged action, for off_hours_policy; None otherwise."""
+        if e["actor_type"] != "user" or e["outcome"] != "success" or self.excluded(e["ip"]):
+            return None
+        ok, _ = self.login_actions.get(e["source"], DEFAULT_LOGIN_ACTIONS)
+        action: str = e["action"]
+        if not (
+            action == ok
+            or e["actor_role"] == "admin"
+            or action.startswith(PRIVILEGED_PREFIXES)
+            or action in PRIVILEGED_ACTIONS
+        ):
+            return None
+        return engine.Attempt(
+            event_pk=e["id"],
+            recorded_at=e["recorded_at"],
+            occurred_at=e["occurred_at"],
+            source=e["source"],
+            tenant_id=e["tenant_id"] or "",
+            ip=e["ip"],
+            user_name=e["actor_name"] or e["actor_id"],
+            user_agent=e["user_agent"],
+            success=True,
+            action=action,
+        )
 
     def attempt(self, e: Mapping[str, Any], position: int) -> dict[str, Any] | None:
         """The window row of a login attempt, or None: not a login, or excluded."""
@@ -198,7 +226,11 @@ async def evaluate_round(
         for f in followed
         if f.event is not None and (a := config.attempt(f.event, f.position)) is not None
     ]
-    changes: list[tuple[Change, int]] = []
+    settings = await rule_settings(session)
+    privileged = [
+        p for f in followed if f.event is not None and (p := config.privileged(f.event)) is not None
+    ]
+    findings = engine.off_hours(privileged, settings.effective, tz=config.tz)
     if attempts:
         await repo.add_logins(session, attempts)
         since = min(a["recorded_at"] for a in attempts) - RETENTION
@@ -208,16 +240,15 @@ async def evaluate_round(
             [a["user_name"] for a in attempts if a["user_name"]],
             since,
         )
-        settings = await rule_settings(session)
-        findings = engine.evaluate(
+        findings += engine.evaluate(
             [_attempt(r) for r in stored],
             {a["event_pk"] for a in attempts},
             settings.effective,
             tz=config.tz,
             muted=await _muted(session),
         )
-        changes = await record_findings(session, findings)
         await repo.prune_logins(session, max(a["recorded_at"] for a in attempts) - RETENTION)
+    changes = await record_findings(session, findings)
     moved = followed[-1].position
     await repo.move_state(session, EVALUATOR, moved, utcnow())
     await fence(session)

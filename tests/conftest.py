@@ -69,6 +69,7 @@ TABLES = (
     "detection_rule_setting",
     "detection_state",
     "detection_login",
+    "detection_network",
     '"user"',
 )
 

@@ -7,6 +7,7 @@ from audit_service.core.jobs_models import JobLease
 from audit_service.detections.models import (
     Alert,
     DetectionLogin,
+    DetectionNetwork,
     DetectionRuleSetting,
     DetectionState,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "AuditLeaf",
     "Base",
     "DetectionLogin",
+    "DetectionNetwork",
     "DetectionRuleSetting",
     "DetectionState",
     "ExportRecipient",

@@ -140,6 +140,7 @@ async def test_rules_catalogue(h: Harness) -> None:
         "password_spray",
         "distributed_brute_force",
         "off_hours_policy",
+        "new_network",
     ]
     spray = rules["password_spray"]
     assert spray["effective"] == {

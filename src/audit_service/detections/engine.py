@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -521,3 +522,84 @@ def _distributed(
                     ev,
                 )
             )
+
+
+def network_of(ip: str) -> str | None:
+    try:
+        address = ip_address(ip)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ip_network(f"{address}/{prefix}", strict=False))
+
+
+NetworkKey = tuple[str, str, str, str]  # source, tenant, user, network
+
+
+@dataclass(slots=True)
+class Seen:
+    logins: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+def new_networks(
+    logins: Sequence[Attempt],
+    known: dict[NetworkKey, Seen],
+    settings_for: SettingsFor,
+) -> list[Finding]:
+    """new_network over the batch's successful logins, in order; `known` (the stored
+    networks of their users) is updated in place with the batch's logins."""
+    rule = CATALOGUE["new_network"]
+    out = _Collector()
+    totals: dict[tuple[str, str, str], int] = defaultdict(int)
+    for (source, tenant, user, _), stored in known.items():
+        totals[(source, tenant, user)] += stored.logins
+    for r in sorted(logins, key=lambda r: r.order):
+        network = network_of(r.ip) if r.ip else None
+        if not r.user_name or network is None:
+            continue
+        user_key = (r.source, r.tenant_id, r.user_name)
+        key = (*user_key, network)
+        eff = settings_for(rule.id, r.tenant_id)
+        seen = known.get(key)
+        t = eff.thresholds
+        stale = seen is None or seen.last_seen_at < r.recorded_at - timedelta(days=t["days"])
+        if eff.enabled and stale and totals[user_key] >= t["min_logins"]:
+            others = sorted(
+                (k[3] for k, s in known.items() if k[:3] == user_key and k != key),
+            )
+            ev = evidence(
+                [r],
+                observed={"earlier_logins": totals[user_key]},
+                thresholds=t,
+                method=f"first login from {network} in {t['days']} days, after ≥ min_logins "
+                "earlier logins",
+                source=r.source,
+                tenant_id=r.tenant_id,
+                user=r.user_name,
+            )
+            ev["network"] = network
+            ev["last_seen_from_it"] = None if seen is None else seen.last_seen_at.isoformat()
+            ev["known_networks"] = others[:20]
+            out.add(
+                _finding(
+                    rule,
+                    eff,
+                    _scope_key(rule, r.source, r.tenant_id, r.user_name, network),
+                    r,
+                    "user",
+                    r.user_name,
+                    f"'{r.user_name}' logged in from a new network {network}",
+                    ev,
+                )
+            )
+        if seen is None:
+            known[key] = Seen(1, r.recorded_at, r.recorded_at)
+        else:
+            seen.logins += 1
+            seen.last_seen_at = max(seen.last_seen_at, r.recorded_at)
+        totals[user_key] += 1
+    return list(out.found.values())

@@ -122,3 +122,18 @@ class DetectionLogin(Base):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     success: Mapped[bool] = mapped_column(Boolean)
     action: Mapped[str] = mapped_column(String(100))
+
+
+class DetectionNetwork(Base):
+    """The networks (/24 IPv4, /48 IPv6) each user has logged in from, per source and
+    tenant, with how many logins and when last (for new_network)."""
+
+    __tablename__ = "detection_network"
+
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    network: Mapped[str] = mapped_column(String(50), primary_key=True)
+    logins: Mapped[int] = mapped_column(Integer)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

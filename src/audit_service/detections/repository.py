@@ -13,6 +13,7 @@ from audit_service.core.db import in_values, lock_for_transaction, upsert_for
 from audit_service.detections.models import (
     Alert,
     DetectionLogin,
+    DetectionNetwork,
     DetectionRuleSetting,
     DetectionState,
 )
@@ -20,6 +21,7 @@ from audit_service.detections.models import (
 _state = cast(Table, DetectionState.__table__)
 _logins = cast(Table, DetectionLogin.__table__)
 _settings = cast(Table, DetectionRuleSetting.__table__)
+_networks = cast(Table, DetectionNetwork.__table__)
 RESOLVED = "resolved"
 
 
@@ -78,6 +80,36 @@ async def window_logins(
 
 async def prune_logins(session: AsyncSession, before: datetime) -> None:
     await session.execute(delete(_logins).where(_logins.c.recorded_at < before))
+
+
+async def networks_of(session: AsyncSession, users: Sequence[tuple[str, str, str]]) -> list[Any]:
+    """The network rows of these (source, tenant, user) keys."""
+    out: list[Any] = []
+    names = sorted({u for _, _, u in users})
+    wanted = set(users)
+    for i in range(0, len(names), 1000):
+        stmt = select(_networks).where(
+            in_values(session, _networks.c.user_name, names[i : i + 1000])
+        )
+        out += [
+            r
+            for r in (await session.execute(stmt)).all()
+            if (r.source, r.tenant_id, r.user_name) in wanted
+        ]
+    return out
+
+
+async def save_networks(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows as they are now (the caller counted the batch's logins into them)."""
+    if not rows:
+        return
+    insert = upsert_for(session)
+    stmt = insert(_networks).values(list(rows))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source", "tenant_id", "user_name", "network"],
+        set_={"logins": stmt.excluded.logins, "last_seen_at": stmt.excluded.last_seen_at},
+    )
+    await session.execute(stmt)
 
 
 # --- alerts ----------------------------------------------------------------------------------

@@ -191,6 +191,24 @@ RULES: tuple[Rule, ...] = (
             "in that session (evidence.filter).",
         ),
     ),
+    Rule(
+        id="new_network",
+        version=1,
+        title="Login from a new network",
+        severity="low",
+        entity="user",
+        thresholds=(
+            Threshold("days", 14, 1, 365, "A network not seen for this many days is new"),
+            Threshold("min_logins", 10, 1, 100_000, "Earlier logins the user needs first"),
+        ),
+        guide=Guide(
+            meaning="A user with an established history logged in from a /24 (IPv4) or /48 "
+            "(IPv6) network they have not used in `days` days.",
+            false_positives="Travel, a new ISP or mobile network, a VPN exit that changed.",
+            response="Confirm with the user; if it was not them, revoke their sessions and "
+            "reset the password.",
+        ),
+    ),
 )
 CATALOGUE: dict[str, Rule] = {r.id: r for r in RULES}
 # How far back the window state must reach: the longest window, and a local day in any zone.

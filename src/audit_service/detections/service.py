@@ -248,12 +248,54 @@ async def evaluate_round(
             muted=await _muted(session),
         )
         await repo.prune_logins(session, max(a["recorded_at"] for a in attempts) - RETENTION)
+        findings += await _new_networks(session, attempts, settings)
     changes = await record_findings(session, findings)
     moved = followed[-1].position
     await repo.move_state(session, EVALUATOR, moved, utcnow())
     await fence(session)
     await session.commit()
     return Round(len(followed), moved, changes, len(followed) >= batch)
+
+
+async def _new_networks(
+    session: AsyncSession, attempts: Sequence[Mapping[str, Any]], settings: RuleSettings
+) -> list[engine.Finding]:
+    logins = [_attempt(_Row(a)) for a in attempts if a["success"] and a["ip"] and a["user_name"]]
+    if not logins:
+        return []
+    users = [(a.source, a.tenant_id, a.user_name or "") for a in logins]
+    known = {
+        (r.source, r.tenant_id, r.user_name, r.network): engine.Seen(
+            r.logins, r.first_seen_at, r.last_seen_at
+        )
+        for r in await repo.networks_of(session, users)
+    }
+    findings = engine.new_networks(logins, known, settings.effective)
+    mine = set(users)
+    await repo.save_networks(
+        session,
+        [
+            {
+                "source": k[0],
+                "tenant_id": k[1],
+                "user_name": k[2],
+                "network": k[3],
+                "logins": s.logins,
+                "first_seen_at": s.first_seen_at,
+                "last_seen_at": s.last_seen_at,
+            }
+            for k, s in sorted(known.items())
+            if k[:3] in mine
+        ],
+    )
+    return findings
+
+
+class _Row:
+    """A window row's attributes from its dict."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
 
 
 async def catch_up(

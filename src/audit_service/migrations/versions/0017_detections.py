@@ -6,7 +6,8 @@ Create Date: 2026-12-02
 
 `alert` (one finding; `dedup_key` unique among unresolved alerts), `detection_rule_setting`
 (per-rule and per-tenant overrides of the catalogue's defaults), `detection_state` (the
-evaluator's log position), `detection_login` (the sliding window of recent login attempts).
+evaluator's log position), `detection_login` (the sliding window of recent login
+attempts), `detection_network` (the networks each user logged in from).
 Plain mutable bookkeeping, not part of the record: no triggers.
 """
 
@@ -104,9 +105,23 @@ def upgrade() -> None:
         ["user_name", "recorded_at"],
     )
     op.create_index("ix_detection_login_recorded_at", "detection_login", ["recorded_at"])
+    op.create_table(
+        "detection_network",
+        sa.Column("source", sa.String(100), nullable=False),
+        sa.Column("tenant_id", sa.String(100), nullable=False),
+        sa.Column("user_name", sa.String(200), nullable=False),
+        sa.Column("network", sa.String(50), nullable=False),
+        sa.Column("logins", sa.Integer(), nullable=False),
+        sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "source", "tenant_id", "user_name", "network", name=op.f("pk_detection_network")
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("detection_network")
     op.drop_table("detection_login")
     op.drop_table("detection_state")
     op.drop_table("detection_rule_setting")

@@ -10,6 +10,7 @@ keeps alert counts the same however the log is cut into batches.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ from zoneinfo import ZoneInfo
 from audit_service.detections.rules import CATALOGUE, Rule
 
 SAMPLES = 20
+KEY_LENGTH = 500  # alert.dedup_key
 TOP = 5
 
 
@@ -135,7 +137,11 @@ def evidence(
 
 
 def _scope_key(rule: Rule, source: str, tenant: str, *parts: str) -> str:
-    return "|".join((rule.id, source, tenant, *parts))
+    key = "|".join((rule.id, source, tenant, *parts))
+    if len(key) <= KEY_LENGTH:
+        return key
+    # Never cut (two long keys would collide): the head, and a digest of the whole.
+    return f"{key[: KEY_LENGTH - 65]}#{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 class _Collector:
@@ -149,8 +155,8 @@ class _Collector:
         if seen is None:
             self.found[finding.dedup_key] = finding
             return
-        finding.triggers = seen.triggers + 1
-        finding.first_seen_at = seen.first_seen_at
+        finding.triggers += seen.triggers
+        finding.first_seen_at = min(seen.first_seen_at, finding.first_seen_at)
         self.found[finding.dedup_key] = finding
 
 
@@ -288,25 +294,27 @@ def _daily(
         if not eff.enabled:
             continue
         limit = eff.thresholds["max_failures"]
-        for i, r in enumerate(group):
-            if r.event_pk not in fresh or i + 1 <= limit:
-                continue
-            ev = evidence(
-                group[: i + 1],
-                observed={"failures": i + 1},
-                thresholds=eff.thresholds,
-                method=f"failed logins from the IP on {day} ({tz.key}) > max_failures",
-                source=source,
-                tenant_id=tenant,
-                ip=ip,
-            )
-            ev["day"] = day
-            title = f"{i + 1} failed logins from {ip} on {day}"
-            out.add(
-                _finding(
-                    rule, eff, _scope_key(rule, source, tenant, ip, day), r, "ip", ip, title, ev
-                )
-            )
+        # Every fresh failure past the allowance triggers; the evidence is the last one's.
+        hits = [i for i, r in enumerate(group) if r.event_pk in fresh and i + 1 > limit]
+        if not hits:
+            continue
+        i = hits[-1]
+        ev = evidence(
+            group[: i + 1],
+            observed={"failures": i + 1},
+            thresholds=eff.thresholds,
+            method=f"failed logins from the IP on {day} ({tz.key}) > max_failures",
+            source=source,
+            tenant_id=tenant,
+            ip=ip,
+        )
+        ev["day"] = day
+        title = f"{i + 1} failed logins from {ip} on {day}"
+        finding = _finding(
+            rule, eff, _scope_key(rule, source, tenant, ip, day), group[i], "ip", ip, title, ev
+        )
+        finding.triggers, finding.first_seen_at = len(hits), group[hits[0]].recorded_at
+        out.add(finding)
 
 
 def _burst(
@@ -335,37 +343,42 @@ def _burst(
             continue
         orders = [r.order for r in group]
         need, minutes = eff.thresholds["failures"], eff.thresholds["window_minutes"]
-        for i, r in enumerate(group):
-            if r.event_pk not in fresh:
-                continue
-            window = _window(group, orders, i, minutes)
-            if len(window) < need:
-                continue
-            who = f"user '{user}' from {ip}" if per_user else ip
-            ev = evidence(
-                window,
-                observed={"failures": len(window)},
-                thresholds=eff.thresholds,
-                method=f"failed logins in a sliding {minutes} min window ≥ failures",
-                source=source,
-                tenant_id=tenant,
-                ip=ip,
-                user=user or None,
-            )
-            value = f"{ip} {user}" if per_user else ip
-            parts = (ip, user) if per_user else (ip,)
-            out.add(
-                _finding(
-                    rule,
-                    eff,
-                    _scope_key(rule, source, tenant, *parts),
-                    r,
-                    rule.entity,
-                    value,
-                    f"{len(window)} failed logins for {who} in {minutes} min",
-                    ev,
-                )
-            )
+        span = timedelta(minutes=minutes)
+        hits = [
+            i
+            for i, r in enumerate(group)
+            if r.event_pk in fresh
+            and i + 1 - bisect_left(orders, (r.recorded_at - span, 2**63), 0, i + 1) >= need
+        ]
+        if not hits:
+            continue
+        i = hits[-1]
+        window = _window(group, orders, i, minutes)
+        who = f"user '{user}' from {ip}" if per_user else ip
+        ev = evidence(
+            window,
+            observed={"failures": len(window)},
+            thresholds=eff.thresholds,
+            method=f"failed logins in a sliding {minutes} min window ≥ failures",
+            source=source,
+            tenant_id=tenant,
+            ip=ip,
+            user=user or None,
+        )
+        value = f"{ip} {user}" if per_user else ip
+        parts = (ip, user) if per_user else (ip,)
+        finding = _finding(
+            rule,
+            eff,
+            _scope_key(rule, source, tenant, *parts),
+            group[i],
+            rule.entity,
+            value,
+            f"{len(window)} failed logins for {who} in {minutes} min",
+            ev,
+        )
+        finding.triggers, finding.first_seen_at = len(hits), group[hits[0]].recorded_at
+        out.add(finding)
 
 
 def _success_after_failures(

@@ -70,6 +70,7 @@ TABLES = (
     "detection_state",
     "detection_login",
     "detection_network",
+    "detection_privilege",
     '"user"',
 )
 

@@ -8,6 +8,7 @@ from audit_service.detections.models import (
     Alert,
     DetectionLogin,
     DetectionNetwork,
+    DetectionPrivilege,
     DetectionRuleSetting,
     DetectionState,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Base",
     "DetectionLogin",
     "DetectionNetwork",
+    "DetectionPrivilege",
     "DetectionRuleSetting",
     "DetectionState",
     "ExportRecipient",

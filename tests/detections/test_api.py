@@ -141,6 +141,7 @@ async def test_rules_catalogue(h: Harness) -> None:
         "distributed_brute_force",
         "off_hours_policy",
         "new_network",
+        "first_privileged_action",
     ]
     spray = rules["password_spray"]
     assert spray["effective"] == {

@@ -616,3 +616,94 @@ def new_networks(
             seen.last_seen_at = max(seen.last_seen_at, r.recorded_at)
         totals[user_key] += 1
     return list(out.found.values())
+
+
+PrivilegeKey = tuple[str, str, str, str]  # source, tenant, user, action ('' : any privileged)
+
+
+@dataclass(slots=True)
+class Privilege:
+    last_allowed_at: datetime | None
+    last_denied_at: datetime | None
+
+
+def first_privileged(
+    actions: Sequence[tuple[Attempt, bool]],
+    known: dict[PrivilegeKey, Privilege],
+    settings_for: SettingsFor,
+) -> list[Finding]:
+    """first_privileged_action over the batch's user actions (`success` False: denied),
+    each with whether it is privileged, in order; `known` is updated in place."""
+    rule = CATALOGUE["first_privileged_action"]
+    out = _Collector()
+    for r, privileged in sorted(actions, key=lambda x: x[0].order):
+        if not r.user_name:
+            continue
+        user = (r.source, r.tenant_id, r.user_name)
+        eff = settings_for(rule.id, r.tenant_id)
+        span = timedelta(days=eff.thresholds["days"])
+        denial = known.get((*user, r.action))
+        if not r.success:
+            if denial is None:
+                known[(*user, r.action)] = Privilege(None, r.recorded_at)
+            else:
+                denial.last_denied_at = r.recorded_at
+            continue
+        reason: str | None = None
+        if (
+            denial is not None
+            and denial.last_denied_at is not None
+            and denial.last_denied_at >= r.recorded_at - span
+            and (denial.last_allowed_at is None or denial.last_allowed_at < denial.last_denied_at)
+        ):
+            reason = "denied_then_allowed"
+        if denial is not None:
+            denial.last_allowed_at = r.recorded_at
+        previous: datetime | None = None
+        if privileged:
+            activity = known.get((*user, ""))
+            if activity is None:
+                known[(*user, "")] = Privilege(r.recorded_at, None)
+            else:
+                last = previous = activity.last_allowed_at
+                if reason is None and last is not None and last < r.recorded_at - span:
+                    reason = "first_in_days"
+                activity.last_allowed_at = r.recorded_at
+        if reason is None or not eff.enabled:
+            continue
+        ev = evidence(
+            [r],
+            observed={"days": eff.thresholds["days"]},
+            thresholds=eff.thresholds,
+            method="the same action denied to the user within `days` days, now allowed"
+            if reason == "denied_then_allowed"
+            else "no privileged action of the user in the `days` days before",
+            source=r.source,
+            tenant_id=r.tenant_id,
+            user=r.user_name,
+        )
+        ev["reason"] = reason
+        if reason == "denied_then_allowed" and denial is not None:
+            ev["denied_at"] = denial.last_denied_at.isoformat() if denial.last_denied_at else None
+        else:
+            ev["previous_privileged_at"] = previous.isoformat() if previous else None
+        parts = (r.user_name, r.action) if reason == "denied_then_allowed" else (r.user_name,)
+        title = (
+            f"'{r.user_name}' was allowed {r.action} after it was denied"
+            if reason == "denied_then_allowed"
+            else f"'{r.user_name}' did something privileged ({r.action}) for the first time "
+            f"in {eff.thresholds['days']} days"
+        )
+        out.add(
+            _finding(
+                rule,
+                eff,
+                _scope_key(rule, r.source, r.tenant_id, *parts),
+                r,
+                "user",
+                r.user_name,
+                title,
+                ev,
+            )
+        )
+    return list(out.found.values())

@@ -137,3 +137,18 @@ class DetectionNetwork(Base):
     logins: Mapped[int] = mapped_column(Integer)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DetectionPrivilege(Base):
+    """Per user (per source and tenant): when they last did something privileged, and, per
+    action, when it was last denied to them (for first_privileged_action). `action` '' is
+    the user's privileged-activity row."""
+
+    __tablename__ = "detection_privilege"
+
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    action: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_allowed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_denied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

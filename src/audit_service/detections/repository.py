@@ -14,6 +14,7 @@ from audit_service.detections.models import (
     Alert,
     DetectionLogin,
     DetectionNetwork,
+    DetectionPrivilege,
     DetectionRuleSetting,
     DetectionState,
 )
@@ -22,6 +23,7 @@ _state = cast(Table, DetectionState.__table__)
 _logins = cast(Table, DetectionLogin.__table__)
 _settings = cast(Table, DetectionRuleSetting.__table__)
 _networks = cast(Table, DetectionNetwork.__table__)
+_privileges = cast(Table, DetectionPrivilege.__table__)
 RESOLVED = "resolved"
 
 
@@ -84,13 +86,37 @@ async def prune_logins(session: AsyncSession, before: datetime) -> None:
 
 async def networks_of(session: AsyncSession, users: Sequence[tuple[str, str, str]]) -> list[Any]:
     """The network rows of these (source, tenant, user) keys."""
+    return await _rows_of_users(session, _networks, users)
+
+
+async def privileges_of(session: AsyncSession, users: Sequence[tuple[str, str, str]]) -> list[Any]:
+    """The privilege rows of these (source, tenant, user) keys."""
+    return await _rows_of_users(session, _privileges, users)
+
+
+async def save_privileges(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
+    insert = upsert_for(session)
+    stmt = insert(_privileges).values(list(rows))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source", "tenant_id", "user_name", "action"],
+        set_={
+            "last_allowed_at": stmt.excluded.last_allowed_at,
+            "last_denied_at": stmt.excluded.last_denied_at,
+        },
+    )
+    await session.execute(stmt)
+
+
+async def _rows_of_users(
+    session: AsyncSession, table: Table, users: Sequence[tuple[str, str, str]]
+) -> list[Any]:
     out: list[Any] = []
     names = sorted({u for _, _, u in users})
     wanted = set(users)
     for i in range(0, len(names), 1000):
-        stmt = select(_networks).where(
-            in_values(session, _networks.c.user_name, names[i : i + 1000])
-        )
+        stmt = select(table).where(in_values(session, table.c.user_name, names[i : i + 1000]))
         out += [
             r
             for r in (await session.execute(stmt)).all()

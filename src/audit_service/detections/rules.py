@@ -209,6 +209,32 @@ RULES: tuple[Rule, ...] = (
             "reset the password.",
         ),
     ),
+    Rule(
+        id="first_privileged_action",
+        version=1,
+        title="Privileged action after a long pause, or once denied and now allowed",
+        severity="medium",
+        entity="user",
+        thresholds=(
+            Threshold(
+                "days",
+                30,
+                1,
+                365,
+                "No privileged action for this long before (or a denial "
+                "of the same action within it)",
+            ),
+        ),
+        guide=Guide(
+            meaning="A user did something privileged (as admin, on users or API keys, a "
+            "configuration change, an export) for the first time in `days` days; or an action "
+            "denied to them earlier succeeded: their rights changed in between. A user's very "
+            "first privileged action (no history yet) does not alert.",
+            false_positives="A role granted on purpose; an admin back from leave.",
+            response="Check who changed the user's role or permissions (user.updated events) "
+            "and whether it was approved.",
+        ),
+    ),
 )
 CATALOGUE: dict[str, Rule] = {r.id: r for r in RULES}
 # How far back the window state must reach: the longest window, and a local day in any zone.

@@ -122,6 +122,37 @@ class Config:
             action=action,
         )
 
+    def user_action(self, e: Mapping[str, Any]) -> tuple[engine.Attempt, bool] | None:
+        """A user's allowed or denied action other than a login, with whether it is
+        privileged (first_privileged_action); None otherwise."""
+        if e["actor_type"] != "user" or e["outcome"] not in ("success", "denied"):
+            return None
+        if e["action"] in self.login_actions.get(e["source"], DEFAULT_LOGIN_ACTIONS):
+            return None
+        if e["action"] in DEFAULT_LOGIN_ACTIONS or self.excluded(e["ip"]):
+            return None
+        action: str = e["action"]
+        privileged = (
+            e["actor_role"] == "admin"
+            or action.startswith(PRIVILEGED_PREFIXES)
+            or action in PRIVILEGED_ACTIONS
+        )
+        return (
+            engine.Attempt(
+                event_pk=e["id"],
+                recorded_at=e["recorded_at"],
+                occurred_at=e["occurred_at"],
+                source=e["source"],
+                tenant_id=e["tenant_id"] or "",
+                ip=e["ip"],
+                user_name=e["actor_name"] or e["actor_id"],
+                user_agent=e["user_agent"],
+                success=e["outcome"] == "success",
+                action=action,
+            ),
+            privileged,
+        )
+
     def attempt(self, e: Mapping[str, Any], position: int) -> dict[str, Any] | None:
         """The window row of a login attempt, or None: not a login, or excluded."""
         ok, failed = self.login_actions.get(e["source"], DEFAULT_LOGIN_ACTIONS)
@@ -231,6 +262,7 @@ async def evaluate_round(
         p for f in followed if f.event is not None and (p := config.privileged(f.event)) is not None
     ]
     findings = engine.off_hours(privileged, settings.effective, tz=config.tz)
+    findings += await _first_privileged(session, config, followed, settings)
     if attempts:
         await repo.add_logins(session, attempts)
         since = min(a["recorded_at"] for a in attempts) - RETENTION
@@ -286,6 +318,46 @@ async def _new_networks(
             }
             for k, s in sorted(known.items())
             if k[:3] in mine
+        ],
+    )
+    return findings
+
+
+async def _first_privileged(
+    session: AsyncSession,
+    config: Config,
+    followed: Sequence[log.Followed],
+    settings: RuleSettings,
+) -> list[engine.Finding]:
+    actions = [
+        a
+        for f in followed
+        if f.event is not None and (a := config.user_action(f.event)) is not None
+    ]
+    if not actions:
+        return []
+    users = sorted({(a.source, a.tenant_id, a.user_name or "") for a, _ in actions})
+    known = {
+        (r.source, r.tenant_id, r.user_name, r.action): engine.Privilege(
+            r.last_allowed_at, r.last_denied_at
+        )
+        for r in await repo.privileges_of(session, users)
+    }
+    before = {k: (p.last_allowed_at, p.last_denied_at) for k, p in known.items()}
+    findings = engine.first_privileged(actions, known, settings.effective)
+    await repo.save_privileges(
+        session,
+        [
+            {
+                "source": k[0],
+                "tenant_id": k[1],
+                "user_name": k[2],
+                "action": k[3],
+                "last_allowed_at": p.last_allowed_at,
+                "last_denied_at": p.last_denied_at,
+            }
+            for k, p in sorted(known.items())
+            if before.get(k) != (p.last_allowed_at, p.last_denied_at)
         ],
     )
     return findings

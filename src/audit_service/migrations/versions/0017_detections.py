@@ -7,7 +7,8 @@ Create Date: 2026-12-02
 `alert` (one finding; `dedup_key` unique among unresolved alerts), `detection_rule_setting`
 (per-rule and per-tenant overrides of the catalogue's defaults), `detection_state` (the
 evaluator's log position), `detection_login` (the sliding window of recent login
-attempts), `detection_network` (the networks each user logged in from).
+attempts), `detection_network` (the networks each user logged in from), `detection_privilege`
+(each user's last privileged action, and the actions denied to them).
 Plain mutable bookkeeping, not part of the record: no triggers.
 """
 
@@ -119,8 +120,22 @@ def upgrade() -> None:
         ),
     )
 
+    op.create_table(
+        "detection_privilege",
+        sa.Column("source", sa.String(100), nullable=False),
+        sa.Column("tenant_id", sa.String(100), nullable=False),
+        sa.Column("user_name", sa.String(200), nullable=False),
+        sa.Column("action", sa.String(100), nullable=False),
+        sa.Column("last_allowed_at", UTCDateTime(), nullable=True),
+        sa.Column("last_denied_at", UTCDateTime(), nullable=True),
+        sa.PrimaryKeyConstraint(
+            "source", "tenant_id", "user_name", "action", name=op.f("pk_detection_privilege")
+        ),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("detection_privilege")
     op.drop_table("detection_network")
     op.drop_table("detection_login")
     op.drop_table("detection_state")

@@ -58,8 +58,9 @@ async def add_logins(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -
     if not rows:
         return
     insert = upsert_for(session)
+    # executemany of one statement: a VALUES list of thousands of rows costs more to compile.
     await session.execute(
-        insert(_logins).values(list(rows)).on_conflict_do_nothing(index_elements=["event_pk"])
+        insert(_logins).on_conflict_do_nothing(index_elements=["event_pk"]), list(rows)
     )
 
 

@@ -65,6 +65,12 @@ TABLES = (
     "report_schedule",
     "integrity_verify_run",
     "integrity_verify_task",
+    "alert",
+    "detection_rule_setting",
+    "detection_state",
+    "detection_login",
+    "detection_network",
+    "detection_privilege",
     '"user"',
 )
 

@@ -4,6 +4,14 @@ from audit_service.activity.models import ExportRecipient
 from audit_service.audit_log.models import AuditEvent, AuditLeaf, LogCursor
 from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
 from audit_service.core.jobs_models import JobLease
+from audit_service.detections.models import (
+    Alert,
+    DetectionLogin,
+    DetectionNetwork,
+    DetectionPrivilege,
+    DetectionRuleSetting,
+    DetectionState,
+)
 from audit_service.ingestion.models import ActionSchema, SourceAction
 from audit_service.integrity.models import (
     IntegrityCheckpoint,
@@ -20,10 +28,16 @@ from audit_service.stats.models import StatsActorBucket, StatsBucket, StatsIpBuc
 
 __all__ = [
     "ActionSchema",
+    "Alert",
     "ApiKey",
     "AuditEvent",
     "AuditLeaf",
     "Base",
+    "DetectionLogin",
+    "DetectionNetwork",
+    "DetectionPrivilege",
+    "DetectionRuleSetting",
+    "DetectionState",
     "ExportRecipient",
     "IntegrityCheckpoint",
     "IntegrityKey",

@@ -152,6 +152,18 @@ class Settings(BaseSettings):
     report_retry_base: float = Field(default=60.0, gt=0, le=3600, description="seconds")
     # Daily reports list the IPs with more failed logins than this in the day.
     report_failed_login_threshold: int = Field(default=5, ge=0)
+    # Detections (detections/): the `detections.evaluate` job reads up to `detections_batch`
+    # new log positions per round and waits `detections_poll_interval` once caught up.
+    # `detections_trusted_cidrs`: comma list of networks (and loopback, always) whose login
+    # attempts no rule counts. `detections_login_actions`: which actions are a source's login
+    # success and failure, `source:success_action:failure_action,…` (any other source:
+    # auth.login / auth.login_failed). `detections_tz`: the zone of the daily rules' days.
+    detections_enabled: bool = True
+    detections_poll_interval: float = Field(default=1.0, gt=0, le=3600, description="seconds")
+    detections_batch: int = Field(default=2000, ge=1, le=50_000)
+    detections_trusted_cidrs: str = Field(default="", max_length=4000)
+    detections_login_actions: str = Field(default="", max_length=4000)
+    detections_tz: str = Field(default="UTC", max_length=64)
 
     @field_validator(
         "login_rate_limit",
@@ -170,7 +182,28 @@ class Settings(BaseSettings):
             raise ValueError("not a rate limit: write N/period, e.g. 50/hour") from None
         return value
 
-    @field_validator("stats_default_tz")
+    @field_validator("detections_trusted_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP network: {part!r} (e.g. 10.0.0.0/8)") from None
+        return value
+
+    @field_validator("detections_login_actions")
+    @classmethod
+    def _login_actions(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if len(part.split(":")) != 3 or not all(part.split(":")):
+                raise ValueError(
+                    f"{part!r}: write source:success_action:failure_action, e.g. "
+                    "lms:user.login:user.login_failed"
+                )
+        return value
+
+    @field_validator("stats_default_tz", "detections_tz")
     @classmethod
     def _known_zone(cls, value: str) -> str:
         check_time_zone(value)

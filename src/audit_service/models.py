@@ -4,6 +4,7 @@ from audit_service.activity.models import ExportRecipient
 from audit_service.audit_log.models import AuditEvent, AuditLeaf, LogCursor
 from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
 from audit_service.core.jobs_models import JobLease
+from audit_service.forwarding.models import ForwardDeadLetter, ForwardDestination, ForwardReplay
 from audit_service.ingestion.models import ActionSchema, SourceAction
 from audit_service.integrity.models import (
     IntegrityCheckpoint,
@@ -25,6 +26,9 @@ __all__ = [
     "AuditLeaf",
     "Base",
     "ExportRecipient",
+    "ForwardDeadLetter",
+    "ForwardDestination",
+    "ForwardReplay",
     "IntegrityCheckpoint",
     "IntegrityKey",
     "IntegrityLog",

@@ -94,9 +94,7 @@ def matches(flt: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
     actions = flt.get("actions") or []
     if actions:
         action = str(event.get("action") or "")
-        if not any(
-            action.startswith(a[:-1]) if a.endswith(".*") else action == a for a in actions
-        ):
+        if not any(action.startswith(a[:-1]) if a.endswith(".*") else action == a for a in actions):
             return False
     for key, column in (
         ("modules", "module"),
@@ -112,8 +110,9 @@ def matches(flt: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
 
 def backoff(settings: Settings, attempts: int, retry_after: float | None, rng: float) -> float:
     """Full jitter: uniform in [0, min(max, base·2^(attempts-1))], at least Retry-After."""
-    cap = min(settings.forward_backoff_max, settings.forward_backoff_base * 2 ** min(attempts, 30))
-    delay = rng * cap
+    exponent = min(max(attempts - 1, 0), 30)
+    cap = min(settings.forward_backoff_max, settings.forward_backoff_base * 2.0**exponent)
+    delay = float(rng * cap)
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.forward_backoff_max))
     return delay
@@ -335,8 +334,11 @@ class Deliverer:
                 if d.state == repo.FAILING and (out.delivered or out.dead):
                     values["state"] = repo.ACTIVE
                     events.append(
-                        ("forwarding.recovered", "success", f"Destination {d.id} '{d.name}' "
-                         "delivers again")
+                        (
+                            "forwarding.recovered",
+                            "success",
+                            f"Destination {d.id} '{d.name}' delivers again",
+                        )
                     )
             else:
                 f = out.failure
@@ -355,14 +357,22 @@ class Deliverer:
                 if f.verdict == "gone" and d.state != repo.DISABLED:
                     values["state"] = repo.DISABLED
                     events.append(
-                        ("forwarding.disabled", "failure", f"Destination {d.id} '{d.name}' "
-                         f"disabled: the receiver answered 410 Gone ({error})")
+                        (
+                            "forwarding.disabled",
+                            "failure",
+                            f"Destination {d.id} '{d.name}' "
+                            f"disabled: the receiver answered 410 Gone ({error})",
+                        )
                     )
                 elif d.state == repo.ACTIVE and (f.verdict == "broken" or failing_long):
                     values["state"] = repo.FAILING
                     events.append(
-                        ("forwarding.failing", "failure", f"Destination {d.id} '{d.name}' "
-                         f"is failing since {since.isoformat()}: {error}")
+                        (
+                            "forwarding.failing",
+                            "failure",
+                            f"Destination {d.id} '{d.name}' "
+                            f"is failing since {since.isoformat()}: {error}",
+                        )
                     )
                 logger.warning(
                     "forwarding: destination %s: attempt %s failed, next in %.1f s: %s",
@@ -452,7 +462,9 @@ class Deliverer:
                     last_error=(f.error or f.verdict)[:ERROR_LENGTH],
                     inflight_last=out.pinned,
                     next_attempt_at=now
-                    + timedelta(seconds=backoff(self.settings, attempts, f.retry_after, self.rng())),
+                    + timedelta(
+                        seconds=backoff(self.settings, attempts, f.retry_after, self.rng())
+                    ),
                 )
                 if f.verdict == "gone":
                     values.update(state=repo.FAILED, finished_at=now)

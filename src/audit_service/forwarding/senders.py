@@ -154,7 +154,10 @@ def webhook_body(fmt: str, rendered: Sequence[Any], *, batch: bool) -> tuple[byt
 
 
 def hec_body(
-    config: Mapping[str, Any], fmt: str, events: Sequence[Mapping[str, Any]], rendered: Sequence[Any]
+    config: Mapping[str, Any],
+    fmt: str,
+    events: Sequence[Mapping[str, Any]],
+    rendered: Sequence[Any],
 ) -> bytes:
     """Concatenated HEC event objects."""
     parts = []

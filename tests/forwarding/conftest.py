@@ -4,7 +4,9 @@ record events through the API, sequence the log and run delivery rounds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +34,12 @@ FORWARD = {
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return make_settings(db_url, **FORWARD)
+
+
+@contextlib.asynccontextmanager
+async def harness_with(db_url: str, **overrides: Any) -> AsyncIterator[Harness]:
+    async for harness in start_harness(make_settings(db_url, **{**FORWARD, **overrides})):
+        yield harness
 
 
 @pytest.fixture
@@ -92,7 +100,13 @@ async def webhook(
 
 
 def lms_event(i: int, **fields: Any) -> dict[str, Any]:
-    return {"action": "exam.submitted", "actor_id": f"u{i}", "description": f"event {i}", **fields}
+    return {
+        "action": "exam.submitted",
+        "actor_id": f"u{i}",
+        "description": f"event {i}",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        **fields,
+    }
 
 
 async def record(h: Harness, n: int, source: str = "lms", **fields: Any) -> None:

@@ -10,6 +10,7 @@ from collections import Counter
 from sqlalchemy import select
 
 from audit_service.audit_log.models import AuditEvent
+from audit_service.forwarding.delivery import Deliverer
 from tests.conftest import Harness
 from tests.forwarding.conftest import (
     admin,
@@ -17,6 +18,8 @@ from tests.forwarding.conftest import (
     deliverer,
     destination_row,
     event_ids,
+    harness_with,
+    sequence,
     record,
     until,
     webhook,
@@ -107,9 +110,13 @@ async def test_hang_garbage_and_closed_connections_are_retried_never_skipped(
 
 
 async def test_failing_after_the_failure_window_then_recovered(
-    h: Harness, receiver: WebhookReceiver
+    db_url: str, receiver: WebhookReceiver
 ) -> None:
-    h.app.state.settings.forward_failing_after = 0.2
+    async with harness_with(db_url, forward_failing_after=0.2) as h:
+        await _failing_then_recovered(h, receiver)
+
+
+async def _failing_then_recovered(h: Harness, receiver: WebhookReceiver) -> None:
     d = await webhook(h, receiver)
     await record(h, 2)
     receiver.always = Reply(503)
@@ -184,13 +191,14 @@ async def test_two_concurrent_deliverers_deliver_every_event_exactly_once(
 ) -> None:
     await webhook(h, receiver, config={"batch_size": 7})
     await record(h, 120)
+    await sequence(h)
     one, two = deliverer(h, holder="one"), deliverer(h, holder="two")
 
-    async def loop(d: object) -> None:
+    async def loop(d: Deliverer) -> None:
         for _ in range(200):
             if len(receiver.events()) >= 120:
                 return
-            await deliver(h, d)  # type: ignore[arg-type]
+            await d.run_once()
             await asyncio.sleep(0)
 
     await asyncio.gather(loop(one), loop(two))

@@ -49,6 +49,7 @@ DEFAULT_BATCH = 500
 LEASE = timedelta(seconds=60)
 # One claim delivers at most this long before it lets go (others may take a turn).
 ROUND_BUDGET = 10.0
+RETRY_AFTER_MAX = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,8 @@ def backoff(settings: Settings, attempts: int, retry_after: float | None, rng: f
     cap = min(settings.forward_backoff_max, settings.forward_backoff_base * 2.0**exponent)
     delay = float(rng * cap)
     if retry_after is not None:
-        delay = max(delay, min(retry_after, settings.forward_backoff_max))
+        # The receiver's word, up to the longest backoff of the issue (5 min) or the setting.
+        delay = max(delay, min(retry_after, max(settings.forward_backoff_max, RETRY_AFTER_MAX)))
     return delay
 
 

@@ -89,7 +89,9 @@ class Server:
                 self.requests.append(request)
                 reply = self.check(request)
                 if reply is None:
-                    reply = self.script.pop(0) if self.script else self.always or self.handle(request)
+                    reply = (
+                        self.script.pop(0) if self.script else self.always or self.handle(request)
+                    )
                 if reply.mode == "answer" and 200 <= reply.status < 300:
                     self.accepted.append(request)
                 if reply.mode == "hang":

@@ -238,9 +238,7 @@ async def test_the_events_of_the_receiver_are_the_rows(
     await record(h, 2, tenant_id="t1")
     await until(h, lambda: len(receiver.events()) >= 2)
     async with h.app.state.sessionmaker() as session:
-        rows = (
-            await session.scalars(select(AuditEvent).where(AuditEvent.source == "lms"))
-        ).all()
+        rows = (await session.scalars(select(AuditEvent).where(AuditEvent.source == "lms"))).all()
     by_id = {str(r.event_id): r for r in rows}
     for e in receiver.events():
         row = by_id[e["event_id"]]

@@ -39,7 +39,7 @@ from audit_service.core.config import Settings
 from audit_service.core.jobs import default_holder
 from audit_service.forwarding import repository as repo
 from audit_service.forwarding import senders
-from audit_service.forwarding.models import ERROR_LENGTH, ForwardDestination, ForwardReplay
+from audit_service.forwarding.models import ERROR_LENGTH, ForwardDestination
 from audit_service.forwarding.senders import Sent
 from audit_service.kit.models import utcnow
 
@@ -191,6 +191,17 @@ async def send_items(
 
         return await syslog_sender.send(settings, target, [i.event for i in items])
     return Sent("broken", error=f"unknown destination kind {target.kind}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySeen:
+    """A replay's row as read at the start of a round."""
+
+    id: int
+    destination_id: int
+    to_position: int
+    delivered: int
+    attempts: int
 
 
 @dataclass
@@ -424,16 +435,19 @@ class Deliverer:
                     if r is None or d is None or r.state != repo.RUNNING:
                         return delivered
                     target = Target.of(d)
+                    seen = ReplaySeen(
+                        r.id, r.destination_id, r.to_position, r.delivered, r.attempts
+                    )
                     cursor = r.cursor
                     batch = await read_batch(
                         session, target, cursor, upto=r.to_position, pinned=r.inflight_last
                     )
                     await session.rollback()
                 out = await attempt(self.settings, target, batch, client, tag=f"_r{replay_id}")
-                if not await self._commit_replay(r, cursor, out):
+                if not await self._commit_replay(seen, cursor, out):
                     return delivered
                 delivered += out.delivered
-                if out.failure is not None or out.cursor >= r.to_position:
+                if out.failure is not None or out.cursor >= seen.to_position:
                     return delivered
         finally:
             async with self.sessionmaker() as session:
@@ -443,7 +457,7 @@ class Deliverer:
                 await session.commit()
         return delivered
 
-    async def _commit_replay(self, r: ForwardReplay, old_cursor: int, out: Outcome) -> bool:
+    async def _commit_replay(self, r: ReplaySeen, old_cursor: int, out: Outcome) -> bool:
         async with self.sessionmaker() as session:
             now = self.clock()
             values: dict[str, Any] = {

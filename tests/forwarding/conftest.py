@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -130,11 +130,11 @@ async def deliver(h: Harness, d: Deliverer | None = None, rounds: int = 1) -> in
     return total
 
 
-async def until(h: Harness, check: Any, timeout: float = 10.0, d: Deliverer | None = None) -> None:
+async def until(h: Harness, check: Any, seconds: float = 10.0, d: Deliverer | None = None) -> None:
     """Delivery rounds until `check()` holds."""
     d = d or deliverer(h)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while not check():
         assert loop.time() < deadline, "delivery did not get there in time"
         await deliver(h, d)

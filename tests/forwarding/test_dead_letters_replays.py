@@ -55,7 +55,7 @@ async def test_a_rejected_batch_is_split_and_only_the_bad_event_is_dead_lettered
         got = [e["event_id"] for e in receiver.events()]
         assert got == [i for n, i in enumerate(ids) if n != 2]
         status = await destination_row(h, d["id"])
-        assert status["dead_letters"] == 1 and status["backlog"] == 0 or status["cursor"] > 0
+        assert (status["dead_letters"] == 1 and status["backlog"] == 0) or status["cursor"] > 0
         r = await h.client.get(f"{BASE}/{d['id']}/dead-letters", headers=await admin(h))
         assert r.status_code == 200
         (dead,) = r.json()["items"]

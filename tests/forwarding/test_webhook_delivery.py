@@ -19,8 +19,8 @@ from tests.forwarding.conftest import (
     destination_row,
     event_ids,
     harness_with,
-    sequence,
     record,
+    sequence,
     until,
     webhook,
 )

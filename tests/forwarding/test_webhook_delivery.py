@@ -243,3 +243,19 @@ async def test_the_events_of_the_receiver_are_the_rows(
     for e in receiver.events():
         row = by_id[e["event_id"]]
         assert e["action"] == row.action and e["tenant_id"] == "t1"
+
+
+async def test_the_in_process_jobs_deliver_within_seconds(
+    db_url: str, receiver: WebhookReceiver
+) -> None:
+    """`serve` with jobs on: the sequencer and forwarding.deliver bring a committed event to
+    the receiver without any help from the test."""
+    async with harness_with(db_url, run_jobs=True) as h:
+        await webhook(h, receiver)
+        await record(h, 3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while len(receiver.events()) < 3:
+            assert loop.time() - started < 10, "not delivered by the jobs"
+            await asyncio.sleep(0.05)
+        assert [e["event_id"] for e in receiver.events()] == await event_ids(h)

@@ -18,6 +18,7 @@ from audit_service.forwarding.syslog import (
     SyslogConnectionError,
     SyslogError,
     SyslogMessageTooLarge,
+    SyslogTimeout,
     SyslogTLSError,
     SyslogTransport,
     frame,
@@ -111,6 +112,7 @@ def _check(received: list[dict[str, Any]], sent: list[tuple[dict[str, Any], str,
         got = by_id[str(event["event_id"])]
         assert got["raw"] == msg.decode("utf-8")  # byte-exact, whole message
         assert got["msg"] == BOM + body
+        assert got["sd"] == syslog.structured_data(event)  # rsyslog found where SD ends
         assert got["msgid"] == (event["action"] if len(event["action"]) <= 32 else "-")
         assert got["app"] == "audit-service" and got["host"] == "test-host"
         assert int(got["pri"]) == 104 + syslog.severity(event["outcome"])
@@ -121,7 +123,13 @@ def _batch(n: int) -> list[tuple[dict[str, Any], str, bytes]]:
     formats = ("native", "ocsf", "ecs", "cef")
     outcomes = ("success", "failure", "denied", "error")
     for i in range(n):
-        event = _event(i, outcome=outcomes[i % 4], description=BODIES[i % len(BODIES)])
+        tenants = ("tenant-a", 't"]\\', "]", None, 'é \\] "x"')
+        event = _event(
+            i,
+            outcome=outcomes[i % 4],
+            description=BODIES[i % len(BODIES)],
+            tenant_id=tenants[i % len(tenants)],
+        )
         plain = i % 3 == 0
         body = BODIES[i % len(BODIES)] if plain else render_text(formats[i % 4], event)
         out.append((event, body, message(event, body, hostname="test-host")))
@@ -241,3 +249,29 @@ async def test_frames_are_checked_before_sending(rsyslog: Rsyslog) -> None:
             await transport.send([b"not a frame"])
         with pytest.raises(SyslogMessageTooLarge):
             await transport.send([frame(b"x" * (MAX_MESSAGE_BYTES + 1))])
+
+
+async def test_a_receiver_that_hangs_times_out() -> None:
+    """One that never answers the TLS handshake, and one that never reads."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(SyslogTimeout):
+            await SyslogTransport.connect("127.0.0.1", port, "tls", timeout=0.5)
+        transport = await SyslogTransport.connect("127.0.0.1", port, "tcp", timeout=0.5)
+        chunk = [frame(b"x" * 60_000)] * 16  # ~1 MB a send
+        with pytest.raises(SyslogTimeout, match="timed out"):
+            for _ in range(200):
+                await transport.send(chunk)
+        with pytest.raises(SyslogConnectionError, match="closed"):
+            await transport.send([frame(b"x")])
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

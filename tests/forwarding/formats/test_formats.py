@@ -26,6 +26,7 @@ from audit_service.forwarding.formats import (
 from audit_service.integrity.jobs import make_sequencer
 from tests.conftest import Harness
 from tests.forwarding.formats.events import sample
+from tests.forwarding.formats.test_ocsf import validate
 
 TABLE_COLUMNS = {c.name for c in cast(Table, AuditEvent.__table__).columns}
 
@@ -122,6 +123,7 @@ def test_render_json_is_json_ready(fmt: str) -> None:
             outcome="error",
         ),
         sample(metadata={"when": datetime(2020, 1, 1, tzinfo=UTC), "id": uuid.uuid4()}),
+        sample(latency_ms=float("nan"), metadata={"inf": float("inf")}),
     ]
     for event in events:
         doc = render_json(fmt, event)
@@ -208,6 +210,7 @@ async def test_events_read_from_the_log_render_in_every_format(h: Harness) -> No
             out = render_text(fmt, event)
             if fmt != "cef":
                 _json_ready(json.loads(out))
+        assert validate(render_json("ocsf", event)) == [], event["action"]
         native = render_json("native", event)
         if native["event_id"] in api:
             item = api[native["event_id"]]

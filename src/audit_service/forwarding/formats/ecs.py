@@ -17,6 +17,7 @@ from audit_service.forwarding.formats._values import (
     PRODUCT,
     VENDOR,
     VERSION,
+    finite,
     jsonable,
     metadata,
     rfc3339,
@@ -66,6 +67,7 @@ def render(event: Mapping[str, Any]) -> dict[str, Any]:
     category, types = classify(action)
     outcome = str(event.get("outcome") or "")
     latency = event.get("latency_ms")
+    duration = finite(latency)
     out: dict[str, Any] = {
         "@timestamp": rfc3339(event.get("occurred_at")),
         "ecs": {"version": ECS_VERSION},
@@ -79,7 +81,7 @@ def render(event: Mapping[str, Any]) -> dict[str, Any]:
                 "kind": "event",
                 "outcome": "success" if outcome == "success" else "failure",
                 "created": rfc3339(event.get("recorded_at")),
-                "duration": None if latency is None else round(float(latency) * 1_000_000),
+                "duration": None if duration is None else round(duration * 1_000_000),
                 "module": text(event.get("module")),
                 "dataset": "audit_service.audit",
                 "provider": text(event.get("source")),

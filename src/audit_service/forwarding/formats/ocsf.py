@@ -22,6 +22,7 @@ from audit_service.forwarding.formats._values import (
     VENDOR,
     VERSION,
     epoch_ms,
+    finite,
     jsonable,
     metadata,
     text,
@@ -206,6 +207,7 @@ def render(event: Mapping[str, Any]) -> dict[str, Any]:
     severity_id, severity = SEVERITY.get(outcome, SEVERITY_ERROR)
     status_code = event.get("status_code")
     latency = event.get("latency_ms")
+    duration = finite(latency)
     ip = text(event.get("ip"))
     actor = {"user": _actor_user(event), "app_name": text(event.get("source"))}
     out: dict[str, Any] = {
@@ -240,8 +242,8 @@ def render(event: Mapping[str, Any]) -> dict[str, Any]:
     }
     if status_code is not None:
         out["status_code"] = str(status_code)
-    if latency is not None:
-        out["duration"] = round(float(latency))
+    if duration is not None:
+        out["duration"] = round(duration)
     out["src_endpoint"] = {"ip": ip} if ip else {"svc_name": text(event.get("source")) or "-"}
     http = _drop_none(
         {

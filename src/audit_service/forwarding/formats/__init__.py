@@ -66,9 +66,12 @@ def render_cef(event: Mapping[str, Any]) -> str:
     return cef.render(event)
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def dumps(document: Any) -> str:
     """Compact JSON, keys in the order built, UTF-8 as is."""
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODE(document)
 
 
 def render_text(fmt: str, event: Mapping[str, Any]) -> str:

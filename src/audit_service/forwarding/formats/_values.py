@@ -42,6 +42,14 @@ def epoch_ms(value: Any) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+def finite(value: Any) -> float | None:
+    """A float, or None when absent or not finite (PostgreSQL floats can hold NaN)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def text(value: Any) -> str | None:
     if value is None:
         return None

@@ -130,7 +130,7 @@ class WebhookReceiver(Server):
 
     def check(self, request: Request) -> Reply | None:
         try:
-            Webhook(self.secret).verify(request.body, request.headers)
+            Webhook(self.secret).verify(request.body, request.headers, json_parse=False)
         except Exception:
             self.bad_signatures += 1
             return Reply(401, b'{"error":"bad signature"}')

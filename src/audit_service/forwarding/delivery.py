@@ -36,7 +36,7 @@ from audit_service.audit_log.context import SYSTEM
 from audit_service.audit_log.models import AuditEvent
 from audit_service.audit_log.sink import SessionEventSink
 from audit_service.core.config import Settings
-from audit_service.core.jobs import default_holder
+from audit_service.core.jobs import default_holder, describe_error
 from audit_service.forwarding import repository as repo
 from audit_service.forwarding import senders
 from audit_service.forwarding.models import ERROR_LENGTH, ForwardDestination
@@ -284,7 +284,7 @@ class Deliverer:
             if isinstance(r, BaseException):
                 if isinstance(r, asyncio.CancelledError):
                     raise r
-                logger.error("forwarding: a delivery round failed: %s", type(r).__name__)
+                logger.error("forwarding: a delivery round failed: %s", describe_error(r))
             else:
                 total += r
         return total

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -297,6 +297,16 @@ class ReplayIn(InputModel):
     @classmethod
     def _iso(cls, value: Any) -> Any:
         return iso_8601_only(value)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc_representable(cls, value: datetime | None) -> datetime | None:
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("out of range once converted to UTC") from None
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> ReplayIn:

@@ -259,3 +259,23 @@ async def test_the_in_process_jobs_deliver_within_seconds(
             assert loop.time() - started < 10, "not delivered by the jobs"
             await asyncio.sleep(0.05)
         assert [e["event_id"] for e in receiver.events()] == await event_ids(h)
+
+
+async def test_a_receiver_down_while_events_keep_coming_loses_nothing(
+    h: Harness, receiver: WebhookReceiver
+) -> None:
+    d = await webhook(h, receiver, config={"batch_size": 10})
+    port = receiver.port
+    await receiver.stop()  # connection refused from now on
+    for _ in range(5):
+        await record(h, 10)
+        await deliver(h)
+        await asyncio.sleep(0.01)
+    status = await destination_row(h, d["id"])
+    assert status["cursor"] == d["cursor"] and status["backlog"] >= 50
+    assert status["last_error"] and status["failed"] >= 1
+    await receiver.start(port)
+    await until(h, lambda: len(receiver.events()) >= 50)
+    counts = Counter(e["event_id"] for e in receiver.events())
+    assert list(counts) == await event_ids(h) and set(counts.values()) == {1}
+    assert (await destination_row(h, d["id"]))["delivered"] == 50

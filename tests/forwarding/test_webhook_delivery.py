@@ -279,3 +279,12 @@ async def test_a_receiver_down_while_events_keep_coming_loses_nothing(
     counts = Counter(e["event_id"] for e in receiver.events())
     assert list(counts) == await event_ids(h) and set(counts.values()) == {1}
     assert (await destination_row(h, d["id"]))["delivered"] == 50
+
+
+async def test_batches_stay_under_one_megabyte(h: Harness, receiver: WebhookReceiver) -> None:
+    await webhook(h, receiver)
+    await record(h, 150, description="x" * 9_000)  # ~1.4 MB of events
+    await until(h, lambda: len(receiver.events()) >= 150)
+    assert len(receiver.accepted) >= 2
+    assert all(len(r.body) <= 1024 * 1024 for r in receiver.accepted)
+    assert [e["event_id"] for e in receiver.events()] == await event_ids(h)

@@ -161,7 +161,7 @@ async def read_batch(
     for f in followed:
         if f.event is not None and matches(target.filter, f.event):
             rendered = senders.render_one(target.format, f.event)
-            cost = len(str(rendered)) + 2
+            cost = senders.encoded_size(rendered) + 2
             if items and size + cost > senders.MAX_BATCH_BYTES:
                 break
             size += cost

@@ -144,6 +144,13 @@ def _compact(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def encoded_size(rendered: Any) -> int:
+    """Bytes a rendered event takes on the wire (for the 1 MB batch cap)."""
+    if isinstance(rendered, str):
+        return len(rendered.encode())
+    return len(_compact(rendered))
+
+
 def webhook_body(fmt: str, rendered: Sequence[Any], *, batch: bool) -> tuple[bytes, str]:
     """(body, content type): a JSON array (or one object), or CEF lines as text."""
     if fmt == "cef":

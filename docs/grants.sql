@@ -16,7 +16,9 @@ END $$;
 -- Users, API keys, revoked tokens, action schemas, runtime settings, counters, job leases,
 -- verify runs, the statistics rollups, facets and watermarks (stats_*: mutable bookkeeping,
 -- rebuilt from the log, UPDATE by design), report schedules and runs, alerts and the
--- detections' settings, cursor and window (alert, detection_*): read and write. No TRUNCATE, REFERENCES or TRIGGER on anything.
+-- detections' settings, cursor and window (alert, detection_*), forwarding destinations,
+-- dead letters and replays (forward_*: mutable delivery bookkeeping): read and write. No
+-- TRUNCATE, REFERENCES or TRIGGER on anything.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO audit_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO audit_app;
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the server binaries the tests start privately exist: PostgreSQL (the main test
-# database) and Redis (shared rate limits across replicas). Installs Debian's packages when
+# database), Redis (shared rate limits across replicas) and rsyslog with its GnuTLS driver
+# (the syslog forwarding tests' receiver). Installs Debian's packages when
 # they are missing; the tests start and stop their own throwaway servers from them.
 set -euo pipefail
 missing=()
@@ -8,6 +9,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
     missing+=(postgresql postgresql-contrib)
 fi
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
+    missing+=(rsyslog rsyslog-gnutls)
+elif ! compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null && [ ! -e /usr/lib/rsyslog/lmnsd_gtls.so ]; then
+    missing+=(rsyslog-gnutls)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing Debian packages the tests need: ${missing[*]}" >&2
 SUDO=""

@@ -34,6 +34,8 @@ from audit_service.core.openapi import install_contract
 from audit_service.core.ratelimit import RateLimiter
 from audit_service.detections.endpoints import router as detections_router
 from audit_service.detections.jobs import detection_jobs
+from audit_service.forwarding.endpoints import router as forwarding_router
+from audit_service.forwarding.jobs import forwarding_jobs
 from audit_service.health.endpoints import router as health_router
 from audit_service.ingestion.endpoints import admin_router as actions_router
 from audit_service.ingestion.endpoints import router as ingestion_router
@@ -104,6 +106,7 @@ def background_jobs(settings: Settings) -> list[Job]:
         *stats_jobs(settings),
         *report_jobs(settings),
         *detection_jobs(settings),
+        *forwarding_jobs(settings),
         *housekeeping_jobs(settings.housekeeping_interval),
     ]
 
@@ -162,6 +165,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "stats", "description": "Statistics from the rollups (admin, auditor)"},
             {"name": "reports", "description": "Scheduled e-mail reports"},
             {"name": "detections", "description": "Alerts and detection rules (admin, auditor)"},
+            {
+                "name": "forwarding",
+                "description": "Forwarding the log to SIEMs: webhook, syslog, Splunk HEC (admin)",
+            },
             {
                 "name": "integrity",
                 "description": "The signed log: checkpoint, keys, tiles, proofs (admin, auditor)",
@@ -229,6 +236,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats_router,
         reports_router,
         detections_router,
+        forwarding_router,
     ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).

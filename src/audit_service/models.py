@@ -12,6 +12,7 @@ from audit_service.detections.models import (
     DetectionRuleSetting,
     DetectionState,
 )
+from audit_service.forwarding.models import ForwardDeadLetter, ForwardDestination, ForwardReplay
 from audit_service.ingestion.models import ActionSchema, SourceAction
 from audit_service.integrity.models import (
     IntegrityCheckpoint,
@@ -39,6 +40,9 @@ __all__ = [
     "DetectionRuleSetting",
     "DetectionState",
     "ExportRecipient",
+    "ForwardDeadLetter",
+    "ForwardDestination",
+    "ForwardReplay",
     "IntegrityCheckpoint",
     "IntegrityKey",
     "IntegrityLog",

@@ -17,6 +17,7 @@ from audit_service.core.config import Settings
 from audit_service.core.db import create_engine
 from audit_service.core.jobs_models import JobLease
 from audit_service.detections.jobs import EVALUATE_JOB
+from audit_service.forwarding.jobs import DELIVER_JOB
 from audit_service.integrity.jobs import LOG_JOB
 from audit_service.integrity.verify_jobs import VERIFY_JOB
 from audit_service.reports.jobs import SCHEDULER_JOB
@@ -117,6 +118,7 @@ async def test_admin_jobs_needs_admin_or_auditor_and_is_recorded(db_url: str) ->
                 ROLLUP_JOB,
                 SCHEDULER_JOB,
                 EVALUATE_JOB,
+                DELIVER_JOB,
             }
             # The log job and the rollup loop inside their leases while the process runs.
             assert jobs[LOG_JOB]["running"] is True
@@ -136,7 +138,7 @@ async def test_admin_jobs_needs_admin_or_auditor_and_is_recorded(db_url: str) ->
             ("success", "admin"),
             ("success", "carol"),
         ]
-        assert viewed[-1].event_metadata["count"] == 6
+        assert viewed[-1].event_metadata["count"] == 7
 
 
 async def test_admin_jobs_shows_failures_and_lag(db_url: str) -> None:

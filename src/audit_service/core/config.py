@@ -164,6 +164,18 @@ class Settings(BaseSettings):
     detections_trusted_cidrs: str = Field(default="", max_length=4000)
     detections_login_actions: str = Field(default="", max_length=4000)
     detections_tz: str = Field(default="UTC", max_length=64)
+    # Forwarding to SIEMs (forwarding/): the `forwarding.deliver` job looks for new events
+    # every `forward_poll_interval`; a destination failing for `forward_failing_after` is
+    # `failing` (and a `forwarding.failing` event says so); retries back off from
+    # `forward_backoff_base` to `forward_backoff_max` (full jitter, Retry-After honoured).
+    # `forward_allow_private`: "true", or comma-separated CIDRs that destinations may resolve
+    # to although private/loopback/link-local (refused otherwise); plain http:// only there.
+    forward_poll_interval: float = Field(default=0.2, gt=0, le=60, description="seconds")
+    forward_failing_after: float = Field(default=300.0, gt=0, description="seconds")
+    forward_backoff_base: float = Field(default=1.0, gt=0, le=60, description="seconds")
+    forward_backoff_max: float = Field(default=300.0, gt=0, le=3600, description="seconds")
+    forward_timeout: float = Field(default=15.0, gt=0, le=120, description="seconds")
+    forward_allow_private: str = Field(default="", max_length=2000)
 
     @field_validator(
         "login_rate_limit",
@@ -217,6 +229,21 @@ class Settings(BaseSettings):
 
             SmtpTarget.parse(value.get_secret_value())  # its messages never quote the URL
         return value if value is not None and value.get_secret_value() else None
+
+    @field_validator("forward_allow_private")
+    @classmethod
+    def _forward_allow_private(cls, value: str) -> str:
+        import ipaddress
+
+        value = value.strip()
+        if value.lower() in ("", "true", "false"):
+            return value.lower()
+        for part in value.split(","):
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise ValueError("must be true, false, or comma-separated CIDRs") from None
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -1,0 +1,322 @@
+"""The outbound side: rendering a batch for a destination's kind and format, sending it
+(webhook, Splunk HEC, syslog), and classifying what the receiver said.
+
+Outbound safety: redirects are never followed, TLS is verified, every request times out
+(`AUDIT_FORWARD_TIMEOUT`, 15 s), and a target that resolves to a private, loopback,
+link-local or otherwise special address is refused unless `AUDIT_FORWARD_ALLOW_PRIVATE`
+allows it ("true" or CIDRs). Error texts recorded from here never contain a secret (the
+token and signing secrets are only ever put into headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import json
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from audit_service import __version__
+from audit_service.core.config import Settings
+from audit_service.forwarding.formats import render_json, render_text
+from audit_service.kit.webhooks import sign_headers
+
+MAX_BATCH_BYTES = 1024 * 1024
+USER_AGENT = f"audit-service/{__version__} (forwarding)"
+# ok: accepted; retry: transient (the cursor waits); reject: these events are refused for good
+# (dead letter, split a batch to find the bad one); broken: the destination's setup is wrong
+# (401/403, HEC token errors, a redirect, a refused target): failing at once, still retried;
+# gone: 410, the receiver asks us to stop (disabled).
+Verdict = Literal["ok", "retry", "reject", "broken", "gone"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    verdict: Verdict
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    elapsed_ms: float = 0.0
+
+
+class TargetRefused(Exception):
+    """The destination resolves to an address outbound safety does not allow."""
+
+
+# --- outbound safety -------------------------------------------------------------------------
+
+
+def _allow_list(settings: Settings) -> bool | list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    value = settings.forward_allow_private
+    if value in ("", "false"):
+        return False
+    if value == "true":
+        return True
+    return [ipaddress.ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip()]
+
+
+def _special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return bool(
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+def address_allowed(settings: Settings, address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if not _special(ip):
+        return True
+    allow = _allow_list(settings)
+    if allow is True:
+        return True
+    if allow is False:
+        return False
+    return any(ip in net for net in allow)
+
+
+def plain_http_allowed(settings: Settings, host: str) -> bool:
+    """http:// only to an allow-listed private host (a test receiver, a local relay)."""
+    allow = _allow_list(settings)
+    if allow is False:
+        return False
+    if host == "localhost":
+        return allow is True or any(
+            ipaddress.ip_address("127.0.0.1") in n for n in allow if n.version == 4
+        )
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return allow is True
+    return _special(ip) and address_allowed(settings, str(ip))
+
+
+async def check_target(settings: Settings, host: str, port: int) -> None:
+    """Resolve `host` and refuse it if any address is not allowed."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise OSError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+    for info in infos:
+        address = str(info[4][0])
+        if not address_allowed(settings, address):
+            raise TargetRefused(
+                f"{host} resolves to {address}, a private or special address "
+                "(allow it with AUDIT_FORWARD_ALLOW_PRIVATE)"
+            )
+
+
+def http_client(settings: Settings) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        verify=True,
+        trust_env=False,
+        timeout=httpx.Timeout(settings.forward_timeout),
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def render_one(fmt: str, event: Mapping[str, Any]) -> Any:
+    """A JSON value (native, ocsf, ecs) or a CEF line."""
+    if fmt == "cef":
+        return render_text("cef", event)
+    return render_json(fmt, event)
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encoded_size(rendered: Any) -> int:
+    """Bytes a rendered event takes on the wire (for the 1 MB batch cap)."""
+    if isinstance(rendered, str):
+        return len(rendered.encode())
+    return len(_compact(rendered))
+
+
+def webhook_body(fmt: str, rendered: Sequence[Any], *, batch: bool) -> tuple[bytes, str]:
+    """(body, content type): a JSON array (or one object), or CEF lines as text."""
+    if fmt == "cef":
+        return ("\n".join(rendered) + "\n").encode(), "text/plain; charset=utf-8"
+    if batch:
+        return _compact(list(rendered)), "application/json"
+    return _compact(rendered[0]), "application/json"
+
+
+def hec_body(
+    config: Mapping[str, Any],
+    fmt: str,
+    events: Sequence[Mapping[str, Any]],
+    rendered: Sequence[Any],
+) -> bytes:
+    """Concatenated HEC event objects."""
+    parts = []
+    host = config.get("hec_host") or socket.gethostname()
+    for event, body in zip(events, rendered, strict=True):
+        recorded = event["recorded_at"]
+        item: dict[str, Any] = {
+            "time": round(recorded.timestamp(), 6) if isinstance(recorded, datetime) else None,
+            "host": host,
+            "source": "audit-service",
+            "sourcetype": config.get("sourcetype") or ("cef" if fmt == "cef" else "_json"),
+            "event": body,
+            "fields": {
+                "event_id": str(event["event_id"]),
+                "action": event["action"],
+                "outcome": event["outcome"],
+                "tenant": event.get("tenant_id") or "",
+                "source": event["source"],
+            },
+        }
+        if config.get("index"):
+            item["index"] = config["index"]
+        parts.append(_compact(item))
+    return b"".join(parts)
+
+
+# --- responses -------------------------------------------------------------------------------
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _http_verdict(status: int) -> Verdict:
+    if 200 <= status < 300:
+        return "ok"
+    if status in (400, 413, 422):
+        return "reject"
+    if status in (401, 403) or 300 <= status < 400:
+        return "broken"
+    if status == 410:
+        return "gone"
+    return "retry"  # 408, 409, 425, 429, 5xx, and whatever else: never drop anything
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+async def _checked_url(settings: Settings, url: str) -> None:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "http" and not plain_http_allowed(settings, host):
+        raise TargetRefused("plain http:// is only allowed to allow-listed private hosts")
+    await check_target(settings, host, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+async def post(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    hec: bool = False,
+) -> Sent:
+    started = time.perf_counter()
+
+    def ms() -> float:
+        return round((time.perf_counter() - started) * 1000, 3)
+
+    try:
+        await _checked_url(settings, url)
+        response = await client.post(url, content=body, headers=dict(headers))
+    except TargetRefused as exc:
+        return Sent("broken", error=str(exc), elapsed_ms=ms())
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        return Sent("retry", error=_failure(exc), elapsed_ms=ms())
+    status = response.status_code
+    verdict = _http_verdict(status)
+    wait = retry_after(response.headers.get("retry-after"))
+    if hec:
+        verdict = _hec_verdict(status, response, verdict)
+    if verdict == "ok":
+        return Sent("ok", status=status, elapsed_ms=ms())
+    detail = response.text[:200].replace("\n", " ").strip()
+    error = f"HTTP {status}" + (f": {detail}" if detail else "")
+    if 300 <= status < 400:
+        error = f"HTTP {status}: redirects are not followed"
+    return Sent(verdict, status=status, error=error, retry_after=wait, elapsed_ms=ms())
+
+
+def _hec_verdict(status: int, response: httpx.Response, default: Verdict) -> Verdict:
+    """HEC answers {"text": …, "code": n}: 1-4 token problems, 6 invalid data format,
+    7 incorrect index, 12/13 event field missing/blank → dead letter, 9 busy → retry."""
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        code = None
+    if status == 200 and code in (0, None):
+        return "ok" if code == 0 or default == "ok" else default
+    if code in (1, 2, 3, 4):
+        return "broken"
+    if code in (6, 7, 12, 13):
+        return "reject"
+    if code == 9 or status == 503:
+        return "retry"
+    if code in (10, 11, 14):
+        return "broken"  # channel / ack settings: the destination's setup
+    if status == 200:
+        return "ok"
+    return default if default != "reject" else "reject"
+
+
+async def send_webhook(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    config: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+    msg_id: str,
+    body: bytes,
+    content_type: str,
+) -> Sent:
+    headers = {**(config.get("headers") or {}), "Content-Type": content_type}
+    headers.update(sign_headers(list(secrets.get("webhook_secrets") or []), msg_id, body))
+    return await post(client, settings, str(config["url"]), body, headers)
+
+
+async def send_hec(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    config: Mapping[str, Any],
+    secrets: Mapping[str, Any],
+    body: bytes,
+) -> Sent:
+    url = str(config["url"]).rstrip("/") + "/services/collector/event"
+    headers = {
+        "Authorization": f"Splunk {secrets.get('hec_token') or ''}",
+        "Content-Type": "application/json",
+    }
+    return await post(client, settings, url, body, headers, hec=True)

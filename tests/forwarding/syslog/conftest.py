@@ -1,0 +1,3 @@
+from tests.forwarding.rsyslog import rsyslog
+
+__all__ = ["rsyslog"]

@@ -1,0 +1,101 @@
+"""Splunk HEC: concatenated event objects with time/host/source/sourcetype/index/fields, the
+token in `Authorization: Splunk`, and HEC's answers mapped (token → failing, 6/7 → dead
+letter, 9/503 → retry)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.conftest import Harness
+from tests.forwarding.conftest import (
+    admin,
+    create,
+    deliver,
+    destination_row,
+    event_ids,
+    record,
+    until,
+)
+from tests.forwarding.receivers import HecEmulator, Reply
+
+
+async def _hec(
+    h: Harness, hec: HecEmulator, token: str | None = None, **config: Any
+) -> dict[str, Any]:
+    return await create(
+        h,
+        name="splunk",
+        kind="splunk_hec",
+        format=config.pop("format", "native"),
+        config={"url": hec.url, "index": "audit", "sourcetype": "audit:json", **config},
+        secrets={"hec_token": token or hec.token},
+        filter={"sources": ["lms"]},
+    )
+
+
+async def test_events_arrive_at_hec_with_their_metadata(h: Harness, hec: HecEmulator) -> None:
+    d = await _hec(h, hec, hec_host="audit-1")
+    assert d["secret_set"] is True and "hec_token" not in str(d)
+    await record(h, 4, tenant_id="t9")
+    await until(h, lambda: len(hec.events) >= 4)
+    ids = await event_ids(h)
+    assert [e["event"]["event_id"] for e in hec.events] == ids
+    first = hec.events[0]
+    assert first["index"] == "audit" and first["sourcetype"] == "audit:json"
+    assert first["host"] == "audit-1" and first["source"] == "audit-service"
+    assert isinstance(first["time"], float)
+    assert first["fields"]["event_id"] == ids[0] and first["fields"]["tenant"] == "t9"
+    assert len(hec.requests) == 1  # one batch
+    assert hec.requests[0].headers["authorization"] == f"Splunk {hec.token}"
+
+
+async def test_a_wrong_token_is_failing(h: Harness, hec: HecEmulator) -> None:
+    d = await _hec(h, hec, token="wrong-token")
+    await record(h, 1)
+    await deliver(h)
+    status = await destination_row(h, d["id"])
+    assert status["state"] == "failing" and "Invalid token" in status["last_error"]
+    assert "wrong-token" not in status["last_error"]
+    assert status["cursor"] == d["cursor"]
+
+
+async def test_hec_codes_6_and_7_dead_letter_9_and_503_retry(h: Harness, hec: HecEmulator) -> None:
+    d = await _hec(h, hec)
+    await record(h, 1)
+    hec.script = [Reply(503, b'{"text":"Server is busy","code":9}')]
+    await deliver(h)
+    status = await destination_row(h, d["id"])
+    assert status["cursor"] == d["cursor"] and "busy" in status["last_error"]
+    await asyncio.sleep(0.02)
+    hec.script = [Reply(400, b'{"text":"Incorrect index","code":7,"invalid-event-number":0}')]
+    await deliver(h)
+    status = await destination_row(h, d["id"])
+    assert status["dead_letters"] == 1 and status["cursor"] > d["cursor"]
+    await record(h, 1)
+    hec.script = [Reply(400, b'{"text":"Invalid data format","code":6}')]
+    await deliver(h)
+    assert (await destination_row(h, d["id"]))["dead_letters"] == 2
+    await record(h, 1)
+    await until(h, lambda: len(hec.events) >= 1)
+    assert hec.events[0]["event"]["event_id"] == (await event_ids(h))[-1]
+    r = await h.client.get(
+        f"/admin/forwarding/destinations/{d['id']}/dead-letters", headers=await admin(h)
+    )
+    assert [x["reason"][:8] for x in r.json()["items"]] == ["HTTP 400", "HTTP 400"]
+
+
+async def test_the_test_endpoint_reports_the_receivers_answer(h: Harness, hec: HecEmulator) -> None:
+    d = await _hec(h, hec)
+    r = await h.client.post(
+        f"/admin/forwarding/destinations/{d['id']}/test", headers=await admin(h)
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["delivered"] is True and body["status_code"] == 200 and body["elapsed_ms"] > 0
+    assert hec.events[-1]["event"]["action"] == "forwarding.test"
+    hec.script = [Reply(500, b"{}")]
+    r = await h.client.post(
+        f"/admin/forwarding/destinations/{d['id']}/test", headers=await admin(h)
+    )
+    assert r.json()["delivered"] is False and r.json()["status_code"] == 500

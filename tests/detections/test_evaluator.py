@@ -162,3 +162,19 @@ async def test_two_concurrent_evaluators_open_one_alert(h: Harness) -> None:
     assert sorted(r.evaluated for r in rounds)[0] == 0
     found = await alerts(h, "brute_force_ip")
     assert len(found) == 1 and found[0].count == 1
+
+
+async def test_the_evaluator_reports_how_far_behind_it_is(h: Harness) -> None:
+    await post(h, failures(A, "mallory", 3))
+    await make_sequencer().catch_up(h.app.state.sessionmaker, no_fence)
+    config = service.Config.of(h.app.state.settings)
+    async with h.app.state.sessionmaker() as session:
+        first = await service.evaluate_round(session, config, no_fence, batch=1)
+    # Positions are still waiting: the lag is the age of the next one (what /admin/jobs shows).
+    assert first.more and first.lag_seconds is not None and 0 <= first.lag_seconds < 60
+    done = await service.catch_up(h.app.state.sessionmaker, config, no_fence)
+    # What it wrote itself (an alert.opened, say) waits for the sequencer: a lag again.
+    assert not done.more
+    await make_sequencer().catch_up(h.app.state.sessionmaker, no_fence)
+    done = await service.catch_up(h.app.state.sessionmaker, config, no_fence)
+    assert done.lag_seconds is None  # every committed event evaluated: nothing is waiting

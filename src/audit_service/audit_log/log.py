@@ -359,3 +359,19 @@ async def leaf_count(bind: AsyncSession | AsyncConnection) -> tuple[int, int]:
         await bind.execute(select(func.count(), func.max(_leaves.c.position)).select_from(_leaves))
     ).one()
     return int(row[0]), (-1 if row[1] is None else int(row[1])) + 1
+
+
+async def lag_after(session: AsyncSession, position: int) -> float | None:
+    """How far a consumer whose cursor is `position` is behind, in seconds: the age of the
+    next event after it, or, when it has every position, of the next event the sequencer
+    has still to give one (None: nothing is waiting). What every log consumer reports as
+    its job's lag."""
+    pending = await follow(session, after=position, limit=1)
+    oldest: datetime | None = None
+    if pending and pending[0].event is not None:
+        oldest = pending[0].event["recorded_at"]
+    elif not pending:
+        cursor = await read_cursor(session)
+        if cursor is not None:
+            oldest = await oldest_unsequenced(session, cursor)
+    return None if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())

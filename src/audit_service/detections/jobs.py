@@ -21,6 +21,7 @@ class EvaluateJob:
         while not ctx.stop.is_set():
             async with ctx.sessionmaker() as session:
                 r = await service.evaluate_round(session, self.config, ctx.fence, batch=self.batch)
+            ctx.report_lag(r.lag_seconds)
             if not r.more and not await ctx.sleep(self.interval):
                 return
 

@@ -217,6 +217,7 @@ class Round:
     position: int
     changes: list[tuple[Change, int]]
     more: bool
+    lag_seconds: float | None = None
 
 
 def _attempt(r: Any) -> engine.Attempt:
@@ -250,8 +251,9 @@ async def evaluate_round(
     after = await repo.lock_state(session, EVALUATOR)
     followed = await log.follow(session, after=after, limit=batch)
     if not followed:
+        lag = await log.lag_after(session, after)
         await session.commit()
-        return Round(0, after, [], False)
+        return Round(0, after, [], False, lag)
     attempts = [
         a
         for f in followed
@@ -284,9 +286,10 @@ async def evaluate_round(
     changes = await record_findings(session, findings)
     moved = followed[-1].position
     await repo.move_state(session, EVALUATOR, moved, utcnow())
+    lag = await log.lag_after(session, moved)
     await fence(session)
     await session.commit()
-    return Round(len(followed), moved, changes, len(followed) >= batch)
+    return Round(len(followed), moved, changes, len(followed) >= batch, lag)
 
 
 async def _new_networks(
@@ -381,7 +384,7 @@ async def catch_up(
         total += r.evaluated
         changes += r.changes
         if not r.more:
-            return Round(total, r.position, changes, False)
+            return Round(total, r.position, changes, False, r.lag_seconds)
 
 
 async def record_findings(

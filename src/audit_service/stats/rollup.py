@@ -157,18 +157,8 @@ def _stored(followed: Sequence[log.Followed]) -> list[Mapping[str, Any]]:
 
 
 async def lag_seconds(session: AsyncSession, watermark: int) -> float | None:
-    """Age of the oldest committed event the statistics do not reflect yet: the next
-    position after the watermark, or, when the rollup has every position, the next event
-    the sequencer has still to give one (None: nothing is waiting)."""
-    pending = await log.follow(session, after=watermark, limit=1)
-    oldest: datetime | None = None
-    if pending and pending[0].event is not None:
-        oldest = pending[0].event["recorded_at"]
-    elif not pending:
-        cursor = await log.read_cursor(session)
-        if cursor is not None:
-            oldest = await log.oldest_unsequenced(session, cursor)
-    return None if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+    """Age of the oldest committed event the statistics do not reflect yet."""
+    return await log.lag_after(session, watermark)
 
 
 async def catch_up(session_factory: Callable[[], Any], fence: Fence, *, batch: int = 5000) -> Round:

@@ -443,7 +443,7 @@ async def test_serve_migrates_answers_healthz_and_stops_on_sigterm(tmp_path: Pat
         ),
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for _ in range(200):
                 try:
                     health = await client.get("/healthz")

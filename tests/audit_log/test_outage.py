@@ -171,7 +171,7 @@ async def test_refused_database_at_authentication_is_503(pg_only_url: str) -> No
     authenticates: 503 problem+json with Retry-After, not an unhandled 500."""
     dead = "postgresql+asyncpg://postgres@127.0.0.1:1/postgres"
     async for app, base in _serve(pg_only_url):
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             r = await client.post("/login", json={"username": "admin", "password": ADMIN_PASSWORD})
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
             from audit_service.core.db import create_engine, create_sessionmaker
@@ -208,7 +208,7 @@ async def test_a_replaced_streaming_response_leaks_nothing_to_the_server(
     stops, and uvicorn sees no exception (before: "Exception in ASGI application")."""
     async for app, base in _serve(pg_only_url):
         server_log.attach()
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             r = await client.post("/login", json={"username": "admin", "password": ADMIN_PASSWORD})
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
             h: Any = Harness(app, client)

@@ -48,7 +48,7 @@ async def test_socket_peer_is_recorded_and_spoofed_forwarding_ignored(
     served: tuple[Any, str],
 ) -> None:
     app, base = served
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         r = await client.post(
             "/login",
             json={"username": "admin", "password": ADMIN_PASSWORD},
@@ -65,7 +65,7 @@ async def test_socket_peer_is_recorded_and_spoofed_forwarding_ignored(
 
 async def test_forwarded_for_is_used_behind_a_trusted_proxy(pg_only_url: str) -> None:
     async for app, base in _serve(pg_only_url, trusted_proxies="127.0.0.1/32"):
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             r = await client.get("/me", headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.23"})
             assert r.status_code == 401
         event = await _last(app)
@@ -83,7 +83,7 @@ async def test_only_the_configured_forwarding_header_is_believed(
     async for app, base in _serve(
         pg_only_url, trusted_proxies="127.0.0.1/32", forwarded_header=header
     ):
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             r = await client.get("/me", headers=forged)
             assert r.status_code == 401
         event = await _last(app)
@@ -94,7 +94,7 @@ async def test_only_the_configured_forwarding_header_is_believed(
 async def test_many_concurrent_clients_over_sockets(served: tuple[Any, str]) -> None:
     app, base = served
     limits = httpx.Limits(max_connections=40)
-    async with httpx.AsyncClient(base_url=base, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
         r = await client.post("/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
         responses = await asyncio.gather(*(client.get("/me", headers=headers) for _ in range(200)))

@@ -131,7 +131,7 @@ async def test_eleven_character_methods_among_gets_over_a_socket(pg_only_url: st
     sank every batch it shared (all 60 got 503)."""
     async for app, base in _serve(pg_only_url):
         limits = httpx.Limits(max_connections=60)
-        async with httpx.AsyncClient(base_url=base, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
             r = await client.post("/login", json={"username": "admin", "password": ADMIN_PASSWORD})
             auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
             calls = [client.get("/me", headers=auth) for _ in range(30)]

@@ -105,7 +105,7 @@ async def _serve_and_collect(tmp_path: Path, **env: str) -> list[str]:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for _ in range(200):
                 try:
                     if (await client.get("/healthz")).status_code == 200:

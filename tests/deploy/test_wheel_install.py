@@ -97,7 +97,7 @@ async def _migrate_and_serve(script: Path, url: str, cwd: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             for _ in range(300):
                 try:
                     r = await client.get("/healthz")

@@ -306,7 +306,7 @@ async def test_blocking_client_over_http(h: Harness, db_url: str) -> None:
     key = await make_key(h)
     flaky = FailFirst(create_app(make_settings(db_url)), 2, status=502)
     async with serving(flaky, free_port()) as url:
-        client = AuditClient(url, key, retry=FAST, batch_size=5, flush_interval=60)
+        client = AuditClient(url, key, retry=FAST, batch_size=5, flush_interval=60, timeout=60)
         one = await asyncio.to_thread(client.send, ev())
         batch = await asyncio.to_thread(client.send_batch, [ev(i) for i in range(1_500)])
         for i in range(7):

@@ -41,6 +41,7 @@ from audit_service.forwarding import repository as repo
 from audit_service.forwarding import senders
 from audit_service.forwarding.models import ERROR_LENGTH, ForwardDestination
 from audit_service.forwarding.senders import Sent
+from audit_service.kit import outbound
 from audit_service.kit.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class Deliverer:
             destinations = await repo.due_destinations(session, now)
             replays = await repo.due_replays(session, now)
             await session.rollback()
-        async with senders.http_client(self.settings) as client:
+        async with outbound.http_client(self.settings) as client:
             results = await asyncio.gather(
                 *(self.deliver_destination(d, client) for d in destinations),
                 *(self.deliver_replay(r, client) for r in replays),

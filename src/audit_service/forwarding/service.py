@@ -34,6 +34,7 @@ from audit_service.forwarding.schemas import (
     StatusOut,
     TestOut,
 )
+from audit_service.kit import outbound
 from audit_service.kit.models import utcnow
 from audit_service.kit.schemas import config_change
 from audit_service.kit.webhooks import new_secret
@@ -56,12 +57,12 @@ def _host_allowed(settings: Settings, host: str) -> bool:
     are checked again, resolved, at every send)."""
     host = host.strip("[]")
     if host.lower() == "localhost":
-        return senders.address_allowed(settings, "127.0.0.1")
+        return outbound.address_allowed(settings, "127.0.0.1")
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return True
-    return senders.address_allowed(settings, host)
+    return outbound.address_allowed(settings, host)
 
 
 def _check(settings: Settings, kind: str, config: dict[str, Any], secrets: dict[str, Any]) -> None:
@@ -84,7 +85,7 @@ def _check(settings: Settings, kind: str, config: dict[str, Any], secrets: dict[
                 ["body", "config", "url"],
                 "private and loopback targets are refused (AUDIT_FORWARD_ALLOW_PRIVATE)",
             )
-        if parts.scheme == "http" and not senders.plain_http_allowed(settings, host):
+        if parts.scheme == "http" and not outbound.plain_http_allowed(settings, host):
             raise _invalid(
                 ["body", "config", "url"],
                 "must be https:// (http only to allow-listed private hosts)",
@@ -309,7 +310,7 @@ async def _send_one(
 ) -> senders.Sent:
     target = delivery.Target.of(d)
     item = delivery.Item(-1, event, senders.render_one(d.format, event))
-    async with senders.http_client(settings) as client:
+    async with outbound.http_client(settings) as client:
         return await delivery.send_items(settings, target, [item], msg_id, client)
 
 

@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from audit_service.core.config import Settings
-from audit_service.forwarding import senders
 from audit_service.forwarding.formats import render_text
 from audit_service.forwarding.senders import Sent
 from audit_service.forwarding.syslog import (
@@ -21,6 +20,7 @@ from audit_service.forwarding.syslog import (
     frame,
     message,
 )
+from audit_service.kit import outbound
 
 if TYPE_CHECKING:
     from audit_service.forwarding.delivery import Target
@@ -42,8 +42,8 @@ async def send(settings: Settings, target: Target, events: Sequence[Mapping[str,
     except SyslogMessageTooLarge as exc:
         return Sent("reject", error=f"syslog message too large: {exc}", elapsed_ms=ms())
     try:
-        await senders.check_target(settings, host, port)
-    except senders.TargetRefused as exc:
+        await outbound.check_target(settings, host, port)
+    except outbound.TargetRefused as exc:
         return Sent("broken", error=str(exc), elapsed_ms=ms())
     except OSError as exc:
         return Sent("retry", error=str(exc), elapsed_ms=ms())

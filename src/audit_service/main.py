@@ -47,6 +47,8 @@ from audit_service.jobs.endpoints import router as jobs_router
 from audit_service.maintenance.dependencies import maintenance_gate
 from audit_service.maintenance.endpoints import router as maintenance_router
 from audit_service.maintenance.service import MaintenanceCache
+from audit_service.notifications.endpoints import router as alert_channels_router
+from audit_service.notifications.jobs import notification_jobs
 from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model
 from audit_service.reports.endpoints import router as reports_router
@@ -106,6 +108,7 @@ def background_jobs(settings: Settings) -> list[Job]:
         *stats_jobs(settings),
         *report_jobs(settings),
         *detection_jobs(settings),
+        *notification_jobs(settings),
         *forwarding_jobs(settings),
         *housekeeping_jobs(settings.housekeeping_interval),
     ]
@@ -235,6 +238,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verify_router,
         stats_router,
         reports_router,
+        # Before the alerts: /admin/alerts/{id} would take /admin/alerts/channels.
+        alert_channels_router,
         detections_router,
         forwarding_router,
     ):

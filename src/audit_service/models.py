@@ -24,12 +24,14 @@ from audit_service.integrity.models import (
 )
 from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
+from audit_service.notifications.models import AlertChannel, NotificationGroup, NotificationSubject
 from audit_service.reports.models import ReportRun, ReportSchedule
 from audit_service.stats.models import StatsActorBucket, StatsBucket, StatsIpBucket, StatsWatermark
 
 __all__ = [
     "ActionSchema",
     "Alert",
+    "AlertChannel",
     "ApiKey",
     "AuditEvent",
     "AuditLeaf",
@@ -52,6 +54,8 @@ __all__ = [
     "JobLease",
     "LogCursor",
     "LoginCounter",
+    "NotificationGroup",
+    "NotificationSubject",
     "ReportRun",
     "ReportSchedule",
     "RevokedToken",

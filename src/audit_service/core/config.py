@@ -176,6 +176,20 @@ class Settings(BaseSettings):
     forward_backoff_max: float = Field(default=300.0, gt=0, le=3600, description="seconds")
     forward_timeout: float = Field(default=15.0, gt=0, le=120, description="seconds")
     forward_allow_private: str = Field(default="", max_length=2000)
+    # Alert notifications (notifications/): Alertmanager-style grouping per channel and
+    # group (rule + tenant): the first notification of a group after `alert_group_wait`,
+    # later changes at most every `alert_group_interval`, a still-open alert again after
+    # `alert_repeat_interval`. The `notifications.deliver` job polls every
+    # `alert_poll_interval`; failed sends back off from `alert_backoff_base` to
+    # `alert_backoff_max` (full jitter); a deliverer's claim on a group lasts
+    # `alert_claim_seconds` (longer than any send may take).
+    alert_group_wait: float = Field(default=30.0, ge=0, le=3600, description="seconds")
+    alert_group_interval: float = Field(default=300.0, ge=0, le=86400, description="seconds")
+    alert_repeat_interval: float = Field(default=14400.0, gt=0, le=604800, description="seconds")
+    alert_poll_interval: float = Field(default=1.0, gt=0, le=60, description="seconds")
+    alert_backoff_base: float = Field(default=1.0, gt=0, le=60, description="seconds")
+    alert_backoff_max: float = Field(default=300.0, gt=0, le=3600, description="seconds")
+    alert_claim_seconds: float = Field(default=120.0, gt=0, le=3600, description="seconds")
 
     @field_validator(
         "login_rate_limit",

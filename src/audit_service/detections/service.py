@@ -48,6 +48,8 @@ from audit_service.kit.models import utcnow
 from audit_service.kit.pagination import InvalidCursor, Keyset, decode_cursor, encode_cursor
 from audit_service.kit.pagination import fingerprint as scope_of
 from audit_service.kit.schemas import config_change
+from audit_service.notifications import service as notifications
+from audit_service.notifications.schemas import AlertNotice
 
 EVALUATOR = "evaluate"
 MODULE = "detections"
@@ -408,7 +410,39 @@ async def record_findings(
         change: Change = "reopened" if f.dedup_key in resolved or alert is not None else "opened"
         alert = await _open(session, f)
         out.append((change, alert.id))
+    await _notify(session, out)
     return out
+
+
+def _notice(a: Alert, change: str) -> AlertNotice:
+    evidence = a.evidence or {}
+    url = evidence.get("activity_url")
+    return AlertNotice(
+        alert_id=a.id,
+        rule_id=a.rule_id,
+        severity=a.severity,
+        status=a.status,
+        title=a.title,
+        tenant_id=a.tenant_id,
+        source=a.source,
+        count=a.count,
+        first_seen_at=a.first_seen_at,
+        last_seen_at=a.last_seen_at,
+        activity_url=url if isinstance(url, str) else None,
+        entity={"kind": a.entity_kind, "value": a.entity_value},
+        summary={k: evidence[k] for k in ("observed", "threshold", "baseline") if k in evidence},
+        change=change,
+    )
+
+
+async def _notify(session: AsyncSession, changes: Sequence[tuple[str, int]]) -> None:
+    """Alert changes into the notification outbox, in the same transaction."""
+    notices = []
+    for change, alert_id in changes:
+        alert = await repo.get_alert(session, alert_id)
+        if alert is not None:
+            notices.append(_notice(alert, change))
+    await notifications.notify(session, notices)
 
 
 async def _open(session: AsyncSession, f: engine.Finding) -> Alert:
@@ -544,6 +578,7 @@ async def acknowledge(session: AsyncSession, audit: EventSink, alert_id: int) ->
         session, alert, status="acknowledged", acknowledged_at=now, acknowledged_by=audit.actor.name
     ):
         raise Conflict(f"Alert {alert_id} changed meanwhile: read it again")
+    await _notify(session, [("acknowledged", alert_id)])
     out = alert_out(await _alert(session, alert_id))
     audit.describe(
         description=f"Acknowledged alert {alert_id}: {out.title}",
@@ -571,6 +606,7 @@ async def resolve(
         resolved_by=audit.actor.name,
     ):
         raise Conflict(f"Alert {alert_id} changed meanwhile: read it again")
+    await _notify(session, [("resolved", alert_id)])
     out = alert_out(await _alert(session, alert_id))
     audit.describe(
         description=f"Resolved alert {alert_id} as {data.resolution}: {out.title}",

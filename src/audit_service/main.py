@@ -32,6 +32,7 @@ from audit_service.core.metrics import Metrics, RequestMetricsMiddleware
 from audit_service.core.middleware import BodyLimitMiddleware
 from audit_service.core.openapi import install_contract
 from audit_service.core.ratelimit import RateLimiter
+from audit_service.detections.channel_endpoints import router as alert_channels_router
 from audit_service.detections.endpoints import router as detections_router
 from audit_service.detections.jobs import detection_jobs
 from audit_service.forwarding.endpoints import router as forwarding_router
@@ -47,7 +48,6 @@ from audit_service.jobs.endpoints import router as jobs_router
 from audit_service.maintenance.dependencies import maintenance_gate
 from audit_service.maintenance.endpoints import router as maintenance_router
 from audit_service.maintenance.service import MaintenanceCache
-from audit_service.notifications.endpoints import router as alert_channels_router
 from audit_service.notifications.jobs import notification_jobs
 from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model

@@ -253,7 +253,7 @@ async def test_channel(
     result = await delivery.send_test(settings, target)
     elapsed = round((time.perf_counter() - started) * 1000, 3)
     audit.describe(
-        description=f"Test notification sent to alert channel {c.id} '{c.name}'",
+        description=f"Test notification sent to alert channel {target.id} '{target.name}'",
         delivered=result.ok,
         status_code=result.status,
         error=result.error,

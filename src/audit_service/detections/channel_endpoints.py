@@ -1,5 +1,6 @@
 """/admin/alerts/channels: where alert notifications go (e-mail, signed webhook). Admins
-manage them; auditors may list and read them."""
+manage them; auditors may list and read them. The rules are notifications/service.py's
+(floor 3, below auth): the routes live here, with the alerts they belong to."""
 
 from __future__ import annotations
 

@@ -89,9 +89,7 @@ async def test_low_alerts_reach_a_channel_that_wants_them(
 async def test_grouping_interval_and_repeat(
     db_url: str, smtp: SmtpServer, receiver: WebhookReceiver
 ) -> None:
-    async with harness_with(
-        db_url, smtp, alert_group_interval=1.5, alert_repeat_interval=3.0
-    ) as h:
+    async with harness_with(db_url, smtp, alert_group_interval=1.5, alert_repeat_interval=3.0) as h:
         await webhook_channel(h, receiver, rules=["brute_force_ip"])
         # Two alerts of one group (rule + tenant), raised together: one send.
         from tests.detections.helpers import evaluate, failures, post

@@ -20,8 +20,8 @@ from audit_service.notifications.schemas import (
     ChannelIn,
     ChannelList,
     ChannelOut,
+    ChannelTestOut,
     ChannelUpdate,
-    TestOut,
 )
 
 router = APIRouter(prefix="/admin/alerts/channels", tags=["detections"], route_class=SafeJSONRoute)
@@ -110,7 +110,7 @@ async def delete_alert_channel(
 
 @router.post(
     "/{channel_id}/test",
-    response_model=TestOut,
+    response_model=ChannelTestOut,
     operation_id="test_alert_channel",
     responses=problem_responses(401, 403, 404, 422),
     openapi_extra=audited("alert.channel_tested", "notifications"),
@@ -121,7 +121,7 @@ async def test_alert_channel(
     session: SessionDep,
     audit: RecorderDep,
     settings: SettingsDep,
-) -> TestOut:
+) -> ChannelTestOut:
     """Send a synthetic notification to this channel now and report the outcome
     (admin only); a failure is a 200 with `delivered: false` and the error."""
     return await service.test_channel(session, audit, settings, channel_id)

@@ -215,7 +215,7 @@ class ChannelList(BaseModel):
     items: list[ChannelOut]
 
 
-class TestOut(BaseModel):
+class ChannelTestOut(BaseModel):
     delivered: bool
     status_code: int | None = Field(description="The receiver's HTTP status (null: none)")
     elapsed_ms: float

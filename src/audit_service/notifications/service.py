@@ -30,9 +30,9 @@ from audit_service.notifications.schemas import (
     ChannelIn,
     ChannelList,
     ChannelOut,
+    ChannelTestOut,
     ChannelUpdate,
     DeliveryStatus,
-    TestOut,
 )
 
 
@@ -243,7 +243,7 @@ async def delete_channel(session: AsyncSession, audit: EventSink, channel_id: in
 
 async def test_channel(
     session: AsyncSession, audit: EventSink, settings: Settings, channel_id: int
-) -> TestOut:
+) -> ChannelTestOut:
     """Send a synthetic notification now, to this channel only, and say what happened."""
     audit.describe(target_type="alert_channel", target_id=str(channel_id))
     c = await _channel(session, channel_id)
@@ -259,7 +259,7 @@ async def test_channel(
         error=result.error,
         outcome="success" if result.ok else "failure",
     )
-    return TestOut(
+    return ChannelTestOut(
         delivered=result.ok, status_code=result.status, elapsed_ms=elapsed, error=result.error
     )
 

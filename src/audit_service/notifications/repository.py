@@ -97,6 +97,23 @@ async def channel_outcome(
 # --- enqueueing ----------------------------------------------------------------------------------
 
 
+async def subject_exists(session: AsyncSession, channel_id: int, alert_id: int) -> bool:
+    stmt = select(NotificationSubject.alert_id).where(
+        NotificationSubject.channel_id == channel_id, NotificationSubject.alert_id == alert_id
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def reset_backoff(session: AsyncSession, channel_id: int) -> None:
+    """A changed channel is tried again at once (its URL or recipients may be fixed)."""
+    await session.execute(
+        update(NotificationGroup)
+        .where(NotificationGroup.channel_id == channel_id)
+        .values(next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def get_subject(
     session: AsyncSession, channel_id: int, alert_id: int
 ) -> NotificationSubject | None:

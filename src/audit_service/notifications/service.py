@@ -221,6 +221,7 @@ async def update_channel(
     c.config, c.secrets = config, secrets
     c.updated_at, c.updated_by = utcnow(), audit.actor.name
     await session.flush()
+    await repo.reset_backoff(session, c.id)
     after = channel_out(c)
     audit.describe(
         description=f"Changed alert channel {c.id} '{c.name}'",
@@ -323,33 +324,31 @@ async def notify(session: AsyncSession, notices: Sequence[AlertNotice]) -> int:
 
 
 async def _enqueue(session: AsyncSession, channel_id: int, n: AlertNotice, now: datetime) -> bool:
+    # Locks are taken group first, then subject — the order the deliverer takes them in.
     key = group_key(n)
-    subject = await repo.get_subject(session, channel_id, n.alert_id)
-    if subject is None:
-        if n.status == "resolved":
-            return False  # never told this channel it was open: nothing to resolve there
-        inserted = await repo.insert_subject(
-            session,
-            channel_id=channel_id,
-            alert_id=n.alert_id,
-            group_key=key,
-            status=n.status,
-            state=_state(n),
-            version=1,
-            pending=True,
-            pending_since=now,
-            updated_at=now,
-        )
-        if not inserted:
-            subject = await repo.get_subject(session, channel_id, n.alert_id)
-    if subject is not None:
-        subject.status, subject.state = n.status, _state(n)
-        subject.version += 1
-        subject.pending_since = subject.pending_since or now
-        subject.pending = True
-        subject.updated_at = now
-        key = subject.group_key
+    if n.status == "resolved" and not await repo.subject_exists(session, channel_id, n.alert_id):
+        return False  # never told this channel it was open: nothing to resolve there
     await _touch_group(session, channel_id, key, now)
+    inserted = await repo.insert_subject(
+        session,
+        channel_id=channel_id,
+        alert_id=n.alert_id,
+        group_key=key,
+        status=n.status,
+        state=_state(n),
+        version=1,
+        pending=True,
+        pending_since=now,
+        updated_at=now,
+    )
+    if not inserted:
+        subject = await repo.get_subject(session, channel_id, n.alert_id)
+        if subject is not None:
+            subject.status, subject.state = n.status, _state(n)
+            subject.version += 1
+            subject.pending_since = subject.pending_since or now
+            subject.pending = True
+            subject.updated_at = now
     await session.flush()
     return True
 

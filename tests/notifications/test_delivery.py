@@ -10,7 +10,7 @@ import pytest
 
 from audit_service.notifications.delivery import Deliverer
 from tests.conftest import Harness
-from tests.detections.helpers import alerts
+from tests.detections.helpers import alerts, evaluate, failures, post
 from tests.forwarding.receivers import Reply, WebhookReceiver
 from tests.notifications.conftest import (
     admin,
@@ -92,8 +92,6 @@ async def test_grouping_interval_and_repeat(
     async with harness_with(db_url, smtp, alert_group_interval=1.5, alert_repeat_interval=3.0) as h:
         await webhook_channel(h, receiver, rules=["brute_force_ip"])
         # Two alerts of one group (rule + tenant), raised together: one send.
-        from tests.detections.helpers import evaluate, failures, post
-
         await post(h, failures(IP1, "alice", 10) + failures(IP2, "bob", 10))
         await evaluate(h)
         await until(lambda: len(receiver.accepted) == 1, h)
@@ -290,3 +288,26 @@ async def test_a_disabled_channel_gets_nothing(h: Harness, receiver: WebhookRece
     await brute_force(h, IP1)
     assert await deliverer(h).run_once() == 0
     assert receiver.requests == []
+
+
+async def test_the_running_jobs_deliver_on_their_own(
+    db_url: str, smtp: SmtpServer, receiver: WebhookReceiver
+) -> None:
+    """The whole path with the background jobs (sequencer, detections.evaluate,
+    notifications.deliver) running in the process: failed logins in, webhook out."""
+    async with harness_with(
+        db_url,
+        smtp,
+        run_jobs=True,
+        alert_poll_interval=0.05,
+        detections_poll_interval=0.05,
+    ) as h:
+        await webhook_channel(h, receiver, rules=["brute_force_ip"])
+        await post(h, failures(IP1, "alice", 10))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not receiver.accepted:
+            assert loop.time() < deadline, "no notification from the running jobs"
+            await asyncio.sleep(0.05)
+        [sent] = bodies(receiver)[0]["alerts"]
+        assert sent["rule_id"] == "brute_force_ip" and sent["entity"]["value"] == IP1

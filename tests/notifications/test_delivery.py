@@ -227,16 +227,26 @@ async def test_smtp_refusing_is_retried_never_lost(h: Harness, smtp: SmtpServer)
 
 
 async def test_two_deliverers_send_each_group_version_once(
-    h: Harness, receiver: WebhookReceiver
+    db_url: str, smtp: SmtpServer, h: Harness, receiver: WebhookReceiver
 ) -> None:
+    """Two service processes on one database: two apps, two engines, two deliverers each."""
     await webhook_channel(h, receiver, rules=["brute_force_ip"])
     await brute_force(h, IP1)
-    a, b = deliverer(h), deliverer(h)
-    sent = await asyncio.gather(a.run_once(), b.run_once(), a.run_once(), b.run_once())
-    assert sum(sent) == 1
-    await asyncio.sleep(0.1)
-    assert len(receiver.accepted) == 1
-    assert len(await h.events(action="alert.notified")) == 1
+    async with harness_with(db_url, smtp) as other:
+        a, b = deliverer(h), deliverer(h)
+        c, d = deliverer(other), deliverer(other)
+        sent = await asyncio.gather(a.run_once(), c.run_once(), b.run_once(), d.run_once())
+        assert sum(sent) == 1
+        await asyncio.sleep(0.1)
+        assert len(receiver.accepted) == 1
+        # The next version is again sent once, by whichever deliverer claims it.
+        await brute_force(h, IP1)
+        await asyncio.sleep(0.01)
+        sent = await asyncio.gather(d.run_once(), b.run_once(), c.run_once(), a.run_once())
+        assert sum(sent) == 1
+    assert len(receiver.accepted) == 2
+    assert len({r.headers["webhook-id"] for r in receiver.accepted}) == 2
+    assert len(await h.events(action="alert.notified")) == 2
 
 
 async def test_a_crash_between_send_and_commit_resends(

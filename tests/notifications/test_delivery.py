@@ -68,6 +68,17 @@ async def test_an_alert_arrives_by_email_and_webhook(
     assert await deliverer(h).run_once() == 0
 
 
+async def test_the_html_part_shows_event_values_as_text(h: Harness, smtp: SmtpServer) -> None:
+    await email_channel(h, rules=["account_guessing"])
+    evil = "<img src=x onerror=alert(1)>"
+    await post(h, failures(IP1, evil, 10))
+    await evaluate(h)
+    await until(lambda: len(smtp.received) == 1, h)
+    html = smtp.received[0].part("html")
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and evil not in html
+    assert evil in smtp.received[0].part("plain")  # text is text
+
+
 async def test_min_severity_filters(h: Harness, receiver: WebhookReceiver) -> None:
     await webhook_channel(h, receiver, min_severity="high")
     await brute_force(h, IP1)  # medium and low alerts only

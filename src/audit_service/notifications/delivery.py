@@ -1,5 +1,5 @@
-"""Sending the outbox: each due group (channel x rule + tenant) as ONE e-mail or ONE signed
-webhook POST.
+"""Sending the outbox: each due group (channel x rule + tenant) as ONE e-mail (text + HTML,
+autoescaped) or ONE signed webhook POST.
 
 A deliverer claims a group (a conditional UPDATE: one deliverer per group at a time), reads
 the group's version and alerts, sends without holding a transaction, and then marks the
@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from jinja2 import Environment, StrictUndefined
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from audit_service.audit_log.context import SYSTEM
@@ -145,7 +146,7 @@ def email_subject(body: Mapping[str, Any]) -> str:
 
 
 def email_text(body: Mapping[str, Any]) -> str:
-    """Plain text only: every value comes from events and is shown as text, never markup."""
+    """The text part (the HTML part is the same, autoescaped)."""
     lines = []
     if body["type"] == "alert.test":
         lines += ["This is a test notification from audit-service.", ""]
@@ -160,6 +161,8 @@ def email_text(body: Mapping[str, Any]) -> str:
             f"Alert {a['id']} [{a['severity']}] {a['status']}: {a['title']}",
             f"  rule: {a['rule_id']}   tenant: {a.get('tenant_id') or '-'}   "
             f"source: {a.get('source') or '-'}",
+            f"  {(a.get('entity') or {}).get('kind', 'entity')}: "
+            f"{(a.get('entity') or {}).get('value', '-')}",
             f"  seen {a.get('count')} times, first {a.get('first_seen_at')}, "
             f"last {a.get('last_seen_at')}",
         ]
@@ -169,6 +172,38 @@ def email_text(body: Mapping[str, Any]) -> str:
         lines += ["", f"… and {body['total'] - len(body['alerts'])} more alerts."]
     lines += ["", f"Notification {body['id']}"]
     return "\n".join(" ".join(line.split("\r")) for line in lines) + "\n"
+
+
+_HTML = """<!doctype html>
+<html><body style="font-family: sans-serif">
+{% if body.type == "alert.test" %}<p>This is a test notification from audit-service.</p>{% endif %}
+<p>Group <code>{{ body.group_key }}</code>: {{ body.counts.open }} open,
+{{ body.counts.acknowledged }} acknowledged, {{ body.counts.resolved }} resolved.</p>
+<table cellpadding="4" style="border-collapse: collapse">
+<tr><th align="left">Alert</th><th align="left">Severity</th><th align="left">Status</th>
+<th align="left">Title</th><th align="left">Seen</th><th align="left"></th></tr>
+{% for a in body.alerts %}
+<tr><td>{{ a.id }}</td><td>{{ a.severity }}</td><td>{{ a.status }}</td>
+<td>{{ a.title }}<br><small>{{ a.rule_id }} · {{ a.tenant_id or "-" }} ·
+{{ a.source or "-" }}{% if a.entity %} · {{ a.entity.kind }}
+{{ a.entity.value }}{% endif %}</small></td>
+<td>{{ a.count }}&times;, {{ a.first_seen_at }} &ndash; {{ a.last_seen_at }}</td>
+<td>{% if a.activity_url %}<a href="{{ a.activity_url }}">activity</a>{% endif %}</td></tr>
+{% endfor %}
+</table>
+{% if body.total > body.alerts|length %}
+<p>… and {{ body.total - body.alerts|length }} more alerts.</p>
+{% endif %}
+<p><small>Notification {{ body.id }}</small></p>
+</body></html>
+"""
+# Autoescape on: every value comes from events (user names, titles) and is shown as text.
+_ENV = Environment(autoescape=True, undefined=StrictUndefined)
+_HTML_TEMPLATE = _ENV.from_string(_HTML)
+
+
+def email_html(body: Mapping[str, Any]) -> str:
+    return _HTML_TEMPLATE.render(body=body)
 
 
 def _compact(value: Any) -> bytes:
@@ -229,6 +264,7 @@ async def send_email(
         to=list(target.recipients),
         subject=email_subject(body),
         text=email_text(body),
+        html=email_html(body),
         message_id=f"<{msg_id}@{domain}>",
     )
     try:

@@ -332,3 +332,25 @@ async def test_the_running_jobs_deliver_on_their_own(
             await asyncio.sleep(0.05)
         [sent] = bodies(receiver)[0]["alerts"]
         assert sent["rule_id"] == "brute_force_ip" and sent["entity"]["value"] == IP1
+
+
+async def test_a_resolution_is_told_where_the_alert_was_even_after_a_pause(
+    h: Harness, receiver: WebhookReceiver
+) -> None:
+    hook = await webhook_channel(h, receiver, rules=["brute_force_ip"])
+    await brute_force(h, IP1)
+    [alert] = await alerts(h, "brute_force_ip")
+    await until(lambda: len(receiver.accepted) == 1, h)
+    path = f"{BASE}/{hook['id']}"
+    r = await h.client.patch(path, headers=await admin(h), json={"enabled": False})
+    assert r.status_code == 200, r.text
+    r = await h.client.post(
+        f"/admin/alerts/{alert.id}/resolve",
+        headers=await admin(h),
+        json={"resolution": "benign"},
+    )
+    assert r.status_code == 200, r.text
+    assert await deliverer(h).run_once() == 0  # paused: kept, not sent
+    r = await h.client.patch(path, headers=await admin(h), json={"enabled": True})
+    await until(lambda: len(receiver.accepted) == 2, h)
+    assert bodies(receiver)[1]["status"] == "resolved"

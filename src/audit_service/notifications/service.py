@@ -274,6 +274,12 @@ def group_key(notice: AlertNotice) -> str:
 
 
 def _wants(c: AlertChannel, n: AlertNotice) -> bool:
+    if n.status == "resolved":
+        # Wherever the alert was told (checked by _enqueue), whatever the filters or
+        # `enabled` say now: a disabled channel sends the resolution once it is enabled.
+        return True
+    if not c.enabled:
+        return False
     if n.severity not in SEVERITIES or c.min_severity not in SEVERITIES:
         return False
     if SEVERITIES.index(n.severity) < SEVERITIES.index(c.min_severity):
@@ -308,7 +314,7 @@ async def notify(session: AsyncSession, notices: Sequence[AlertNotice]) -> int:
     channel x alert subjects were enqueued."""
     if not notices:
         return 0
-    channels = await repo.list_channels(session, enabled_only=True)
+    channels = await repo.list_channels(session)
     if not channels:
         return 0
     now = utcnow()

@@ -28,7 +28,9 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    # "hang": never answer; "garbage": not HTTP; "close": close without a word.
+    # "hang": never answer; "garbage": not HTTP; "close": close without a word;
+    # "accept_hang": take the request in (counted as accepted: the receiver has it) and
+    # never answer, the sender cannot know.
     mode: str = "answer"
 
 
@@ -95,7 +97,9 @@ class Server:
                     )
                 if reply.mode == "answer" and 200 <= reply.status < 300:
                     self.accepted.append(request)
-                if reply.mode == "hang":
+                if reply.mode == "accept_hang":
+                    self.accepted.append(request)
+                if reply.mode in ("hang", "accept_hang"):
                     await self._stopping.wait()
                     return
                 if reply.mode == "garbage":

@@ -46,7 +46,6 @@ from audit_service.kit.models import utcnow
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 500
-LEASE = timedelta(seconds=60)
 # One claim delivers at most this long before it lets go (others may take a turn).
 ROUND_BUDGET = 10.0
 RETRY_AFTER_MAX = 300.0
@@ -237,7 +236,7 @@ async def attempt(
     out = Outcome(batch.after)
     started = time.monotonic()
     for item in batch.items:
-        if time.monotonic() - started > LEASE.total_seconds() / 2:
+        if time.monotonic() - started > settings.forward_lease_seconds / 2:
             out.pinned = batch.last
             return out  # commit the progress so far; the next round goes on
         sent = await send_items(
@@ -267,6 +266,10 @@ class Deliverer:
     clock: Callable[[], datetime] = utcnow
     rng: Callable[[], float] = random.random
 
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.forward_lease_seconds)
+
     async def run_once(self) -> int:
         async with self.sessionmaker() as session:
             now = self.clock()
@@ -295,7 +298,7 @@ class Deliverer:
         async with self.sessionmaker() as session:
             now = self.clock()
             if not await repo.claim_destination(
-                session, destination_id, self.holder, now, now + LEASE
+                session, destination_id, self.holder, now, now + self.lease
             ):
                 return 0
             await session.commit()
@@ -335,7 +338,7 @@ class Deliverer:
                 return False
             values: dict[str, Any] = {
                 "cursor": out.cursor,
-                "lease_until": now + LEASE,
+                "lease_until": now + self.lease,
                 "failed": d.failed + len(out.dead) + (0 if out.failure is None else 1),
             }
             events: list[tuple[str, str, str]] = []
@@ -422,7 +425,7 @@ class Deliverer:
     async def deliver_replay(self, replay_id: int, client: Any) -> int:
         async with self.sessionmaker() as session:
             now = self.clock()
-            if not await repo.claim_replay(session, replay_id, self.holder, now, now + LEASE):
+            if not await repo.claim_replay(session, replay_id, self.holder, now, now + self.lease):
                 return 0
             await session.commit()
         delivered = 0
@@ -462,7 +465,7 @@ class Deliverer:
             now = self.clock()
             values: dict[str, Any] = {
                 "cursor": out.cursor,
-                "lease_until": now + LEASE,
+                "lease_until": now + self.lease,
                 "updated_at": now,
                 "delivered": r.delivered + out.delivered,
             }

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -63,6 +63,7 @@ class Batch:
     after: int
     last: int  # the last position this batch covers (filtered-out ones included)
     items: list[Item]
+    full: bool = False  # as much as one request takes (batch_size positions, or 1 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,21 +153,40 @@ async def read_batch(
     if upto is not None:
         limit = min(limit, upto - after)
     if limit <= 0:
-        return Batch(after, after, [])
+        return Batch(after, after, [], full=True)
     followed = await event_log.follow(session, after=after, limit=limit)
     items: list[Item] = []
     size = 0
     last = after
+    full = len(followed) >= limit
     for f in followed:
         if f.event is not None and matches(target.filter, f.event):
             rendered = senders.render_one(target.format, f.event)
             cost = senders.encoded_size(rendered) + 2
             if items and size + cost > senders.MAX_BATCH_BYTES:
+                full = True
                 break
             size += cost
             items.append(Item(f.position, f.event, rendered))
         last = f.position
-    return Batch(after, last, items)
+    return Batch(after, last, items, full=full)
+
+
+def window_wait(settings: Settings, batch: Batch, now: datetime, *, pinned: bool) -> float:
+    """Seconds to wait for more events before sending a short batch: until its oldest event
+    is `forward_batch_window_ms` old (so a steady trickle goes out every window, not event
+    by event), never longer than the window (a skewed clock cannot hold it back), and not
+    at all for a full batch or the retry of a pinned one."""
+    window = settings.forward_batch_window_ms / 1000.0
+    if window <= 0 or batch.full or pinned or not batch.items:
+        return 0.0
+    recorded = batch.items[0].event.get("recorded_at")
+    if not isinstance(recorded, datetime):
+        return window
+    if recorded.tzinfo is None:
+        recorded = recorded.replace(tzinfo=UTC)
+    age = (now - recorded).total_seconds()
+    return min(window, max(0.0, window - age))
 
 
 async def send_items(
@@ -312,12 +332,17 @@ class Deliverer:
                         return delivered
                     target = Target.of(d)
                     cursor = d.cursor
-                    batch = await read_batch(
-                        session, target, cursor, upto=None, pinned=d.inflight_last
-                    )
+                    pinned = d.inflight_last
+                    batch = await read_batch(session, target, cursor, upto=None, pinned=pinned)
                     await session.rollback()  # no transaction stays open while sending
                 if batch.last == cursor:
                     return delivered
+                wait = window_wait(self.settings, batch, self.clock(), pinned=pinned is not None)
+                if wait > 0:
+                    await asyncio.sleep(wait)  # more may come: one request for them all
+                    async with self.sessionmaker() as session:
+                        batch = await read_batch(session, target, cursor, upto=None, pinned=None)
+                        await session.rollback()
                 out = await attempt(self.settings, target, batch, client)
                 if not await self._commit(destination_id, cursor, out):
                     return delivered

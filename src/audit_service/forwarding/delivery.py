@@ -204,7 +204,10 @@ async def send_items(
         body = senders.hec_body(
             target.config, target.format, [i.event for i in items], [i.rendered for i in items]
         )
-        return await senders.send_hec(client, settings, target.config, target.secrets, body)
+        channel = senders.hec_channel(target.id, target.config)
+        return await senders.send_hec(
+            client, settings, target.config, target.secrets, body, channel
+        )
     if target.kind == "syslog":
         from audit_service.forwarding import syslog_sender
 

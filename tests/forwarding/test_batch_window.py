@@ -71,7 +71,7 @@ async def test_a_stream_of_small_writes_goes_out_in_few_requests(
             await task
         requests = len(receiver.accepted)
         # ≈ elapsed / 0.2 s (+ the tail); without the window it would be close to 40.
-        assert requests <= elapsed / 0.2 + 3, (requests, elapsed)
+        assert requests <= elapsed / 0.2 + 6, (requests, elapsed)  # + the tail, under load
         assert requests < 20
         counts = Counter(e["event_id"] for e in receiver.events())
         assert list(counts) == await event_ids(h) and set(counts.values()) == {1}

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import os
@@ -202,6 +203,26 @@ class Bench(ServiceBench):
                     return proc
             except httpx.HTTPError:
                 time.sleep(0.1)
+
+    def spy(self, pid: int, name: str) -> subprocess.Popen[bytes] | None:
+        """py-spy record (collapsed stacks) of `pid` until stopped, with --py-spy."""
+        if not self.args.py_spy:
+            return None
+        out = Path(self.args.py_spy_dir) / f"{name}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        argv = [self.args.py_spy, "record", "-p", str(pid), "-r", "50", "-f", "raw"]
+        return subprocess.Popen(
+            [*argv, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    @staticmethod
+    def unspy(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            proc.send_signal(2)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def worker(self) -> subprocess.Popen[bytes]:
         return self._spawn(["worker", "--no-migrate", "--log-level", "warning"], True)
@@ -384,9 +405,22 @@ class Bench(ServiceBench):
         await self.set_paused("webhook", False)
         conn = await asyncpg.connect(self.dsn)
         receiver = self.receivers["webhook"]
+        sizes: list[tuple[float, int]] = []  # (seen at, tree size): when events got positions
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            watcher = await asyncpg.connect(self.dsn)
+            try:
+                while not stop.is_set():
+                    sizes.append((time.perf_counter(), await self.tree_size(watcher)))
+                    await asyncio.sleep(0.02)
+            finally:
+                await watcher.close()
+
         try:
             before_requests = receiver.requests
             await asyncio.sleep(2)  # the jobs claim their leases
+            watching = asyncio.create_task(watch())
             cpu0 = _cpu_s([service.pid])
             t0 = time.perf_counter()
             responses, statuses, late = await self.open_loop(rate, seconds, 100, seed=11)
@@ -399,10 +433,25 @@ class Bench(ServiceBench):
             await self.wait_until(arrived, 120, "lag: not every event arrived")
             cpu = _cpu_s([service.pid]) - cpu0
             requests = receiver.requests - before_requests
+            stop.set()
+            await watching
+            positions = dict(
+                await conn.fetch(
+                    "SELECT event_pk, position FROM audit_leaf WHERE event_pk = ANY($1)", ids
+                )
+            )
         finally:
+            stop.set()
             await conn.close()
             await self.pause_all()
             self.stop_all()
+        seen = [size for _, size in sizes]
+        sequenced: list[float] = []
+        for done, batch in responses:
+            for i in batch:
+                k = bisect.bisect_right(seen, positions[i])
+                if k < len(sizes):
+                    sequenced.append(max(0.0, sizes[k][0] - done))
         return {
             "phase": "lag",
             "target_events_per_s": rate,
@@ -414,6 +463,8 @@ class Bench(ServiceBench):
             "requests_per_s": round(requests / sent_for, 1),
             "service_cpu_share": round(cpu / sent_for, 2),
             "commit_to_receiver": _pcts(self.lags(receiver, responses)),
+            # Where the time goes: the first part, commit -> a log position (the sequencer).
+            "commit_to_sequenced": _pcts(sequenced),
         }
 
     # --- (b) backlog drain -------------------------------------------------------------------
@@ -446,6 +497,7 @@ class Bench(ServiceBench):
                     )
                 )
                 cpu0 = _cpu_s([worker.pid])
+                spy = self.spy(worker.pid, f"drain-{name}")
                 t1 = time.perf_counter()
                 await self.set_paused(name, False)
 
@@ -455,6 +507,7 @@ class Bench(ServiceBench):
                 done = await self.wait_until(caught_up, 900, f"drain {name}")
                 took = done - t1
                 cpu = _cpu_s([worker.pid]) - cpu0
+                self.unspy(spy)
                 await self.set_paused(name, True)
                 delivered = (
                     int(
@@ -487,7 +540,8 @@ class Bench(ServiceBench):
     # --- (c) replay beside live delivery -----------------------------------------------------
 
     async def replay(self, n: int, live_rate: float) -> dict[str, Any]:
-        self.serve(jobs=True)
+        service = self.serve(jobs=True)
+        spy = self.spy(service.pid, "replay-serve")
         receiver = self.receivers["webhook"]
         await self.set_paused("webhook", False)
         conn = await asyncpg.connect(self.dsn)
@@ -510,6 +564,7 @@ class Bench(ServiceBench):
 
             done = await self.wait_until(replay_done, 900, "replay")
             took = done - t0
+            self.unspy(spy)
             live.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await live
@@ -664,6 +719,8 @@ def main() -> None:
     p.add_argument("--replay-live-rate", type=float, default=200, help="events/s during (c)")
     p.add_argument("--ingest-events", type=int, default=50_000, help="per mode, for (d)")
     p.add_argument("--batch-clients", type=int, default=4)
+    p.add_argument("--py-spy", default="", help="path of py-spy: profile drain and replay")
+    p.add_argument("--py-spy-dir", default=str(Path(tempfile.gettempdir()) / "bench-fwd-py-spy"))
     p.add_argument("--no-rsyslog", action="store_true", help="skip the rsyslog TLS drain")
     p.add_argument(
         "--pin",

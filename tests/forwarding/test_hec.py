@@ -112,7 +112,7 @@ async def test_with_hec_ack_the_cursor_waits_for_the_acknowledgement(
     db_url: str, hec: HecEmulator
 ) -> None:
     async with harness_with(db_url, forward_hec_ack_poll=0.05, forward_hec_ack_timeout=10) as h:
-        hec.ack, hec.ack_delay = True, 0.6
+        hec.ack, hec.ack_delay = True, 2.0  # long enough for a loaded machine
         d = await _hec(h, hec, hec_ack=True, hec_channel=CHANNEL.upper())
         assert d["config"]["hec_channel"] == CHANNEL  # canonical form
         await record(h, 3)

@@ -56,6 +56,7 @@ class Item:
     position: int
     event: Mapping[str, Any]
     rendered: Any
+    encoded: bytes = b""  # `rendered` on the wire, encoded once at read time
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +163,13 @@ async def read_batch(
     for f in followed:
         if f.event is not None and matches(target.filter, f.event):
             rendered = senders.render_one(target.format, f.event)
-            cost = senders.encoded_size(rendered) + 2
+            encoded = senders.encode(rendered)
+            cost = len(encoded) + 2
             if items and size + cost > senders.MAX_BATCH_BYTES:
                 full = True
                 break
             size += cost
-            items.append(Item(f.position, f.event, rendered))
+            items.append(Item(f.position, f.event, rendered, encoded))
         last = f.position
     return Batch(after, last, items, full=full)
 
@@ -193,16 +195,26 @@ async def send_items(
     settings: Settings, target: Target, items: Sequence[Item], msg_id: str, client: Any
 ) -> Sent:
     """One request (or syslog connection) carrying `items`."""
+    encoded = [i.encoded for i in items] if all(i.encoded for i in items) else None
     if target.kind == "webhook":
-        body, content_type = senders.webhook_body(
-            target.format, [i.rendered for i in items], batch=target.batched
-        )
+        if encoded is not None:
+            body, content_type = senders.webhook_body_encoded(
+                target.format, encoded, batch=target.batched
+            )
+        else:
+            body, content_type = senders.webhook_body(
+                target.format, [i.rendered for i in items], batch=target.batched
+            )
         return await senders.send_webhook(
             client, settings, target.config, target.secrets, msg_id, body, content_type
         )
     if target.kind == "splunk_hec":
         body = senders.hec_body(
-            target.config, target.format, [i.event for i in items], [i.rendered for i in items]
+            target.config,
+            target.format,
+            [i.event for i in items],
+            [i.rendered for i in items],
+            encoded,
         )
         channel = senders.hec_channel(target.id, target.config)
         return await senders.send_hec(

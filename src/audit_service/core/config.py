@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     # HEC indexer acknowledgement (destinations with hec_ack): poll every this long, and
     # send the batch again when it is not acknowledged within the timeout.
     forward_hec_ack_poll: float = Field(default=0.5, gt=0, le=60, description="seconds")
-    forward_hec_ack_timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds")
+    forward_hec_ack_timeout: float = Field(default=30.0, gt=0, le=3600, description="seconds")
 
     @field_validator(
         "login_rate_limit",

@@ -28,6 +28,8 @@ FORWARD = {
     "forward_timeout": 1.0,
     "forward_backoff_base": 0.001,
     "forward_backoff_max": 0.01,
+    # Off: most tests count requests of one round; test_batch_window.py has it on.
+    "forward_batch_window_ms": 0,
 }
 
 

@@ -28,7 +28,9 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    # "hang": never answer; "garbage": not HTTP; "close": close without a word.
+    # "hang": never answer; "garbage": not HTTP; "close": close without a word;
+    # "accept_hang": take the request in (counted as accepted: the receiver has it) and
+    # never answer, the sender cannot know.
     mode: str = "answer"
 
 
@@ -95,7 +97,9 @@ class Server:
                     )
                 if reply.mode == "answer" and 200 <= reply.status < 300:
                     self.accepted.append(request)
-                if reply.mode == "hang":
+                if reply.mode == "accept_hang":
+                    self.accepted.append(request)
+                if reply.mode in ("hang", "accept_hang"):
                     await self._stopping.wait()
                     return
                 if reply.mode == "garbage":
@@ -151,23 +155,68 @@ class WebhookReceiver(Server):
 
 class HecEmulator(Server):
     """POST /services/collector/event (token checked, concatenated JSON objects parsed and
-    kept in `events`), GET /services/collector/health; `script` replies as HEC answers."""
+    kept in `events`), GET /services/collector/health; `script` replies as HEC answers.
+
+    Indexer acknowledgement (`ack = True`): event posts need `X-Splunk-Request-Channel`
+    (code 10 without), answer an `ackId` (per channel, from 0), and
+    POST /services/collector/ack {"acks": [ids]} answers {"acks": {"id": bool}}: true once
+    `ack_delay` seconds passed since the batch came in, never for the ids in `never_ack`
+    (an indexer that lost them). With ack off, /ack answers code 14."""
 
     def __init__(self, token: str) -> None:
         super().__init__()
         self.token = token
         self.events: list[dict[str, Any]] = []
+        self.ack = False
+        self.ack_delay = 0.0
+        self.never_ack: set[int] = set()
+        self.ack_polls: list[list[int]] = []
+        self.batches: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self._acks: dict[str, dict[int, float]] = {}
+
+    def acked_batches(self) -> list[list[dict[str, Any]]]:
+        """The batches whose ackId was answered true, in ackId order per channel."""
+        return [self.batches[k] for k in sorted(self.batches) if self._is_acked(*k)]
+
+    def _is_acked(self, channel: str, ack_id: int) -> bool:
+        at = self._acks.get(channel, {}).get(ack_id)
+        return (
+            at is not None
+            and ack_id not in self.never_ack
+            and asyncio.get_running_loop().time() >= at + self.ack_delay
+        )
+
+    def _ack_poll(self, request: Request) -> Reply:
+        if not self.ack:
+            return Reply(400, b'{"text":"ACK is disabled","code":14}')
+        channel = request.headers.get("x-splunk-request-channel", "")
+        if not channel:
+            return Reply(400, b'{"text":"Data channel is missing","code":10}')
+        if channel not in self._acks:
+            return Reply(400, b'{"text":"Invalid data channel","code":11}')
+        try:
+            ids = [int(i) for i in json.loads(request.body)["acks"]]
+        except (ValueError, KeyError, TypeError):
+            return Reply(400, b'{"text":"Invalid data format","code":6}')
+        self.ack_polls.append(ids)
+        answer = {str(i): self._is_acked(channel, i) for i in ids}
+        return Reply(200, json.dumps({"acks": answer}).encode())
 
     def handle(self, request: Request) -> Reply:
         if request.path == "/services/collector/health":
             return Reply(200, b'{"text":"HEC is healthy","code":17}')
-        if request.path != "/services/collector/event":
+        if request.path not in ("/services/collector/event", "/services/collector/ack"):
             return Reply(404, b'{"text":"The requested URL was not found","code":404}')
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Splunk "):
             return Reply(401, b'{"text":"Token is required","code":2}')
         if auth[len("Splunk ") :] != self.token:
             return Reply(403, b'{"text":"Invalid token","code":4}')
+        if request.path == "/services/collector/ack":
+            return self._ack_poll(request)
+        channel = request.headers.get("x-splunk-request-channel", "")
+        if self.ack and not channel:
+            return Reply(400, b'{"text":"Data channel is missing","code":10}')
         decoder = json.JSONDecoder()
         text, at, found = request.body.decode(), 0, []
         try:
@@ -179,7 +228,13 @@ class HecEmulator(Server):
         except ValueError:
             return Reply(400, b'{"text":"Invalid data format","code":6}')
         self.events.extend(found)
-        return Reply(200, b'{"text":"Success","code":0}')
+        if not self.ack:
+            return Reply(200, b'{"text":"Success","code":0}')
+        acks = self._acks.setdefault(channel, {})
+        ack_id = len(acks)
+        acks[ack_id] = asyncio.get_running_loop().time()
+        self.batches[(channel, ack_id)] = found
+        return Reply(200, json.dumps({"text": "Success", "code": 0, "ackId": ack_id}).encode())
 
 
 @contextlib.asynccontextmanager

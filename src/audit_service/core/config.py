@@ -176,6 +176,16 @@ class Settings(BaseSettings):
     forward_backoff_max: float = Field(default=300.0, gt=0, le=3600, description="seconds")
     forward_timeout: float = Field(default=15.0, gt=0, le=120, description="seconds")
     forward_allow_private: str = Field(default="", max_length=2000)
+    # A deliverer's claim on a destination (renewed at every batch; a killed process's
+    # destinations are taken over once it runs out).
+    forward_lease_seconds: float = Field(default=60.0, ge=1, le=3600, description="seconds")
+    # Fewer than a full batch pending: wait up to this long for more before sending
+    # (1,000 events/s become ~5 requests/s); a full batch is never held back. 0: off.
+    forward_batch_window_ms: int = Field(default=200, ge=0, le=5000, description="ms")
+    # HEC indexer acknowledgement (destinations with hec_ack): poll every this long, and
+    # send the batch again when it is not acknowledged within the timeout.
+    forward_hec_ack_poll: float = Field(default=0.5, gt=0, le=60, description="seconds")
+    forward_hec_ack_timeout: float = Field(default=30.0, gt=0, le=3600, description="seconds")
     # Alert notifications (notifications/): Alertmanager-style grouping per channel and
     # group (rule + tenant): the first notification of a group after `alert_group_wait`,
     # later changes at most every `alert_group_interval`, a still-open alert again after

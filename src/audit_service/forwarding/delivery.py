@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,7 +47,6 @@ from audit_service.kit.models import utcnow
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 500
-LEASE = timedelta(seconds=60)
 # One claim delivers at most this long before it lets go (others may take a turn).
 ROUND_BUDGET = 10.0
 RETRY_AFTER_MAX = 300.0
@@ -58,6 +57,7 @@ class Item:
     position: int
     event: Mapping[str, Any]
     rendered: Any
+    encoded: bytes = b""  # `rendered` on the wire, encoded once at read time
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,7 @@ class Batch:
     after: int
     last: int  # the last position this batch covers (filtered-out ones included)
     items: list[Item]
+    full: bool = False  # as much as one request takes (batch_size positions, or 1 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,39 +155,72 @@ async def read_batch(
     if upto is not None:
         limit = min(limit, upto - after)
     if limit <= 0:
-        return Batch(after, after, [])
+        return Batch(after, after, [], full=True)
     followed = await event_log.follow(session, after=after, limit=limit)
     items: list[Item] = []
     size = 0
     last = after
+    full = len(followed) >= limit
     for f in followed:
         if f.event is not None and matches(target.filter, f.event):
             rendered = senders.render_one(target.format, f.event)
-            cost = senders.encoded_size(rendered) + 2
+            encoded = senders.encode(rendered)
+            cost = len(encoded) + 2
             if items and size + cost > senders.MAX_BATCH_BYTES:
+                full = True
                 break
             size += cost
-            items.append(Item(f.position, f.event, rendered))
+            items.append(Item(f.position, f.event, rendered, encoded))
         last = f.position
-    return Batch(after, last, items)
+    return Batch(after, last, items, full=full)
+
+
+def window_wait(settings: Settings, batch: Batch, now: datetime, *, pinned: bool) -> float:
+    """Seconds to wait for more events before sending a short batch: until its oldest event
+    is `forward_batch_window_ms` old (so a steady trickle goes out every window, not event
+    by event), never longer than the window (a skewed clock cannot hold it back), and not
+    at all for a full batch or the retry of a pinned one."""
+    window = settings.forward_batch_window_ms / 1000.0
+    if window <= 0 or batch.full or pinned or not batch.items:
+        return 0.0
+    recorded = batch.items[0].event.get("recorded_at")
+    if not isinstance(recorded, datetime):
+        return window
+    if recorded.tzinfo is None:
+        recorded = recorded.replace(tzinfo=UTC)
+    age = (now - recorded).total_seconds()
+    return min(window, max(0.0, window - age))
 
 
 async def send_items(
     settings: Settings, target: Target, items: Sequence[Item], msg_id: str, client: Any
 ) -> Sent:
     """One request (or syslog connection) carrying `items`."""
+    encoded = [i.encoded for i in items] if all(i.encoded for i in items) else None
     if target.kind == "webhook":
-        body, content_type = senders.webhook_body(
-            target.format, [i.rendered for i in items], batch=target.batched
-        )
+        if encoded is not None:
+            body, content_type = senders.webhook_body_encoded(
+                target.format, encoded, batch=target.batched
+            )
+        else:
+            body, content_type = senders.webhook_body(
+                target.format, [i.rendered for i in items], batch=target.batched
+            )
         return await senders.send_webhook(
             client, settings, target.config, target.secrets, msg_id, body, content_type
         )
     if target.kind == "splunk_hec":
         body = senders.hec_body(
-            target.config, target.format, [i.event for i in items], [i.rendered for i in items]
+            target.config,
+            target.format,
+            [i.event for i in items],
+            [i.rendered for i in items],
+            encoded,
         )
-        return await senders.send_hec(client, settings, target.config, target.secrets, body)
+        channel = senders.hec_channel(target.id, target.config)
+        return await senders.send_hec(
+            client, settings, target.config, target.secrets, body, channel
+        )
     if target.kind == "syslog":
         from audit_service.forwarding import syslog_sender
 
@@ -238,7 +272,7 @@ async def attempt(
     out = Outcome(batch.after)
     started = time.monotonic()
     for item in batch.items:
-        if time.monotonic() - started > LEASE.total_seconds() / 2:
+        if time.monotonic() - started > settings.forward_lease_seconds / 2:
             out.pinned = batch.last
             return out  # commit the progress so far; the next round goes on
         sent = await send_items(
@@ -268,6 +302,10 @@ class Deliverer:
     clock: Callable[[], datetime] = utcnow
     rng: Callable[[], float] = random.random
 
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.forward_lease_seconds)
+
     async def run_once(self) -> int:
         async with self.sessionmaker() as session:
             now = self.clock()
@@ -296,7 +334,7 @@ class Deliverer:
         async with self.sessionmaker() as session:
             now = self.clock()
             if not await repo.claim_destination(
-                session, destination_id, self.holder, now, now + LEASE
+                session, destination_id, self.holder, now, now + self.lease
             ):
                 return 0
             await session.commit()
@@ -310,12 +348,17 @@ class Deliverer:
                         return delivered
                     target = Target.of(d)
                     cursor = d.cursor
-                    batch = await read_batch(
-                        session, target, cursor, upto=None, pinned=d.inflight_last
-                    )
+                    pinned = d.inflight_last
+                    batch = await read_batch(session, target, cursor, upto=None, pinned=pinned)
                     await session.rollback()  # no transaction stays open while sending
                 if batch.last == cursor:
                     return delivered
+                wait = window_wait(self.settings, batch, self.clock(), pinned=pinned is not None)
+                if wait > 0:
+                    await asyncio.sleep(wait)  # more may come: one request for them all
+                    async with self.sessionmaker() as session:
+                        batch = await read_batch(session, target, cursor, upto=None, pinned=None)
+                        await session.rollback()
                 out = await attempt(self.settings, target, batch, client)
                 if not await self._commit(destination_id, cursor, out):
                     return delivered
@@ -336,7 +379,7 @@ class Deliverer:
                 return False
             values: dict[str, Any] = {
                 "cursor": out.cursor,
-                "lease_until": now + LEASE,
+                "lease_until": now + self.lease,
                 "failed": d.failed + len(out.dead) + (0 if out.failure is None else 1),
             }
             events: list[tuple[str, str, str]] = []
@@ -423,7 +466,7 @@ class Deliverer:
     async def deliver_replay(self, replay_id: int, client: Any) -> int:
         async with self.sessionmaker() as session:
             now = self.clock()
-            if not await repo.claim_replay(session, replay_id, self.holder, now, now + LEASE):
+            if not await repo.claim_replay(session, replay_id, self.holder, now, now + self.lease):
                 return 0
             await session.commit()
         delivered = 0
@@ -463,7 +506,7 @@ class Deliverer:
             now = self.clock()
             values: dict[str, Any] = {
                 "cursor": out.cursor,
-                "lease_until": now + LEASE,
+                "lease_until": now + self.lease,
                 "updated_at": now,
                 "delivered": r.delivered + out.delivered,
             }

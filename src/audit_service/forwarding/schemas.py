@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -111,11 +112,34 @@ class ConfigIn(InputModel):
     index: str | None = Field(default=None, max_length=100, description="splunk_hec")
     sourcetype: str | None = Field(default=None, max_length=100, description="splunk_hec")
     hec_host: str | None = Field(default=None, max_length=253, description="splunk_hec `host`")
+    hec_ack: bool | None = Field(
+        default=None,
+        description="splunk_hec: indexer acknowledgement: the cursor moves only once HEC "
+        "says the batch is indexed (polls /services/collector/ack; not acknowledged within "
+        "AUDIT_FORWARD_HEC_ACK_TIMEOUT: sent again)",
+    )
+    hec_channel: str | None = Field(
+        default=None,
+        max_length=36,
+        examples=["6f1c2a9e-2d3b-4f5a-8c7d-1e2f3a4b5c6d"],
+        description="splunk_hec with hec_ack: the X-Splunk-Request-Channel GUID (default: "
+        "one derived from the destination id)",
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else _check_url(value)
+
+    @field_validator("hec_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("a HEC channel is a GUID") from None
 
     @field_validator("headers")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,10 @@ class Sent:
     error: str | None = None
     retry_after: float | None = None
     elapsed_ms: float = 0.0
+    # HEC with indexer acknowledgement: the ackId of an accepted batch, or the answer of
+    # an /ack poll ({"0": true, …}).
+    ack_id: int | None = None
+    acks: Mapping[str, bool] | None = None
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -68,6 +73,23 @@ def encoded_size(rendered: Any) -> int:
     return len(_compact(rendered))
 
 
+def encode(rendered: Any) -> bytes:
+    """A rendered event as it goes on the wire (compact JSON, or the CEF line)."""
+    if isinstance(rendered, str):
+        return rendered.encode()
+    return _compact(rendered)
+
+
+def webhook_body_encoded(fmt: str, encoded: Sequence[bytes], *, batch: bool) -> tuple[bytes, str]:
+    """`webhook_body` from events encoded once (at read time, for the size cap): the same
+    bytes, without encoding every event a second time."""
+    if fmt == "cef":
+        return b"\n".join(encoded) + b"\n", "text/plain; charset=utf-8"
+    if batch:
+        return b"[" + b",".join(encoded) + b"]", "application/json"
+    return encoded[0], "application/json"
+
+
 def webhook_body(fmt: str, rendered: Sequence[Any], *, batch: bool) -> tuple[bytes, str]:
     """(body, content type): a JSON array (or one object), or CEF lines as text."""
     if fmt == "cef":
@@ -82,8 +104,12 @@ def hec_body(
     fmt: str,
     events: Sequence[Mapping[str, Any]],
     rendered: Sequence[Any],
+    encoded: Sequence[bytes] | None = None,
 ) -> bytes:
-    """Concatenated HEC event objects."""
+    """Concatenated HEC event objects (`encoded`: the events' bodies already encoded, spliced
+    in as they are)."""
+    if encoded is not None:
+        return _hec_body_encoded(config, fmt, events, encoded)
     parts = []
     host = config.get("hec_host") or socket.gethostname()
     for event, body in zip(events, rendered, strict=True):
@@ -105,6 +131,45 @@ def hec_body(
         if config.get("index"):
             item["index"] = config["index"]
         parts.append(_compact(item))
+    return b"".join(parts)
+
+
+def _hec_body_encoded(
+    config: Mapping[str, Any],
+    fmt: str,
+    events: Sequence[Mapping[str, Any]],
+    encoded: Sequence[bytes],
+) -> bytes:
+    parts = []
+    host = config.get("hec_host") or socket.gethostname()
+    sourcetype = config.get("sourcetype") or ("cef" if fmt == "cef" else "_json")
+    # The CEF line is a JSON string; the JSON formats are objects already.
+    index = b',"index":' + _compact(config["index"]) if config.get("index") else b""
+    for event, body in zip(events, encoded, strict=True):
+        recorded = event["recorded_at"]
+        head = {
+            "time": round(recorded.timestamp(), 6) if isinstance(recorded, datetime) else None,
+            "host": host,
+            "source": "audit-service",
+            "sourcetype": sourcetype,
+        }
+        fields = {
+            "event_id": str(event["event_id"]),
+            "action": event["action"],
+            "outcome": event["outcome"],
+            "tenant": event.get("tenant_id") or "",
+            "source": event["source"],
+        }
+        value = _compact(body.decode()) if fmt == "cef" else body
+        parts.append(
+            _compact(head)[:-1]
+            + b',"event":'
+            + value
+            + b',"fields":'
+            + _compact(fields)
+            + index
+            + b"}"
+        )
     return b"".join(parts)
 
 
@@ -162,10 +227,13 @@ async def post(
     status = response.status_code
     verdict = _http_verdict(status)
     wait = retry_after(response.headers.get("retry-after"))
+    ack_id: int | None = None
+    acks: Mapping[str, bool] | None = None
     if hec:
         verdict = _hec_verdict(status, response, verdict)
+        ack_id, acks = _hec_acks(response)
     if verdict == "ok":
-        return Sent("ok", status=status, elapsed_ms=ms())
+        return Sent("ok", status=status, elapsed_ms=ms(), ack_id=ack_id, acks=acks)
     detail = response.text[:200].replace("\n", " ").strip()
     error = f"HTTP {status}" + (f": {detail}" if detail else "")
     if 300 <= status < 400:
@@ -195,6 +263,22 @@ def _hec_verdict(status: int, response: httpx.Response, default: Verdict) -> Ver
     return default if default != "reject" else "reject"
 
 
+def _hec_acks(response: httpx.Response) -> tuple[int | None, Mapping[str, bool] | None]:
+    """ackId of an event post, or the acks map of an /ack poll (anything else: None)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    ack_id = data.get("ackId")
+    acks = data.get("acks")
+    return (
+        ack_id if isinstance(ack_id, int) and not isinstance(ack_id, bool) else None,
+        {str(k): v is True for k, v in acks.items()} if isinstance(acks, dict) else None,
+    )
+
+
 async def send_webhook(
     client: httpx.AsyncClient,
     settings: Settings,
@@ -215,10 +299,77 @@ async def send_hec(
     config: Mapping[str, Any],
     secrets: Mapping[str, Any],
     body: bytes,
+    channel: str | None = None,
 ) -> Sent:
-    url = str(config["url"]).rstrip("/") + "/services/collector/event"
+    """POST the batch; with `hec_ack` (a channel given), accepted means *indexed*: the
+    ackId is polled at /services/collector/ack until true. Not acknowledged within
+    `forward_hec_ack_timeout` (at most half the lease): a retry, the batch is sent again
+    (the cursor never moved)."""
+    base = str(config["url"]).rstrip("/")
     headers = {
         "Authorization": f"Splunk {secrets.get('hec_token') or ''}",
         "Content-Type": "application/json",
     }
-    return await post(client, settings, url, body, headers, hec=True)
+    if channel is not None:
+        headers["X-Splunk-Request-Channel"] = channel
+    sent = await post(client, settings, base + "/services/collector/event", body, headers, hec=True)
+    if channel is None or sent.verdict != "ok":
+        return sent
+    if sent.ack_id is None:
+        return Sent(
+            "broken",
+            status=sent.status,
+            error="hec_ack is on but the receiver answered without an ackId "
+            "(is indexer acknowledgement enabled for this token?)",
+            elapsed_ms=sent.elapsed_ms,
+        )
+    return await wait_for_ack(client, settings, base, headers, sent)
+
+
+async def wait_for_ack(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    base: str,
+    headers: Mapping[str, str],
+    sent: Sent,
+) -> Sent:
+    started = time.perf_counter()
+    timeout = min(settings.forward_hec_ack_timeout, settings.forward_lease_seconds / 2)
+    body = _compact({"acks": [sent.ack_id]})
+    key = str(sent.ack_id)
+    last_error = "not acknowledged yet"
+    while True:
+        polled = await post(
+            client, settings, base + "/services/collector/ack", body, headers, hec=True
+        )
+        elapsed = sent.elapsed_ms + round((time.perf_counter() - started) * 1000, 3)
+        if polled.verdict == "ok" and polled.acks is not None and polled.acks.get(key):
+            return Sent("ok", status=sent.status, elapsed_ms=elapsed, ack_id=sent.ack_id)
+        if polled.verdict in ("broken", "gone"):
+            return Sent(
+                polled.verdict,
+                status=polled.status,
+                error=f"ack: {polled.error}",
+                elapsed_ms=elapsed,
+            )
+        if polled.verdict != "ok":
+            last_error = polled.error or polled.verdict
+        if time.perf_counter() - started + settings.forward_hec_ack_poll > timeout:
+            return Sent(
+                "retry",
+                status=sent.status,
+                error=f"ackId {sent.ack_id} not acknowledged within {timeout:g} s "
+                f"({last_error}); the batch is sent again",
+                elapsed_ms=elapsed,
+            )
+        await asyncio.sleep(settings.forward_hec_ack_poll)
+
+
+def hec_channel(destination_id: int, config: Mapping[str, Any]) -> str | None:
+    """The destination's channel GUID when it asks for indexer acknowledgement."""
+    if not config.get("hec_ack"):
+        return None
+    given = config.get("hec_channel")
+    if given:
+        return str(given)
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"audit-service:forwarding:{destination_id}"))

@@ -41,7 +41,15 @@ from audit_service.kit.webhooks import new_secret
 
 _FIELDS = {
     "webhook": {"url", "headers", "batch_size", "batch"},
-    "splunk_hec": {"url", "batch_size", "index", "sourcetype", "hec_host"},
+    "splunk_hec": {
+        "url",
+        "batch_size",
+        "index",
+        "sourcetype",
+        "hec_host",
+        "hec_ack",
+        "hec_channel",
+    },
     "syslog": {"host", "port", "transport", "ca_file", "server_name", "batch_size"},
 }
 _REQUIRED = {"webhook": ("url",), "splunk_hec": ("url",), "syslog": ("host", "port")}

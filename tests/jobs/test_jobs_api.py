@@ -109,9 +109,16 @@ async def test_admin_jobs_needs_admin_or_auditor_and_is_recorded(db_url: str) ->
         r = await h.client.get("/admin/jobs", headers=await h.auth("bob", "user"))
         assert r.status_code == 403
         for who, role in (("admin", None), ("carol", "auditor")):
-            r = await h.client.get("/admin/jobs", headers=await h.auth(who, role))
-            assert r.status_code == 200, r.text
-            jobs = {j["name"]: j for j in r.json()["items"]}
+            headers = await h.auth(who, role)
+            # The loops take their leases as the process starts; on a loaded box (SQLite: one
+            # writer for eight jobs) that can take a moment.
+            for _ in range(100):
+                r = await h.client.get("/admin/jobs", headers=headers)
+                assert r.status_code == 200, r.text
+                jobs = {j["name"]: j for j in r.json()["items"]}
+                if jobs[LOG_JOB]["running"] and jobs[ROLLUP_JOB]["running"]:
+                    break
+                await asyncio.sleep(0.1)
             assert set(jobs) == {
                 PRUNE_REVOKED_TOKENS,
                 LOG_JOB,
@@ -134,7 +141,8 @@ async def test_admin_jobs_needs_admin_or_auditor_and_is_recorded(db_url: str) ->
             assert job["next_run_at"] > job["last_finished_at"]
             assert job["last_error"] is None and job["lag_seconds"] is None
         viewed = await h.events(action="jobs.viewed")
-        assert [(e.outcome, e.actor_name) for e in viewed] == [
+        seen = [(e.outcome, e.actor_name) for e in viewed]
+        assert [x for i, x in enumerate(seen) if i == 0 or seen[i - 1] != x] == [
             ("denied", None),
             ("denied", "bob"),
             ("success", "admin"),

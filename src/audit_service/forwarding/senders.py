@@ -9,6 +9,7 @@ contain a secret (the token and signing secrets are only ever put into headers).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -17,18 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
 
 from audit_service.core.config import Settings
 from audit_service.forwarding.formats import render_json, render_text
-from audit_service.kit.outbound import (
-    TargetRefused,
-    check_target,
-    plain_http_allowed,
-    retry_after,
-)
+from audit_service.kit import outbound
+from audit_service.kit.outbound import TargetRefused, retry_after
 from audit_service.kit.webhooks import sign_headers
 
 MAX_BATCH_BYTES = 1024 * 1024
@@ -188,21 +184,6 @@ def _http_verdict(status: int) -> Verdict:
     return "retry"  # 408, 409, 425, 429, 5xx, and whatever else: never drop anything
 
 
-def _failure(exc: BaseException) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
-
-
-async def _checked_url(settings: Settings, url: str) -> None:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "http" and not plain_http_allowed(settings, host):
-        raise TargetRefused("plain http:// is only allowed to allow-listed private hosts")
-    await check_target(settings, host, parts.port or (443 if parts.scheme == "https" else 80))
-
-
 async def post(
     client: httpx.AsyncClient,
     settings: Settings,
@@ -218,12 +199,12 @@ async def post(
         return round((time.perf_counter() - started) * 1000, 3)
 
     try:
-        await _checked_url(settings, url)
+        await outbound.check_url(settings, url)
         response = await client.post(url, content=body, headers=dict(headers))
     except TargetRefused as exc:
         return Sent("broken", error=str(exc), elapsed_ms=ms())
     except (httpx.HTTPError, OSError, ValueError) as exc:
-        return Sent("retry", error=_failure(exc), elapsed_ms=ms())
+        return Sent("retry", error=outbound.describe_failure(exc), elapsed_ms=ms())
     status = response.status_code
     verdict = _http_verdict(status)
     wait = retry_after(response.headers.get("retry-after"))

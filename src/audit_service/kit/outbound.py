@@ -15,6 +15,7 @@ import ipaddress
 import socket
 import time
 from datetime import UTC
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -122,3 +123,20 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a failed request, for the target's status (never a traceback)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+async def check_url(settings: Settings, url: str) -> None:
+    """Refuse plain http:// to a host that is not allow-listed, then check where it resolves."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "http" and not plain_http_allowed(settings, host):
+        raise TargetRefused("plain http:// is only allowed to allow-listed private hosts")
+    await check_target(settings, host, parts.port or (443 if parts.scheme == "https" else 80))

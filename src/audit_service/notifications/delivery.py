@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from jinja2 import Environment, StrictUndefined
@@ -210,23 +209,6 @@ def _compact(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _failure(exc: BaseException) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
-
-
-async def _checked_url(settings: Settings, url: str) -> None:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "http" and not outbound.plain_http_allowed(settings, host):
-        raise outbound.TargetRefused("plain http:// is only allowed to allow-listed private hosts")
-    await outbound.check_target(
-        settings, host, parts.port or (443 if parts.scheme == "https" else 80)
-    )
-
-
 async def send_webhook(
     client: httpx.AsyncClient, settings: Settings, target: Target, msg_id: str, body: bytes
 ) -> Result:
@@ -235,12 +217,12 @@ async def send_webhook(
     headers = {"Content-Type": "application/json"}
     headers.update(sign_headers(list(target.secrets), msg_id, body))
     try:
-        await _checked_url(settings, target.url)
+        await outbound.check_url(settings, target.url)
         response = await client.post(target.url, content=body, headers=headers)
     except outbound.TargetRefused as exc:
         return Result(False, error=str(exc))
     except (httpx.HTTPError, OSError, ValueError) as exc:
-        return Result(False, error=_failure(exc))
+        return Result(False, error=outbound.describe_failure(exc))
     status = response.status_code
     if 200 <= status < 300:
         return Result(True, status=status)
@@ -289,7 +271,7 @@ async def send(
         return await send_webhook(client, settings, target, msg_id, _compact(body))
     except Exception as exc:
         logger.exception("alert notification to channel %s failed unexpectedly", target.id)
-        return Result(False, error=_failure(exc))
+        return Result(False, error=outbound.describe_failure(exc))
 
 
 async def send_test(settings: Settings, target: Target) -> Result:

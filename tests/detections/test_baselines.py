@@ -229,3 +229,9 @@ def test_learned_off_hours_follows_local_time_across_dst() -> None:
         2, utc_hour_earlier, utc_hour_earlier, "lms", "t1", None, "alice", None, True, "a"
     )
     assert len(b.learned_off_hours([login], history, settings(), tz=BERLIN)) == 1
+
+
+def test_learned_off_hours_spread_hours() -> None:
+    at_10 = datetime(2026, 11, 18, 10, 5, tzinfo=UTC)  # history: 09:00 every day
+    assert _learned(_logins_history(21), at_10) == 0  # 09:00 is within ±1 h
+    assert _learned(_logins_history(21), at_10, spread_hours=0) == 1

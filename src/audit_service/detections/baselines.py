@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -57,7 +58,14 @@ Counts = dict[tuple[Key, datetime], int]
 
 def hour_of(at: datetime, tz: ZoneInfo) -> datetime:
     """The UTC instant the local hour of `at` starts."""
-    local = at.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+    # Every zone's offset is a whole number of quarter hours: the quarter decides the hour.
+    quarter = at.astimezone(UTC).replace(second=0, microsecond=0)
+    return _hour_of(quarter.replace(minute=quarter.minute - quarter.minute % 15), tz)
+
+
+@lru_cache(maxsize=8192)
+def _hour_of(quarter: datetime, tz: ZoneInfo) -> datetime:
+    local = quarter.astimezone(tz).replace(minute=0, second=0, microsecond=0)
     return local.astimezone(UTC)
 
 
@@ -405,7 +413,8 @@ def learned_off_hours(
         if eff.enabled:
             start = hour - timedelta(days=t["days"])
             local = hour.astimezone(tz)
-            slot = (local.weekday(), local.hour)
+            slot = local.weekday() * 24 + local.hour
+            spread = t["spread_hours"]
             total = same = 0
             days: set[Any] = set()
             for h, n in hours.items():
@@ -414,7 +423,8 @@ def learned_off_hours(
                 lh = h.astimezone(tz)
                 total += n
                 days.add(lh.date())
-                if (lh.weekday(), lh.hour) == slot:
+                apart = abs(lh.weekday() * 24 + lh.hour - slot)
+                if min(apart, 168 - apart) <= spread:
                     same += n
             if (
                 total >= t["min_logins"]
@@ -425,8 +435,9 @@ def learned_off_hours(
                     [r],
                     observed={"logins_in_slot": same, "logins": total, "days": len(days)},
                     thresholds=t,
-                    method="the login's local hour of the week holds < max_share_per_mille ‰ "
-                    "of the user's logins of the last `days` days (≥ min_logins on ≥ min_days)",
+                    method="the login's local hour of the week (± spread_hours) holds < "
+                    "max_share_per_mille ‰ of the user's logins of the last `days` days "
+                    "(≥ min_logins on ≥ min_days)",
                     r=r,
                     hour=hour,
                     tz=tz,

@@ -324,13 +324,13 @@ async def save_volume(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
     if not rows:
         return
     insert = upsert_for(session)
-    for i in range(0, len(rows), 1000):
-        stmt = insert(_volume).values(list(rows[i : i + 1000]))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["kind", "subject", "source", "tenant_id", "hour_start"],
-            set_={"events": stmt.excluded.events},
-        )
-        await session.execute(stmt)
+    # executemany of one statement: a VALUES list of thousands of rows costs more to compile.
+    stmt = insert(_volume)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "subject", "source", "tenant_id", "hour_start"],
+        set_={"events": stmt.excluded.events},
+    )
+    await session.execute(stmt, list(rows))
 
 
 async def subjects_of(session: AsyncSession, kind: str, subjects: Sequence[str]) -> list[Any]:
@@ -349,13 +349,12 @@ async def save_subjects(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
     if not rows:
         return
     insert = upsert_for(session)
-    for i in range(0, len(rows), 1000):
-        stmt = insert(_subjects).values(list(rows[i : i + 1000]))
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["kind", "subject", "source", "tenant_id"],
-            set_={"last_seen_at": stmt.excluded.last_seen_at},
-        )
-        await session.execute(stmt)
+    stmt = insert(_subjects)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "subject", "source", "tenant_id"],
+        set_={"last_seen_at": stmt.excluded.last_seen_at},
+    )
+    await session.execute(stmt, list(rows))
 
 
 async def prune_volume(session: AsyncSession, before: datetime) -> None:

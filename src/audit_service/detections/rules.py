@@ -259,12 +259,20 @@ RULES += (
                 "Alert when the login's hour of the week holds less than this share of the "
                 "history's logins (per mille: 10 = 1 %)",
             ),
+            Threshold(
+                "spread_hours",
+                1,
+                0,
+                12,
+                "The hour of the week counts its neighbours this many hours either side (0: "
+                "the exact hour; 1: a login at Tue 08:xx is usual if Tue 07-09 hold 1 %)",
+            ),
         ),
         guide=Guide(
             meaning="A user with an established login rhythm logged in at an hour of the week "
-            "(local, AUDIT_DETECTIONS_TZ) that holds less than 1 % of their logins of the last "
-            "28 days. Learned per user, unlike off_hours_policy's fixed business hours. One "
-            "alert per user and hour.",
+            "(local, AUDIT_DETECTIONS_TZ; with the hour either side, spread_hours) that holds "
+            "less than 1 % of their logins of the last 28 days. Learned per user, unlike "
+            "off_hours_policy's fixed business hours. One alert per user and hour.",
             false_positives="A changed shift, travel across time zones, a deadline.",
             response="Confirm with the user; look at what the session did (evidence.filter).",
         ),

@@ -192,8 +192,16 @@ class RuleSettings:
     suppressions: Mapping[tuple[str, str], Sequence[DetectionSuppression]] = field(
         default_factory=dict
     )
+    _cache: dict[tuple[str, str], engine.Effective] = field(default_factory=dict, compare=False)
 
     def effective(self, rule_id: str, tenant_id: str) -> engine.Effective:
+        """The settings a rule runs with for a tenant (computed once per round)."""
+        cached = self._cache.get((rule_id, tenant_id))
+        if cached is None:
+            cached = self._cache[(rule_id, tenant_id)] = self._effective(rule_id, tenant_id)
+        return cached
+
+    def _effective(self, rule_id: str, tenant_id: str) -> engine.Effective:
         rule = CATALOGUE[rule_id]
         enabled, severity, thresholds = True, rule.severity, rule.defaults()
         suppress, zone, days = 0, None, None

@@ -450,7 +450,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # The night tenant's zone puts now at 03:xx; its business hours are the defaults.
         await conn.execute(
             "INSERT INTO detection_rule_setting"
-            " (rule_id, tenant_id, thresholds, updated_at, time_zone) VALUES ('off_hours_policy', $1, '{}', now(), $2)",
+            " (rule_id, tenant_id, thresholds, updated_at, time_zone)"
+            " VALUES ('off_hours_policy', $1, '{}', now(), $2)",
             NIGHT_TENANT,
             night_zone(datetime.now(UTC)),
         )

@@ -153,13 +153,26 @@ def _tenant(n: int, samples: list[int], weeks_seen: int = 8, **t: int) -> list[s
 
 def test_tenant_spike_over_ewma_plus_k_sigma() -> None:
     # Steady 100/h: EWMA 100, sigma = sqrt(100) = 10, limit 130 -> the 131st event fires.
-    assert _tenant(130, [100] * 8) == []
-    assert _tenant(131, [100] * 8) == ["tenant:131"]
+    assert _tenant(130, [100] * 8, min_ratio_percent=100) == []
+    assert _tenant(131, [100] * 8, min_ratio_percent=100) == ["tenant:131"]
+
+
+def test_tenant_spike_needs_the_ratio() -> None:
+    # 3 sigma is crossed at 131, but the default 150 % of the EWMA only at 150.
+    assert _tenant(149, [100] * 8) == []
+    assert _tenant(150, [100] * 8) == ["tenant:150"]
+
+
+def test_tenant_spike_ewma_weights_recent_weeks() -> None:
+    # Grown from 50 to 100 over the weeks: the EWMA (λ 0.3) sits near the recent weeks.
+    rising = _tenant(400, [50, 50, 50, 50, 100, 100, 100, 100])
+    flat = _tenant(400, [75] * 8)
+    assert rising and flat and int(rising[0].split(":")[1]) > int(flat[0].split(":")[1])
 
 
 def test_tenant_spike_needs_three_weeks_and_min_events() -> None:
     assert _tenant(500, [100] * 8, weeks_seen=2) == []
-    assert _tenant(500, [100] * 8, weeks_seen=3) == ["tenant:131"]
+    assert _tenant(500, [100] * 8, weeks_seen=3) == ["tenant:150"]
     assert _tenant(49, [0] * 8) == []  # min_events 50
     assert _tenant(50, [0] * 8) == ["tenant:50"]
 

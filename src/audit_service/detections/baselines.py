@@ -21,7 +21,9 @@ for Y ~ Poisson(μ/φ), by the regularized incomplete gamma function. It fires w
 
 volume_spike_tenant: an EWMA (λ = lambda_percent/100) over the same hour of the week,
 oldest week first: m ← m + λ(x - m), v ← (1 - λ)(v + λ(x - m)²); it fires when c > m +
-k_sigma x sigma with sigma = √max(v, m, 1) (never below Poisson noise) and c ≥ min_events. Over
+k_sigma x sigma with sigma = √max(v, m, 1) (never below Poisson noise), c ≥ min_events and
+c ≥ min_ratio_percent % of m (150: on the benign month of bench/detections.py, 3 sigma alone
+over 3-8 samples made 11 medium alerts). Over
 consecutive hours instead, every morning would be a spike.
 """
 
@@ -344,8 +346,14 @@ def tenant_spikes(
                 continue
             limit = base.mean + t["k_sigma"] * base.sigma
 
-            def holds(n: int, limit: float = limit, t: Mapping[str, int] = t) -> bool:
-                return n >= t["min_events"] and n > limit
+            def holds(
+                n: int, limit: float = limit, t: Mapping[str, int] = t, base: Ewma = base
+            ) -> bool:
+                return (
+                    n >= t["min_events"]
+                    and n > limit
+                    and n * 100 >= t["min_ratio_percent"] * base.mean
+                )
 
             if not holds(c) or holds(c - 1):
                 continue
@@ -356,7 +364,7 @@ def tenant_spikes(
                 observed={"events": c},
                 thresholds=t,
                 method="events of the hour above the EWMA of the same hour of the week + "
-                "k_sigma x sigma, and ≥ min_events",
+                "k_sigma x sigma, ≥ min_ratio_percent % of it, and ≥ min_events",
                 r=r,
                 hour=hour,
                 tz=tz,

@@ -102,7 +102,7 @@ async def save_privileges(session: AsyncSession, rows: Sequence[Mapping[str, Any
     if not rows:
         return
     insert = upsert_for(session)
-    stmt = insert(_privileges).values(list(rows))
+    stmt = insert(_privileges)
     stmt = stmt.on_conflict_do_update(
         index_elements=["source", "tenant_id", "user_name", "action"],
         set_={
@@ -110,7 +110,7 @@ async def save_privileges(session: AsyncSession, rows: Sequence[Mapping[str, Any
             "last_denied_at": stmt.excluded.last_denied_at,
         },
     )
-    await session.execute(stmt)
+    await session.execute(stmt, list(rows))
 
 
 async def _rows_of_users(
@@ -134,12 +134,13 @@ async def save_networks(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
     if not rows:
         return
     insert = upsert_for(session)
-    stmt = insert(_networks).values(list(rows))
+    # executemany of one statement (a VALUES list of many rows costs more to compile).
+    stmt = insert(_networks)
     stmt = stmt.on_conflict_do_update(
         index_elements=["source", "tenant_id", "user_name", "network"],
         set_={"logins": stmt.excluded.logins, "last_seen_at": stmt.excluded.last_seen_at},
     )
-    await session.execute(stmt)
+    await session.execute(stmt, list(rows))
 
 
 # --- alerts ----------------------------------------------------------------------------------

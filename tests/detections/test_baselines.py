@@ -158,9 +158,9 @@ def test_tenant_spike_over_ewma_plus_k_sigma() -> None:
 
 
 def test_tenant_spike_needs_the_ratio() -> None:
-    # 3 sigma is crossed at 131, but the default 150 % of the EWMA only at 150.
-    assert _tenant(149, [100] * 8) == []
-    assert _tenant(150, [100] * 8) == ["tenant:150"]
+    # 3 sigma is crossed at 131, but the default 200 % of the EWMA only at 200.
+    assert _tenant(199, [100] * 8) == []
+    assert _tenant(200, [100] * 8) == ["tenant:200"]
 
 
 def test_tenant_spike_ewma_weights_recent_weeks() -> None:
@@ -172,7 +172,7 @@ def test_tenant_spike_ewma_weights_recent_weeks() -> None:
 
 def test_tenant_spike_needs_three_weeks_and_min_events() -> None:
     assert _tenant(500, [100] * 8, weeks_seen=2) == []
-    assert _tenant(500, [100] * 8, weeks_seen=3) == ["tenant:150"]
+    assert _tenant(500, [100] * 8, weeks_seen=3) == ["tenant:200"]
     assert _tenant(49, [0] * 8) == []  # min_events 50
     assert _tenant(50, [0] * 8) == ["tenant:50"]
 

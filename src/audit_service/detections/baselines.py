@@ -22,8 +22,9 @@ for Y ~ Poisson(μ/φ), by the regularized incomplete gamma function. It fires w
 volume_spike_tenant: an EWMA (λ = lambda_percent/100) over the same hour of the week,
 oldest week first: m ← m + λ(x - m), v ← (1 - λ)(v + λ(x - m)²); it fires when c > m +
 k_sigma x sigma with sigma = √max(v, m, 1) (never below Poisson noise), c ≥ min_events and
-c ≥ min_ratio_percent % of m (150: on the benign month of bench/detections.py, 3 sigma alone
-over 3-8 samples made 11 medium alerts). Over
+c ≥ min_ratio_percent % of m (200: on the benign month of bench/detections.py, 3 sigma alone
+made 11 medium alerts and 150 % still 9, all modules at 30-45 events an hour, where 3 sigma is
+only ~1.5x and a Poisson count crosses it ~0.3 % of the hours). Over
 consecutive hours instead, every morning would be a spike.
 """
 

@@ -321,18 +321,18 @@ RULES += (
             Threshold("min_events", 50, 1, 10_000_000, "... and at least this many events"),
             Threshold(
                 "min_ratio_percent",
-                150,
+                200,
                 100,
                 100_000,
-                "... and at least this percentage of the EWMA (a spike, not noise: with 3 to 8 "
-                "samples, 3 sigma alone is crossed by chance every few days)",
+                "... and at least this percentage of the EWMA (a spike, not noise: at a few "
+                "dozen events an hour, 3 sigma alone is crossed by chance every few days)",
             ),
         ),
         guide=Guide(
             meaning="The events of a source and tenant (or of one module of it) in a local hour "
             "exceed the exponentially weighted moving average of the same hour of the week "
             "(λ 0.3) by more than 3 sigma (sigma from the EWMA of squared deviations, at least the "
-            "Poisson √mean) and reach 150 % of it; evaluated on arrival against the running hour.",
+            "Poisson √mean) and reach 200 % of it; evaluated on arrival against the running hour.",
             false_positives="A new customer or integration onboarding, a migration or replay, "
             "an exam week.",
             response="Look at which actors and actions make the volume (evidence.filter); a "

@@ -24,10 +24,11 @@ runs it) on a private PostgreSQL (tests/pg.py). Prints numbers, not a test.
               entity; delay = its `opened_at` - the commit of the attack's last event.
 (3) heavy     --heavy login attempts over 2 h (70 % failures, 100 IPs, 3,000 users: the
               brute-force, daily and success-after-failures rules fire and repeat) sequenced, then
-              evaluated once by one evaluator (throughput "login-heavy") and once, on a copy
+              evaluated once by one evaluator (throughput "login-heavy"), once, on a copy
               of the database, by 3 concurrent evaluators (each its own engine and pool, as 3
-              processes): the alert rows and `alert.opened` events must be the same, none
-              duplicated.
+              processes; the alert rows and `alert.opened` events must be the same, none
+              duplicated), and once by one evaluator in batches of 500 (what the batch size
+              alone changes).
 
 Prints a confusion table and a JSON line; progress on stderr.
 """
@@ -525,6 +526,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await engine.dispose()
         conn = await asyncpg.connect(raw.rsplit("/", 1)[0] + "/postgres")
         await conn.execute("CREATE DATABASE heavy3 TEMPLATE heavy")
+        await conn.execute("CREATE DATABASE heavy500 TEMPLATE heavy")
         await conn.close()
         engine = create_engine(heavy_url)
         sessions = create_sessionmaker(engine)
@@ -539,12 +541,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         three_url = url.rsplit("/", 1)[0] + "/heavy3"
         engines = [create_engine(three_url) for _ in range(3)]
         t0 = time.perf_counter()
-        await asyncio.gather(*(evaluate_all(create_sessionmaker(e), batch=500) for e in engines))
+        await asyncio.gather(*(evaluate_all(create_sessionmaker(e)) for e in engines))
         three_s = time.perf_counter() - t0
         for e in engines:
             await e.dispose()
+        # One evaluator again, in batches of 500: what the batch size alone changes.
+        engine = create_engine(url.rsplit("/", 1)[0] + "/heavy500")
+        await evaluate_all(create_sessionmaker(engine), batch=500)
+        await engine.dispose()
         outcome = {}
-        for name in ("heavy", "heavy3"):
+        for name in ("heavy", "heavy3", "heavy500"):
             conn = await asyncpg.connect(raw.rsplit("/", 1)[0] + "/" + name)
             alerts = await conn.fetch(
                 "SELECT dedup_key, count, rule_id FROM alert ORDER BY dedup_key"
@@ -575,6 +581,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             + outcome["heavy3"]["opened_events"]
             - outcome["heavy3"]["alerts"],
             "same_alerts_as_one_evaluator": outcome["heavy"]["rows"] == outcome["heavy3"]["rows"],
+        }
+        result["batch_500"] = {
+            "alerts": outcome["heavy500"]["alerts"],
+            "sum_count": outcome["heavy500"]["sum_count"],
+            "same_alerts_as_batch_2000": outcome["heavy"]["rows"] == outcome["heavy500"]["rows"],
+            "differing_keys": sorted(
+                {r[0] for r in set(outcome["heavy"]["rows"]) ^ set(outcome["heavy500"]["rows"])}
+            )[:5],
         }
     finally:
         pg.stop()

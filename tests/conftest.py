@@ -77,6 +77,9 @@ TABLES = (
     "detection_login",
     "detection_network",
     "detection_privilege",
+    "detection_volume",
+    "detection_subject",
+    "detection_suppression",
     '"user"',
 )
 

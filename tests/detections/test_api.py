@@ -142,12 +142,19 @@ async def test_rules_catalogue(h: Harness) -> None:
         "off_hours_policy",
         "new_network",
         "first_privileged_action",
+        "off_hours_learned",
+        "volume_spike_user",
+        "volume_spike_tenant",
+        "forwarding_failing",
     ]
     spray = rules["password_spray"]
     assert spray["effective"] == {
         "enabled": True,
         "severity": "high",
         "thresholds": {"users": 5, "tries": 15, "max_per_user": 6, "window_minutes": 60},
+        "suppress_minutes": 0,
+        "time_zone": None,
+        "business_days": None,
     }
     assert spray["guide"]["false_positives"] and spray["overrides"] == []
 

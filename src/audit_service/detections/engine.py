@@ -51,6 +51,12 @@ class Effective:
     enabled: bool
     severity: str
     thresholds: Mapping[str, int]
+    # After a resolution, the same dedup key opens nothing for this many minutes.
+    suppress_minutes: int = 0
+    # off_hours_policy: the tenant's zone (None: the evaluator's) and business days
+    # (weekday numbers, Monday 0; None: Monday to Friday, or every day with weekends_off 0).
+    time_zone: str | None = None
+    business_days: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -217,8 +223,12 @@ def off_hours(
         if not eff.enabled:
             continue
         t = eff.thresholds
-        local = r.recorded_at.astimezone(tz)
-        weekend = local.weekday() >= 5 and t["weekends_off"] == 1
+        zone = ZoneInfo(eff.time_zone) if eff.time_zone else tz
+        local = r.recorded_at.astimezone(zone)
+        if eff.business_days is not None:
+            weekend = local.weekday() not in eff.business_days
+        else:
+            weekend = local.weekday() >= 5 and t["weekends_off"] == 1
         if not weekend and t["start_hour"] <= local.hour < t["end_hour"]:
             continue
         day = local.date().isoformat()
@@ -228,13 +238,17 @@ def off_hours(
             group,
             observed={"actions": len(group), "local_hour": local.hour, "weekday": local.weekday()},
             thresholds=t,
-            method=f"arrival time in {tz.key} outside [start_hour, end_hour)"
-            + (", or on a weekend" if t["weekends_off"] == 1 else ""),
+            method=f"arrival time in {zone.key} outside [start_hour, end_hour)"
+            + (
+                f", or on a day not in {_day_names(eff.business_days)}"
+                if eff.business_days is not None
+                else (", or on a weekend" if t["weekends_off"] == 1 else "")
+            ),
             source=r.source,
             tenant_id=r.tenant_id,
             user=r.user_name,
         )
-        ev["day"] = day
+        ev["day"], ev["time_zone"] = day, zone.key
         out.add(
             _finding(
                 rule,
@@ -248,6 +262,13 @@ def off_hours(
             )
         )
     return list(out.found.values())
+
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _day_names(days: Iterable[int]) -> str:
+    return ",".join(DAY_NAMES[d] for d in sorted(days)) or "(none)"
 
 
 def _finding(

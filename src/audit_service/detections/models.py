@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -71,6 +72,9 @@ class Alert(Base):
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Optimistic changes: every update checks and bumps it.
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # Backward inhibition: the success_after_failures alert that explains this one (a
+    # brute_force_ip / account_guessing alert opened before the success); not re-notified.
+    inhibited_by: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class DetectionRuleSetting(Base):
@@ -86,6 +90,13 @@ class DetectionRuleSetting(Base):
     thresholds: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_by: Mapped[str | None] = mapped_column(String(255))
+    # After an alert of a dedup key is resolved, findings of that key open nothing for
+    # this many minutes (0 / NULL: no window).
+    suppress_minutes: Mapped[int | None] = mapped_column(Integer)
+    # off_hours_policy: the tenant's IANA zone and business days ("mon,tue,..."), NULL:
+    # AUDIT_DETECTIONS_TZ and Monday to Friday (or every day with weekends_off 0).
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    business_days: Mapped[str | None] = mapped_column(String(40))
 
 
 class DetectionState(Base):
@@ -152,3 +163,54 @@ class DetectionPrivilege(Base):
     action: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_allowed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_denied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DetectionVolume(Base):
+    """Hourly counts for the baselines: `kind` user (a user's events), login (a user's
+    successful logins), tenant (every event of a source and tenant, `subject` ''), module
+    (`subject` the module). `hour_start`: the start of the local hour (AUDIT_DETECTIONS_TZ)
+    as a UTC instant, by arrival (`recorded_at`). Pruned after 9 weeks."""
+
+    __tablename__ = "detection_volume"
+    __table_args__ = (Index("ix_detection_volume_hour_start", "hour_start"),)
+
+    # Key order: reads go by kind and subject (a batch's users), then the hours.
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hour_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    events: Mapped[int] = mapped_column(Integer)
+
+
+class DetectionSubject(Base):
+    """Since when a baseline's subject (a detection_volume key) has been counted: its
+    history in weeks. Forgotten 9 weeks after it was last seen (a returning user starts
+    over)."""
+
+    __tablename__ = "detection_subject"
+    __table_args__ = (Index("ix_detection_subject_last_seen_at", "last_seen_at"),)
+
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DetectionSuppression(Base):
+    """An entity (an alert's entity value, or one part of an `ip user` pair) whose findings
+    of one rule open nothing until `until`; `tenant_id` '' for every tenant."""
+
+    __tablename__ = "detection_suppression"
+    __table_args__ = (UniqueConstraint("rule_id", "tenant_id", "entity"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, Identity(always=False), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(String(100))
+    entity: Mapped[str] = mapped_column(String(300))
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(255))

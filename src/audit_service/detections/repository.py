@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.core.db import in_values, lock_for_transaction, upsert_for
@@ -17,6 +17,9 @@ from audit_service.detections.models import (
     DetectionPrivilege,
     DetectionRuleSetting,
     DetectionState,
+    DetectionSubject,
+    DetectionSuppression,
+    DetectionVolume,
 )
 
 _state = cast(Table, DetectionState.__table__)
@@ -99,7 +102,7 @@ async def save_privileges(session: AsyncSession, rows: Sequence[Mapping[str, Any
     if not rows:
         return
     insert = upsert_for(session)
-    stmt = insert(_privileges).values(list(rows))
+    stmt = insert(_privileges)
     stmt = stmt.on_conflict_do_update(
         index_elements=["source", "tenant_id", "user_name", "action"],
         set_={
@@ -107,7 +110,7 @@ async def save_privileges(session: AsyncSession, rows: Sequence[Mapping[str, Any
             "last_denied_at": stmt.excluded.last_denied_at,
         },
     )
-    await session.execute(stmt)
+    await session.execute(stmt, list(rows))
 
 
 async def _rows_of_users(
@@ -131,12 +134,13 @@ async def save_networks(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
     if not rows:
         return
     insert = upsert_for(session)
-    stmt = insert(_networks).values(list(rows))
+    # executemany of one statement (a VALUES list of many rows costs more to compile).
+    stmt = insert(_networks)
     stmt = stmt.on_conflict_do_update(
         index_elements=["source", "tenant_id", "user_name", "network"],
         set_={"logins": stmt.excluded.logins, "last_seen_at": stmt.excluded.last_seen_at},
     )
-    await session.execute(stmt)
+    await session.execute(stmt, list(rows))
 
 
 # --- alerts ----------------------------------------------------------------------------------
@@ -274,3 +278,154 @@ async def add_repeat(
     )
     changed: bool = result.rowcount == 1  # type: ignore[attr-defined]
     return changed
+
+
+# --- baselines (detection_volume, detection_subject) ------------------------------------------
+
+_volume = cast(Table, DetectionVolume.__table__)
+_subjects = cast(Table, DetectionSubject.__table__)
+_suppressions = cast(Table, DetectionSuppression.__table__)
+
+
+async def volume_counts(
+    session: AsyncSession, kind: str, subjects: Sequence[str], hours: Sequence[datetime]
+) -> list[Any]:
+    """The hourly rows of these subjects of `kind` at these hours (every source, tenant)."""
+    out: list[Any] = []
+    names, at = sorted(set(subjects)), sorted(set(hours))
+    if not names or not at:
+        return out
+    for i in range(0, len(names), 500):
+        stmt = select(_volume).where(
+            _volume.c.kind == kind,
+            in_values(session, _volume.c.subject, names[i : i + 500]),
+            _volume.c.hour_start.in_(at),
+        )
+        out += (await session.execute(stmt)).all()
+    return out
+
+
+async def volume_since(
+    session: AsyncSession, kind: str, subjects: Sequence[str], since: datetime
+) -> list[Any]:
+    out: list[Any] = []
+    names = sorted(set(subjects))
+    for i in range(0, len(names), 500):
+        stmt = select(_volume).where(
+            _volume.c.kind == kind,
+            in_values(session, _volume.c.subject, names[i : i + 500]),
+            _volume.c.hour_start >= since,
+        )
+        out += (await session.execute(stmt)).all()
+    return out
+
+
+async def save_volume(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows with their counts as they are now (the caller added the batch's events)."""
+    if not rows:
+        return
+    insert = upsert_for(session)
+    # executemany of one statement: a VALUES list of thousands of rows costs more to compile.
+    stmt = insert(_volume)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "subject", "source", "tenant_id", "hour_start"],
+        set_={"events": stmt.excluded.events},
+    )
+    await session.execute(stmt, list(rows))
+
+
+async def subjects_of(session: AsyncSession, kind: str, subjects: Sequence[str]) -> list[Any]:
+    out: list[Any] = []
+    names = sorted(set(subjects))
+    for i in range(0, len(names), 500):
+        stmt = select(_subjects).where(
+            _subjects.c.kind == kind, in_values(session, _subjects.c.subject, names[i : i + 500])
+        )
+        out += (await session.execute(stmt)).all()
+    return out
+
+
+async def save_subjects(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """First seen stays; last seen moves."""
+    if not rows:
+        return
+    insert = upsert_for(session)
+    stmt = insert(_subjects)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["kind", "subject", "source", "tenant_id"],
+        set_={"last_seen_at": stmt.excluded.last_seen_at},
+    )
+    await session.execute(stmt, list(rows))
+
+
+async def prune_volume(session: AsyncSession, before: datetime) -> None:
+    await session.execute(delete(_volume).where(_volume.c.hour_start < before))
+    await session.execute(delete(_subjects).where(_subjects.c.last_seen_at < before))
+
+
+# --- suppression and inhibition ---------------------------------------------------------------
+
+
+async def suppressions_of(
+    session: AsyncSession, rule_ids: Sequence[str], after: datetime | None = None
+) -> Sequence[DetectionSuppression]:
+    stmt = select(DetectionSuppression).where(
+        DetectionSuppression.rule_id.in_(sorted(set(rule_ids)))
+    )
+    if after is not None:
+        stmt = stmt.where(DetectionSuppression.until > after)
+    stmt = stmt.order_by(
+        DetectionSuppression.rule_id, DetectionSuppression.tenant_id, DetectionSuppression.entity
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def get_suppression(
+    session: AsyncSession, rule_id: str, tenant_id: str, entity: str
+) -> DetectionSuppression | None:
+    stmt = select(DetectionSuppression).where(
+        DetectionSuppression.rule_id == rule_id,
+        DetectionSuppression.tenant_id == tenant_id,
+        DetectionSuppression.entity == entity,
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def add_suppression(session: AsyncSession, **values: Any) -> DetectionSuppression:
+    row = DetectionSuppression(**values)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def delete_suppression(session: AsyncSession, row: DetectionSuppression) -> None:
+    await session.delete(row)
+    await session.flush()
+
+
+async def last_resolved(session: AsyncSession, keys: Sequence[str]) -> dict[str, datetime]:
+    """The latest resolution time of each key's resolved alerts."""
+    out: dict[str, datetime] = {}
+    unique = sorted(set(keys))
+    for i in range(0, len(unique), 500):
+        stmt = (
+            select(Alert.dedup_key, func.max(Alert.resolved_at))
+            .where(Alert.dedup_key.in_(unique[i : i + 500]), Alert.status == RESOLVED)
+            .group_by(Alert.dedup_key)
+        )
+        for key, at in (await session.execute(stmt)).all():
+            if at is not None:
+                out[key] = at
+    return out
+
+
+async def uninhibited_of_rules(
+    session: AsyncSession, rule_ids: Sequence[str], source: str
+) -> Sequence[Alert]:
+    stmt = select(Alert).where(
+        Alert.rule_id.in_(sorted(rule_ids)),
+        Alert.source == source,
+        Alert.status != RESOLVED,
+        Alert.inhibited_by.is_(None),
+    )
+    return (await session.scalars(stmt)).all()

@@ -35,6 +35,9 @@ class Rule:
     entity: str  # ip / user / ip_user
     thresholds: tuple[Threshold, ...]
     guide: Guide
+    # Settings other than integer thresholds the rule takes (PATCH): "time_zone",
+    # "business_days".
+    options: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, int]:
         return {t.name: t.default for t in self.thresholds}
@@ -190,6 +193,7 @@ RULES: tuple[Rule, ...] = (
             response="Check with the user or their manager; look at what else the account did "
             "in that session (evidence.filter).",
         ),
+        options=("time_zone", "business_days"),
     ),
     Rule(
         id="new_network",
@@ -236,6 +240,125 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
 )
+RULES += (
+    Rule(
+        id="off_hours_learned",
+        version=1,
+        title="Login at an hour unusual for the user",
+        severity="low",
+        entity="user",
+        thresholds=(
+            Threshold("days", 28, 7, 56, "History: the user's logins of the last this many days"),
+            Threshold("min_logins", 20, 1, 100_000, "Logins the history needs"),
+            Threshold("min_days", 10, 1, 56, "Distinct local days with a login the history needs"),
+            Threshold(
+                "max_share_per_mille",
+                10,
+                1,
+                1000,
+                "Alert when the login's hour of the week holds less than this share of the "
+                "history's logins (per mille: 10 = 1 %)",
+            ),
+            Threshold(
+                "spread_hours",
+                1,
+                0,
+                12,
+                "The hour of the week counts its neighbours this many hours either side (0: "
+                "the exact hour; 1: a login at Tue 08:xx is usual if Tue 07-09 hold 1 %)",
+            ),
+        ),
+        guide=Guide(
+            meaning="A user with an established login rhythm logged in at an hour of the week "
+            "(local, AUDIT_DETECTIONS_TZ; with the hour either side, spread_hours) that holds "
+            "less than 1 % of their logins of the last 28 days. Learned per user, unlike "
+            "off_hours_policy's fixed business hours. One alert per user and hour.",
+            false_positives="A changed shift, travel across time zones, a deadline.",
+            response="Confirm with the user; look at what the session did (evidence.filter).",
+        ),
+    ),
+    Rule(
+        id="volume_spike_user",
+        version=1,
+        title="A user's activity far above their usual for that hour",
+        severity="medium",
+        entity="user",
+        thresholds=(
+            Threshold(
+                "p_exponent",
+                6,
+                1,
+                30,
+                "Alert when the over-dispersion-corrected Poisson tail p ≤ 10^-p_exponent",
+            ),
+            Threshold("ratio", 3, 1, 1000, "... and the hour's events ≥ ratio x the baseline"),
+            Threshold("min_events", 20, 1, 1_000_000, "... and at least this many events"),
+            Threshold("min_weeks", 4, 1, 8, "Weeks of history the user needs"),
+            Threshold("weeks", 8, 1, 8, "Baseline: the same hour of the week, this many weeks"),
+        ),
+        guide=Guide(
+            meaning="In one local hour the user did far more than in the same hour of the week "
+            "over the last 4 to 8 weeks (quasi-Poisson: the variance scaled by the observed "
+            "dispersion), evaluated on arrival against the running hour; one alert per user "
+            "and hour.",
+            false_positives="A bulk task done by hand (grading, imports), a script using a "
+            "person's account, the first busy day of a term.",
+            response="Look at what the actions were (evidence.filter); a scraping or export "
+            "spree by a stolen account looks like this.",
+        ),
+    ),
+    Rule(
+        id="volume_spike_tenant",
+        version=1,
+        title="A tenant's or module's volume far above its usual for that hour",
+        severity="medium",
+        entity="tenant",
+        thresholds=(
+            Threshold("k_sigma", 3, 1, 20, "Alert above EWMA + k_sigma x sigma"),
+            Threshold("lambda_percent", 30, 1, 100, "EWMA weight of the newest week, percent"),
+            Threshold("min_weeks", 3, 2, 8, "Weeks of history needed"),
+            Threshold("weeks", 8, 2, 8, "Weeks the EWMA runs over"),
+            Threshold("min_events", 50, 1, 10_000_000, "... and at least this many events"),
+            Threshold(
+                "min_ratio_percent",
+                200,
+                100,
+                100_000,
+                "... and at least this percentage of the EWMA (a spike, not noise: at a few "
+                "dozen events an hour, 3 sigma alone is crossed by chance every few days)",
+            ),
+        ),
+        guide=Guide(
+            meaning="The events of a source and tenant (or of one module of it) in a local hour "
+            "exceed the exponentially weighted moving average of the same hour of the week "
+            "(λ 0.3) by more than 3 sigma (sigma from the EWMA of squared deviations, at least the "
+            "Poisson √mean) and reach 200 % of it; evaluated on arrival against the running hour.",
+            false_positives="A new customer or integration onboarding, a migration or replay, "
+            "an exam week.",
+            response="Look at which actors and actions make the volume (evidence.filter); a "
+            "runaway client or an attack on one module shows here first.",
+        ),
+    ),
+    Rule(
+        id="forwarding_failing",
+        version=1,
+        title="Forwarding to a destination is failing",
+        severity="medium",
+        entity="dest",
+        thresholds=(),
+        guide=Guide(
+            meaning="The `forwarding.failing` event: a SIEM destination has not accepted "
+            "events for AUDIT_FORWARD_FAILING_AFTER or refused them permanently. Events queue "
+            "(nothing is lost) but the SIEM is behind. `forwarding.recovered` resolves the "
+            "alert (benign, note 'recovered').",
+            false_positives="Planned maintenance of the receiver.",
+            response="Check the destination (GET /admin/forwarding/destinations/{id}, "
+            "last_error) and the receiver.",
+        ),
+    ),
+)
 CATALOGUE: dict[str, Rule] = {r.id: r for r in RULES}
 # How far back the window state must reach: the longest window, and a local day in any zone.
 RETENTION_MINUTES = 49 * 60
+# The hourly baselines (detection_volume): 8 weeks and the running one.
+VOLUME_RETENTION_DAYS = 63

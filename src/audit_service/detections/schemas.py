@@ -54,6 +54,11 @@ class AlertOut(BaseModel):
     title: str
     evidence: dict[str, Any]
     version: int
+    inhibited_by: int | None = Field(
+        default=None,
+        description="The success_after_failures alert that explains this brute-force alert "
+        "(backward inhibition): not notified again",
+    )
 
 
 class AlertPage(BaseModel):
@@ -80,10 +85,26 @@ class GuideOut(BaseModel):
     response: str
 
 
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
 class EffectiveOut(BaseModel):
     enabled: bool
     severity: Severity
     thresholds: dict[str, int]
+    suppress_minutes: int = 0
+    time_zone: str | None = Field(default=None, description="null: AUDIT_DETECTIONS_TZ")
+    business_days: list[Day] | None = Field(
+        default=None, description="null: Monday to Friday (weekends_off 1) or every day"
+    )
+
+
+class SuppressionOut(BaseModel):
+    entity: str
+    until: datetime
+    note: str | None
+    created_at: datetime
+    created_by: str | None
 
 
 class OverrideOut(BaseModel):
@@ -91,6 +112,10 @@ class OverrideOut(BaseModel):
     enabled: bool | None
     severity: Severity | None
     thresholds: dict[str, int]
+    suppress_minutes: int | None = None
+    time_zone: str | None = None
+    business_days: list[Day] | None = None
+    suppressions: list[SuppressionOut] = Field(default_factory=list)
     updated_at: datetime
     updated_by: str | None
 
@@ -121,3 +146,40 @@ class RuleUpdate(InputModel):
         default=None, description="Threshold name → integer, within the catalogue's bounds"
     )
     tenant_id: str | None = Field(default=None, min_length=1, max_length=100)
+    suppress_minutes: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=43_200,
+        description="After an alert is resolved, the same dedup key opens nothing for this "
+        "many minutes (0: no window; null: inherit)",
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="off_hours_policy: the tenant's IANA zone (null: AUDIT_DETECTIONS_TZ)",
+    )
+    business_days: list[Day] | None = Field(
+        default=None,
+        max_length=7,
+        description="off_hours_policy: the business days (null: Monday to Friday, or every "
+        "day with weekends_off 0)",
+    )
+    suppress: SuppressIn | None = Field(
+        default=None, description="Suppress one entity of the rule until a time (or lift it)"
+    )
+
+
+class SuppressIn(InputModel):
+    entity: str = Field(
+        min_length=1,
+        max_length=300,
+        description="An alert's entity value (an IP, a user), or one part of an 'ip user' pair",
+    )
+    until: AwareDatetime | None = Field(
+        description="Findings about the entity arriving before this open nothing; null lifts "
+        "the suppression"
+    )
+    note: str | None = Field(default=None, max_length=2000)
+
+
+RuleUpdate.model_rebuild()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,9 +26,9 @@ from audit_service.audit_log.context import SYSTEM
 from audit_service.audit_log.sink import EventSink, SessionEventSink
 from audit_service.core.config import Settings
 from audit_service.core.errors import Conflict, FieldError, NotFound, ValidationFailed
-from audit_service.detections import engine
+from audit_service.detections import engine, hourly, lifecycle
 from audit_service.detections import repository as repo
-from audit_service.detections.models import Alert, DetectionRuleSetting
+from audit_service.detections.models import Alert, DetectionRuleSetting, DetectionSuppression
 from audit_service.detections.rules import CATALOGUE, RETENTION_MINUTES, RULES, Rule
 from audit_service.detections.schemas import (
     AlertOut,
@@ -42,6 +42,7 @@ from audit_service.detections.schemas import (
     RuleList,
     RuleOut,
     RuleUpdate,
+    SuppressionOut,
     ThresholdOut,
 )
 from audit_service.kit.models import utcnow
@@ -58,7 +59,7 @@ RETENTION = timedelta(minutes=RETENTION_MINUTES)
 Fence = Callable[[AsyncSession], Awaitable[None]]
 # What recording a finding did: the seam for notifications (an outbox row written in the
 # same transaction for "opened" and "reopened").
-Change = Literal["opened", "reopened", "updated"]
+Change = Literal["opened", "reopened", "updated", "resolved"]
 PRIVILEGED_PREFIXES = ("user.", "api_key.")
 PRIVILEGED_ACTIONS = frozenset({"config.changed", "activity.exported"})
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -190,10 +191,22 @@ class Config:
 @dataclass(frozen=True)
 class RuleSettings:
     rows: Mapping[tuple[str, str], DetectionRuleSetting]
+    suppressions: Mapping[tuple[str, str], Sequence[DetectionSuppression]] = field(
+        default_factory=dict
+    )
+    _cache: dict[tuple[str, str], engine.Effective] = field(default_factory=dict, compare=False)
 
     def effective(self, rule_id: str, tenant_id: str) -> engine.Effective:
+        """The settings a rule runs with for a tenant (computed once per round)."""
+        cached = self._cache.get((rule_id, tenant_id))
+        if cached is None:
+            cached = self._cache[(rule_id, tenant_id)] = self._effective(rule_id, tenant_id)
+        return cached
+
+    def _effective(self, rule_id: str, tenant_id: str) -> engine.Effective:
         rule = CATALOGUE[rule_id]
         enabled, severity, thresholds = True, rule.severity, rule.defaults()
+        suppress, zone, days = 0, None, None
         for level in ("", tenant_id) if tenant_id else ("",):
             row = self.rows.get((rule_id, level))
             if row is None:
@@ -203,11 +216,23 @@ class RuleSettings:
             thresholds.update(
                 {k: int(v) for k, v in (row.thresholds or {}).items() if k in thresholds}
             )
-        return engine.Effective(enabled, severity, thresholds)
+            suppress = row.suppress_minutes if row.suppress_minutes is not None else suppress
+            zone = row.time_zone or zone
+            days = parse_days(row.business_days) if row.business_days is not None else days
+        return engine.Effective(enabled, severity, thresholds, suppress, zone, days)
+
+
+def parse_days(value: str) -> tuple[int, ...]:
+    return tuple(sorted({engine.DAY_NAMES.index(d) for d in value.split(",") if d}))
 
 
 async def rule_settings(session: AsyncSession) -> RuleSettings:
-    return RuleSettings({(r.rule_id, r.tenant_id): r for r in await repo.all_settings(session)})
+    suppressions: dict[tuple[str, str], list[DetectionSuppression]] = {}
+    for s in await repo.suppressions_of(session, [r.id for r in RULES]):
+        suppressions.setdefault((s.rule_id, s.tenant_id), []).append(s)
+    return RuleSettings(
+        {(r.rule_id, r.tenant_id): r for r in await repo.all_settings(session)}, suppressions
+    )
 
 
 # --- the evaluator ---------------------------------------------------------------------------
@@ -267,6 +292,9 @@ async def evaluate_round(
     ]
     findings = engine.off_hours(privileged, settings.effective, tz=config.tz)
     findings += await _first_privileged(session, config, followed, settings)
+    events = [f.event for f in followed if f.event is not None]
+    logins = [_attempt(_Row(a)) for a in attempts if a["success"] and a["user_name"]]
+    findings += await hourly.findings(session, events, logins, settings.effective, tz=config.tz)
     if attempts:
         await repo.add_logins(session, attempts)
         since = min(a["recorded_at"] for a in attempts) - RETENTION
@@ -285,7 +313,16 @@ async def evaluate_round(
         )
         await repo.prune_logins(session, max(a["recorded_at"] for a in attempts) - RETENTION)
         findings += await _new_networks(session, attempts, settings)
+    findings = await lifecycle.suppress(session, findings, settings.effective)
     changes = await record_findings(session, findings)
+    await lifecycle.inhibit_backward(session, findings)
+    recovered = cast(
+        list[tuple[Change, int]],
+        await lifecycle.forwarding(session, events, settings.effective, record_findings),
+    )
+    # Its openings went through record_findings (and the outbox); the resolutions did not.
+    await _notify(session, [c for c in recovered if c[0] == "resolved"])
+    changes += recovered
     moved = followed[-1].position
     await repo.move_state(session, EVALUATOR, moved, utcnow())
     lag = await log.lag_after(session, moved)
@@ -440,7 +477,9 @@ async def _notify(session: AsyncSession, changes: Sequence[tuple[str, int]]) -> 
     notices = []
     for change, alert_id in changes:
         alert = await repo.get_alert(session, alert_id)
-        if alert is not None:
+        # An inhibited alert (muted by a success_after_failures of its key) is not notified
+        # again; its resolution still is.
+        if alert is not None and (alert.inhibited_by is None or change == "resolved"):
             notices.append(_notice(alert, change))
     await notifications.notify(session, notices)
 
@@ -511,6 +550,7 @@ def alert_out(a: Alert) -> AlertOut:
         title=a.title,
         evidence=a.evidence,
         version=a.version,
+        inhibited_by=a.inhibited_by,
     )
 
 
@@ -619,12 +659,28 @@ async def resolve(
 # --- rules API -------------------------------------------------------------------------------
 
 
-def _override_out(row: DetectionRuleSetting) -> OverrideOut:
+def _override_out(
+    row: DetectionRuleSetting, suppressions: Sequence[DetectionSuppression] = ()
+) -> OverrideOut:
+    days = parse_days(row.business_days) if row.business_days is not None else None
     return OverrideOut(
         tenant_id=row.tenant_id or None,
         enabled=row.enabled,
         severity=row.severity,
         thresholds=dict(row.thresholds or {}),
+        suppress_minutes=row.suppress_minutes,
+        time_zone=row.time_zone,
+        business_days=None if days is None else [engine.DAY_NAMES[d] for d in days],
+        suppressions=[
+            SuppressionOut(
+                entity=s.entity,
+                until=s.until,
+                note=s.note,
+                created_at=s.created_at,
+                created_by=s.created_by,
+            )
+            for s in suppressions
+        ],
         updated_at=row.updated_at,
         updated_by=row.updated_by,
     )
@@ -657,9 +713,16 @@ def _rule_out(rule: Rule, settings: RuleSettings) -> RuleOut:
             enabled=eff.enabled,
             severity=eff.severity,
             thresholds=dict(eff.thresholds),
+            suppress_minutes=eff.suppress_minutes,
+            time_zone=eff.time_zone,
+            business_days=None
+            if eff.business_days is None
+            else [engine.DAY_NAMES[d] for d in eff.business_days],
         ),
         overrides=[
-            _override_out(row) for (rid, _), row in sorted(settings.rows.items()) if rid == rule.id
+            _override_out(row, settings.suppressions.get(key, ()))
+            for key, row in sorted(settings.rows.items())
+            if key[0] == rule.id
         ],
     )
 
@@ -696,6 +759,64 @@ def _check_thresholds(rule: Rule, values: Mapping[str, int]) -> None:
         raise ValidationFailed(f"Invalid thresholds for rule {rule.id}", errors=errors)
 
 
+def _check_options(rule: Rule, data: RuleUpdate) -> None:
+    errors: list[FieldError] = []
+    for name in ("time_zone", "business_days"):
+        if name in data.model_fields_set and name not in rule.options:
+            errors.append(
+                FieldError(
+                    loc=["body", name],
+                    msg=f"rule {rule.id} takes no {name} (only: "
+                    + (", ".join(rule.options) or "none")
+                    + ")",
+                    type="unknown",
+                )
+            )
+    if data.time_zone is not None:
+        try:
+            ZoneInfo(data.time_zone)
+        except (ValueError, KeyError, OSError):
+            errors.append(
+                FieldError(
+                    loc=["body", "time_zone"],
+                    msg="not a known IANA time zone (e.g. Europe/Berlin)",
+                    type="zone_unknown",
+                )
+            )
+    if errors:
+        raise ValidationFailed(f"Invalid settings for rule {rule.id}", errors=errors)
+
+
+async def _suppress(
+    session: AsyncSession,
+    audit: EventSink,
+    rule_id: str,
+    tenant: str,
+    data: RuleUpdate,
+    now: datetime,
+) -> None:
+    s = data.suppress
+    assert s is not None
+    row = await repo.get_suppression(session, rule_id, tenant, s.entity)
+    if s.until is None:
+        if row is not None:
+            await repo.delete_suppression(session, row)
+        return
+    if row is None:
+        await repo.add_suppression(
+            session,
+            rule_id=rule_id,
+            tenant_id=tenant,
+            entity=s.entity,
+            until=s.until,
+            note=s.note,
+            created_at=now,
+            created_by=audit.actor.name,
+        )
+    else:
+        row.until, row.note, row.created_at, row.created_by = s.until, s.note, now, audit.actor.name
+
+
 async def update_rule(
     session: AsyncSession, audit: EventSink, rule_id: str, data: RuleUpdate
 ) -> RuleOut:
@@ -705,10 +826,13 @@ async def update_rule(
         raise NotFound(f"No detection rule '{rule_id}' (see GET /admin/detections/rules)")
     if data.thresholds:
         _check_thresholds(rule, data.thresholds)
+    _check_options(rule, data)
     tenant = data.tenant_id or ""
     now = utcnow()
     row = await repo.get_setting(session, rule_id, tenant)
-    before = None if row is None else _override_out(row).model_dump(mode="json")
+    held = list(await repo.suppressions_of(session, [rule_id]))
+    mine = [s for s in held if s.tenant_id == tenant]
+    before = None if row is None else _override_out(row, mine).model_dump(mode="json")
     if row is None:
         row = await repo.add_setting(
             session, rule_id=rule_id, tenant_id=tenant, thresholds={}, updated_at=now
@@ -720,9 +844,21 @@ async def update_rule(
         row.severity = data.severity
     if "thresholds" in fields:
         row.thresholds = {**(row.thresholds or {}), **(data.thresholds or {})}
+    if "suppress_minutes" in fields:
+        row.suppress_minutes = data.suppress_minutes
+    if "time_zone" in fields:
+        row.time_zone = data.time_zone
+    if "business_days" in fields:
+        days = data.business_days
+        row.business_days = (
+            None if days is None else ",".join(d for d in engine.DAY_NAMES if d in days)
+        )
+    if data.suppress is not None:
+        await _suppress(session, audit, rule_id, tenant, data, now)
     row.updated_at, row.updated_by = now, audit.actor.name
     await session.flush()
-    after = _override_out(row).model_dump(mode="json")
+    mine = [s for s in await repo.suppressions_of(session, [rule_id]) if s.tenant_id == tenant]
+    after = _override_out(row, mine).model_dump(mode="json")
     audit.describe(
         description=f"Changed detection rule {rule_id}"
         + (f" for tenant '{tenant}'" if tenant else ""),

@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from audit_service.audit_log.context import SYSTEM
 from audit_service.audit_log.sequencer import no_fence
+from audit_service.audit_log.sink import SessionEventSink
 from audit_service.detections import service
 from audit_service.detections.models import Alert
 from audit_service.integrity.jobs import make_sequencer
@@ -59,3 +61,20 @@ async def alerts(h: Harness, rule: str | None = None) -> list[Alert]:
 
 def entities(found: list[Alert]) -> set[str]:
     return {a.entity_value for a in found}
+
+
+async def forwarding_event(h: Harness, action: str, dest: int, name: str) -> None:
+    """What forwarding/ records when a destination starts failing or recovers."""
+    async with h.app.state.sessionmaker() as session:
+        sink = SessionEventSink(session, SYSTEM, action, "forwarding")
+        sink.describe(
+            target_type="forward_destination",
+            target_id=str(dest),
+            description=f"Destination {dest} '{name}' {action}",
+            destination=name,
+            kind="webhook",
+            error="connection refused",
+            cursor=5,
+        )
+        await sink.write(outcome="failure" if action.endswith("failing") else "success")
+        await session.commit()

@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 
-from audit_service.audit_log.context import SYSTEM
-from audit_service.audit_log.sink import SessionEventSink
 from tests.conftest import Harness
-from tests.detections.helpers import alerts, attempt, evaluate, failures, post
+from tests.detections.helpers import alerts, attempt, evaluate, failures, forwarding_event, post
 
 IP = "203.0.113.50"
 
@@ -247,25 +245,9 @@ async def test_success_after_failures_inhibits_open_brute_force_alerts(h: Harnes
 # --- forwarding_failing ----------------------------------------------------------------------
 
 
-async def _forwarding_event(h: Harness, action: str, dest: int, name: str) -> None:
-    async with h.app.state.sessionmaker() as session:
-        sink = SessionEventSink(session, SYSTEM, action, "forwarding")
-        sink.describe(
-            target_type="forward_destination",
-            target_id=str(dest),
-            description=f"Destination {dest} '{name}' {action}",
-            destination=name,
-            kind="webhook",
-            error="connection refused",
-            cursor=5,
-        )
-        await sink.write(outcome="failure" if action.endswith("failing") else "success")
-        await session.commit()
-
-
 async def test_forwarding_failing_opens_and_recovered_resolves(h: Harness) -> None:
-    await _forwarding_event(h, "forwarding.failing", 7, "splunk")
-    await _forwarding_event(h, "forwarding.failing", 8, "elastic")
+    await forwarding_event(h, "forwarding.failing", 7, "splunk")
+    await forwarding_event(h, "forwarding.failing", 8, "elastic")
     # An ingested source claiming it is not the forwarder.
     await post(h, [{**attempt(None, "x", ok=True), "action": "forwarding.failing"}])
     await evaluate(h)
@@ -273,15 +255,15 @@ async def test_forwarding_failing_opens_and_recovered_resolves(h: Harness) -> No
     assert set(found) == {"7 splunk", "8 elastic"}
     assert found["7 splunk"].severity == "medium" and found["7 splunk"].status == "open"
     assert found["7 splunk"].evidence["destination"] == {"id": "7", "name": "splunk"}
-    await _forwarding_event(h, "forwarding.recovered", 7, "splunk")
+    await forwarding_event(h, "forwarding.recovered", 7, "splunk")
     await evaluate(h)
     found = {a.entity_value: a for a in await alerts(h, "forwarding_failing")}
     assert found["7 splunk"].status == "resolved"
     assert (found["7 splunk"].resolution, found["7 splunk"].note) == ("benign", "recovered")
     assert found["8 elastic"].status == "open"
     # Failing again opens a new alert; failing and recovering in one batch leaves it resolved.
-    await _forwarding_event(h, "forwarding.failing", 7, "splunk")
-    await _forwarding_event(h, "forwarding.recovered", 7, "splunk")
+    await forwarding_event(h, "forwarding.failing", 7, "splunk")
+    await forwarding_event(h, "forwarding.recovered", 7, "splunk")
     await evaluate(h)
     seven = [a for a in await alerts(h, "forwarding_failing") if a.entity_value == "7 splunk"]
     assert [a.status for a in seven] == ["resolved", "resolved"]
@@ -289,6 +271,6 @@ async def test_forwarding_failing_opens_and_recovered_resolves(h: Harness) -> No
 
 async def test_forwarding_failing_disabled(h: Harness) -> None:
     await _patch(h, "forwarding_failing", {"enabled": False})
-    await _forwarding_event(h, "forwarding.failing", 7, "splunk")
+    await forwarding_event(h, "forwarding.failing", 7, "splunk")
     await evaluate(h)
     assert await alerts(h, "forwarding_failing") == []

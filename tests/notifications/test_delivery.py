@@ -10,7 +10,7 @@ import pytest
 
 from audit_service.notifications.delivery import Deliverer
 from tests.conftest import Harness
-from tests.detections.helpers import alerts, evaluate, failures, post
+from tests.detections.helpers import alerts, evaluate, failures, forwarding_event, post
 from tests.forwarding.receivers import Reply, WebhookReceiver
 from tests.notifications.conftest import (
     admin,
@@ -354,3 +354,24 @@ async def test_a_resolution_is_told_where_the_alert_was_even_after_a_pause(
     r = await h.client.patch(path, headers=await admin(h), json={"enabled": True})
     await until(lambda: len(receiver.accepted) == 2, h)
     assert bodies(receiver)[1]["status"] == "resolved"
+
+
+async def test_a_failing_forwarding_destination_is_told_and_so_is_its_recovery(
+    h: Harness, receiver: WebhookReceiver
+) -> None:
+    await webhook_channel(h, receiver, rules=["forwarding_failing"])
+    await forwarding_event(h, "forwarding.failing", 7, "splunk")
+    await evaluate(h)
+    await until(lambda: len(receiver.accepted) == 1, h)
+    [opened] = bodies(receiver)[0]["alerts"]
+    assert (opened["rule_id"], opened["status"]) == ("forwarding_failing", "open")
+
+    await forwarding_event(h, "forwarding.recovered", 7, "splunk")
+    await evaluate(h)
+    await until(lambda: len(receiver.accepted) == 2, h)
+    [resolved] = bodies(receiver)[1]["alerts"]
+    assert (resolved["id"], resolved["status"], resolved["change"]) == (
+        opened["id"],
+        "resolved",
+        "resolved",
+    )

@@ -25,7 +25,16 @@ from audit_service.integrity.models import (
 from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
 from audit_service.reports.models import ReportRun, ReportSchedule
-from audit_service.stats.models import StatsActorBucket, StatsBucket, StatsIpBucket, StatsWatermark
+from audit_service.stats.models import (
+    StatsActorBucket,
+    StatsActorBucketDay,
+    StatsBucket,
+    StatsBucketDay,
+    StatsBucketHour,
+    StatsIpBucket,
+    StatsIpBucketDay,
+    StatsWatermark,
+)
 
 __all__ = [
     "ActionSchema",
@@ -58,8 +67,12 @@ __all__ = [
     "RuntimeSetting",
     "SourceAction",
     "StatsActorBucket",
+    "StatsActorBucketDay",
     "StatsBucket",
+    "StatsBucketDay",
+    "StatsBucketHour",
     "StatsIpBucket",
+    "StatsIpBucketDay",
     "StatsWatermark",
     "User",
 ]

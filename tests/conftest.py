@@ -61,6 +61,7 @@ TABLES = (
     "stats_bucket_day",
     "stats_actor_bucket",
     "stats_actor_bucket_day",
+    "stats_actor_tenant_day",
     "stats_ip_bucket",
     "stats_ip_bucket_day",
     "stats_watermark",

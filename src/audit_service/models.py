@@ -28,6 +28,7 @@ from audit_service.reports.models import ReportRun, ReportSchedule
 from audit_service.stats.models import (
     StatsActorBucket,
     StatsActorBucketDay,
+    StatsActorTenantDay,
     StatsBucket,
     StatsBucketDay,
     StatsBucketHour,
@@ -68,6 +69,7 @@ __all__ = [
     "SourceAction",
     "StatsActorBucket",
     "StatsActorBucketDay",
+    "StatsActorTenantDay",
     "StatsBucket",
     "StatsBucketDay",
     "StatsBucketHour",

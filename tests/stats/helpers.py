@@ -58,6 +58,7 @@ LEVEL_TABLES = {
     "bucket_day": ("stats_bucket_day", 86400, "bucket"),
     "actor": ("stats_actor_bucket", 900, "actor"),
     "actor_day": ("stats_actor_bucket_day", 86400, "actor"),
+    "actor_tenant_day": ("stats_actor_tenant_day", 86400, "actor_tenant"),
     "ip": ("stats_ip_bucket", 900, "ip"),
     "ip_day": ("stats_ip_bucket_day", 86400, "ip"),
 }
@@ -90,6 +91,8 @@ async def _raw_group_by(
         "actor": f"SELECT {bucket}, COALESCE(e.tenant_id, ''), e.source, e.module, e.action, "
         f"e.actor_type, COALESCE(e.actor_id, ''), e.outcome, count(*) {base} "
         "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
+        "actor_tenant": f"SELECT {bucket}, COALESCE(e.tenant_id, ''), e.actor_type, "
+        f"COALESCE(e.actor_id, ''), e.outcome, count(*) {base} GROUP BY 1, 2, 3, 4, 5",
         "ip": f"SELECT {bucket}, COALESCE(e.tenant_id, ''), e.ip, e.actor_type, "
         f"COALESCE(e.actor_id, {concat}, ''), e.outcome, count(*) {base} AND e.ip IS NOT NULL "
         "GROUP BY 1, 2, 3, 4, 5, 6",
@@ -112,6 +115,7 @@ async def stored_rollups(h: Harness) -> dict[str, Counter[tuple[Any, ...]]]:
     family_keys = {
         "bucket": "bucket, tenant_id, source, module, action, actor_type",
         "actor": "bucket, tenant_id, source, module, action, actor_type, actor_id",
+        "actor_tenant": "bucket, tenant_id, actor_type, actor_id",
         "ip": "bucket, tenant_id, ip, actor_type, actor_key",
     }
     out: dict[str, Counter[tuple[Any, ...]]] = {}

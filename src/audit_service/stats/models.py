@@ -129,6 +129,19 @@ class StatsActorBucketDay(_ActorKeys, Base):
     __table_args__ = (Index("ix_stats_actor_bucket_day_actor_id_bucket", "actor_id", "bucket"),)
 
 
+class StatsActorTenantDay(_Outcomes, Base):
+    """Per UTC day x tenant x actor only (no source, module, action): what distinct actors
+    and top actors read when no such filter is given. The full per-actor key has ~3.5 rows
+    per actor and day at 10M events, this one ~1."""
+
+    __tablename__ = "stats_actor_tenant_day"
+
+    bucket: Mapped[int] = _bucket()
+    tenant_id: Mapped[str] = _key(100, -90)
+    actor_type: Mapped[str] = _key(20, -50)
+    actor_id: Mapped[str] = _key(200, -40)
+
+
 class StatsIpBucketDay(_IpKeys, Base):
     __tablename__ = "stats_ip_bucket_day"
     __table_args__ = (Index("ix_stats_ip_bucket_day_actor_key_bucket", "actor_key", "bucket"),)

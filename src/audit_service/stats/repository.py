@@ -31,6 +31,7 @@ from audit_service.stats.models import (
     HOUR_SECONDS,
     StatsActorBucket,
     StatsActorBucketDay,
+    StatsActorTenantDay,
     StatsBucket,
     StatsBucketDay,
     StatsBucketHour,
@@ -48,6 +49,7 @@ buckets_hour = cast(Table, StatsBucketHour.__table__)
 buckets_day = cast(Table, StatsBucketDay.__table__)
 actor_buckets_day = cast(Table, StatsActorBucketDay.__table__)
 ip_buckets_day = cast(Table, StatsIpBucketDay.__table__)
+actor_tenant_day = cast(Table, StatsActorTenantDay.__table__)
 
 # Each rollup with its levels, coarsest first: (seconds per row, table).
 Levels = tuple[tuple[int, Table], ...]
@@ -57,14 +59,28 @@ BUCKET_LEVELS: Levels = (
     (BUCKET_SECONDS, buckets),
 )
 ACTOR_LEVELS: Levels = ((DAY_SECONDS, actor_buckets_day), (BUCKET_SECONDS, actor_buckets))
+# Distinct and top actors without a source, module or action filter: the day rows per
+# tenant and actor only (the 15-minute edges from the full table, read for the same columns).
+ACTOR_TENANT_LEVELS: Levels = ((DAY_SECONDS, actor_tenant_day), (BUCKET_SECONDS, actor_buckets))
 IP_LEVELS: Levels = ((DAY_SECONDS, ip_buckets_day), (BUCKET_SECONDS, ip_buckets))
-# What the rollup adds to per round: the 15-minute table of each family and its coarser
-# levels (rollup.Counts.levels rolls the 15-minute keys up).
+# What the rollup adds to per round: the 15-minute table of each family, then each coarser
+# level rolled up from the one before it (rollup.rolled_up; keys it lacks are summed over).
 COARSER = {
     buckets: ((HOUR_SECONDS, buckets_hour), (DAY_SECONDS, buckets_day)),
-    actor_buckets: ((DAY_SECONDS, actor_buckets_day),),
+    actor_buckets: ((DAY_SECONDS, actor_buckets_day), (DAY_SECONDS, actor_tenant_day)),
     ip_buckets: ((DAY_SECONDS, ip_buckets_day),),
 }
+
+
+def key_names(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.primary_key.columns)
+
+
+def _per_actor_levels(scope: Scope) -> Levels:
+    narrow = scope.source is None and scope.module is None and not scope.actions
+    return ACTOR_TENANT_LEVELS if narrow else ACTOR_LEVELS
+
+
 facets = cast(Table, StatsFacet.__table__)
 _watermark = cast(Table, StatsWatermark.__table__)
 
@@ -303,7 +319,7 @@ async def distinct_actors(bind: Bind, scope: Scope) -> tuple[int, int]:
             .group_by(c.actor_type, c.actor_id)
         )
 
-    parts = _read(ACTOR_LEVELS, scope, build)
+    parts = _read(_per_actor_levels(scope), scope, build)
     per_actor = (
         select(parts.c.actor_type)
         .group_by(parts.c.actor_type, parts.c.actor_id)
@@ -388,7 +404,9 @@ def _dimension_levels(dimension: str, scope: Scope) -> Levels:
     kind = DIMENSIONS[dimension][0]
     if kind == "ip":
         return IP_LEVELS
-    return levels_for(scope, per_actor=kind == "actor")
+    if kind == "actor":
+        return _per_actor_levels(scope)
+    return levels_for(scope)
 
 
 def _grouped(

@@ -90,12 +90,17 @@ class Counts:
 
 
 def rolled_up(
-    rows: Mapping[tuple[Any, ...], Sequence[int]], size: int
+    rows: Mapping[tuple[Any, ...], Sequence[int]],
+    size: int,
+    names: Sequence[str],
+    kept: Sequence[str],
 ) -> dict[tuple[Any, ...], list[int]]:
-    """`rows` (bucket first in each key) summed per coarser UTC bucket of `size` seconds."""
+    """`rows` (keys of the columns `names`, bucket first) summed per coarser UTC bucket of
+    `size` seconds and per the key columns `kept` (bucket first; a subset of `names`)."""
+    pick = [names.index(k) for k in kept[1:]]
     out: dict[tuple[Any, ...], list[int]] = {}
     for key, n in rows.items():
-        coarse = (key[0] - key[0] % size, *key[1:])
+        coarse = (key[0] - key[0] % size, *[key[i] for i in pick])
         acc = out.get(coarse)
         if acc is None:
             out[coarse] = list(n)
@@ -161,9 +166,11 @@ async def run_round(session: AsyncSession, fence: Fence, *, batch: int) -> Round
         ):
             await repo.add_counts(session, table, columns, rows)
             # The coarser levels of the same counts, in the same transaction (models.py).
+            finer = table
             for size, level in repo.COARSER[table]:
-                rows = rolled_up(rows, size)
+                rows = rolled_up(rows, size, repo.key_names(finer), repo.key_names(level))
                 await repo.add_counts(session, level, columns, rows)
+                finer = level
         moved = followed[-1].position
         await repo.move_watermark(session, ROLLUP, moved, utcnow())
         if facets_moved >= after:

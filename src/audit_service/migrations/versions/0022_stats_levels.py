@@ -5,7 +5,9 @@ Revises: 0018
 Create Date: 2026-12-03
 
 `stats_bucket_hour` and `stats_bucket_day` (the counts of `stats_bucket` per UTC hour and
-day), `stats_actor_bucket_day` and `stats_ip_bucket_day` (per UTC day): a period reads day
+day), `stats_actor_bucket_day` and `stats_ip_bucket_day` (per UTC day), and
+`stats_actor_tenant_day` (per UTC day, tenant and actor only: distinct and top actors
+without a source, module or action filter): a period reads day
 rows for its whole UTC days, hour rows beside them and 15-minute rows only at its edges
 (stats/models.py, buckets.pieces). Backfilled from the 15-minute rows, one INSERT … SELECT
 … GROUP BY per level, in this migration's transaction: the rollup job cannot add to the
@@ -43,6 +45,13 @@ LEVELS = {
     "stats_actor_bucket_day": (
         "stats_actor_bucket",
         (*_BUCKET_KEYS, "actor_id"),
+        _OUTCOMES,
+        86400,
+    ),
+    # Without source, module and action (models.StatsActorTenantDay): from the day rows.
+    "stats_actor_tenant_day": (
+        "stats_actor_bucket_day",
+        ("tenant_id", "actor_type", "actor_id"),
         _OUTCOMES,
         86400,
     ),

@@ -339,52 +339,49 @@ async def per_interval(
     SQL; `group` is a key column or `outcome` (then one row per outcome with events)."""
     if not starts:
         return []
-    if group == "outcome":
-        outcomes = [scope.outcome] if scope.outcome is not None else list(OUTCOME_COLUMNS)
-
-        def by_outcome(table: Table, ranges: Sequence[Range]) -> Select[Any]:
-            c = table.c
-            i = interval_of(c.bucket, starts)
-            sums = [_sum(c[OUTCOME_COLUMNS[o]]).label(o) for o in outcomes]
-            stmt = select(i.label("i"), *sums).where(*where(bind, table, scope, ranges))
-            return stmt if len(starts) == 1 else stmt.group_by(i)
-
-        parts = _read(levels_for(scope), scope, by_outcome, starts)
-        stmt = (
-            select(parts.c.i, *[_sum(parts.c[o]) for o in outcomes])
-            .group_by(parts.c.i)
-            .order_by(parts.c.i)
-        )
-        out: list[tuple[int, str | None, int]] = []
-        for row in (await bind.execute(stmt)).all():
-            for o, n in zip(outcomes, row[1:], strict=True):
-                if n:
-                    out.append((int(row[0]), o, int(n)))
-        return out
+    outcomes = [scope.outcome] if scope.outcome is not None else list(OUTCOME_COLUMNS)
+    by_outcome = group == "outcome"
 
     def build(table: Table, ranges: Sequence[Range]) -> Select[Any]:
+        # Per bucket of the level first (an index-ordered aggregate): the interval CASE
+        # then runs once per bucket and group, not once per row.
         c = table.c
-        i = interval_of(c.bucket, starts)
-        # One interval: its index is a constant, and GROUP BY 0 would name a column.
-        keys: list[Any] = [] if len(starts) == 1 else [i]
-        if group is not None:
-            keys.append(c[group])
-        labelled: list[Any] = (
-            [i.label("i")] if group is None else [i.label("i"), c[group].label("g")]
-        )
+        keys: list[Any] = [c.bucket]
+        if group is not None and not by_outcome:
+            keys.append(c[group].label("g"))
+        if by_outcome:
+            sums = [func.sum(c[OUTCOME_COLUMNS[o]]).label(o) for o in outcomes]
+        else:
+            sums = [func.sum(counted(table, scope)).label("n")]
         return (
-            select(*labelled, func.sum(counted(table, scope)).label("n"))
+            select(*keys, *sums)
             .where(*where(bind, table, scope, ranges))
-            .group_by(*keys)
+            .group_by(*[k.element if hasattr(k, "element") else k for k in keys])
         )
 
     parts = _read(levels_for(scope), scope, build, starts)
-    keys = [parts.c.i] if group is None else [parts.c.i, parts.c.g]
-    stmt2 = select(*keys, func.sum(parts.c.n)).group_by(*keys).order_by(*keys)
-    rows = (await bind.execute(stmt2)).all()
-    if group is None:
-        return [(int(r[0]), None, int(r[1])) for r in rows if r[1]]
-    return [(int(r[0]), str(r[1]), int(r[2])) for r in rows if r[2]]
+    i = interval_of(parts.c.bucket, starts)
+    # One interval: its index is a constant, and GROUP BY 0 would name a column.
+    keys: list[Any] = [] if len(starts) == 1 else [i]
+    columns: list[Any] = [i.label("i")]
+    if group is not None and not by_outcome:
+        keys.append(parts.c.g)
+        columns.append(parts.c.g)
+    values = [_sum(parts.c[o]) for o in outcomes] if by_outcome else [_sum(parts.c.n)]
+    rows = (await bind.execute(select(*columns, *values).group_by(*keys))).all()
+    out: list[tuple[int, str | None, int]] = []
+    for row in rows:
+        if by_outcome:
+            out.extend(
+                (int(row[0]), o, int(n)) for o, n in zip(outcomes, row[1:], strict=True) if n
+            )
+        elif group is None:
+            if row[1]:
+                out.append((int(row[0]), None, int(row[1])))
+        elif row[2]:
+            out.append((int(row[0]), str(row[1]), int(row[2])))
+    out.sort(key=lambda r: (r[0], r[1] or ""))
+    return out
 
 
 # dimension -> (table kind, key columns)
@@ -440,28 +437,15 @@ async def top(
     by key) and the total over all groups."""
     parts = _grouped(bind, scope, dimension)
     keys = [parts.c[k] for k in DIMENSIONS[dimension][1]]
-    n = _sum(parts.c.n).label("total")
-    stmt = (
-        select(*keys, n)
-        .group_by(*keys)
-        .having(func.sum(parts.c.n) > 0)
-        .order_by(n.desc(), *keys)
-        .limit(limit)
-    )
-    rows = [(tuple(str(v) for v in r[:-1]), int(r[-1])) for r in (await bind.execute(stmt)).all()]
-    if len(rows) < limit:
-        total = sum(count for _, count in rows)
-    else:
-        whole = _read(
-            _dimension_levels(dimension, scope),
-            scope,
-            lambda table, ranges: select(_sum(counted(table, scope)).label("n")).where(
-                *where(bind, table, scope, ranges),
-                *([table.c.actor_id != ""] if dimension == "actor" else []),
-            ),
-        )
-        total = int((await bind.execute(select(_sum(whole.c.n)))).scalar() or 0)
-    return rows, total
+    n = _sum(parts.c.n).label("n")
+    # The total over all groups in the same query: a window over the grouped rows, computed
+    # before the LIMIT (groups whose count is 0 add nothing to it).
+    total = func.sum(n).over().label("total")
+    ranked = select(*keys, n, total).group_by(*keys).order_by(n.desc(), *keys).limit(limit + 1)
+    found = (await bind.execute(ranked)).all()
+    whole = int(found[0][-1] or 0) if found else 0
+    rows = [(tuple(str(v) for v in r[:-2]), int(r[-2])) for r in found if r[-2]][:limit]
+    return rows, whole
 
 
 async def counts_for(

@@ -249,3 +249,37 @@ async def test_statistics_from_the_levels_equal_the_raw_events(
         heat[(wall.weekday(), wall.hour)] += 1
     grid = r.json()["heatmap"]
     assert {(d, hh): grid[d][hh] for d in range(7) for hh in range(24) if grid[d][hh]} == heat
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    interval=st.sampled_from(["hour", "day", "week", "month"]),
+    start_q=st.integers(0, 3 * 365 * 96),
+    length_q=st.integers(1, 400 * 96),
+)
+def test_interval_of_in_sql_agrees_with_bisection(
+    zone: str, interval: b.Interval, start_q: int, length_q: int
+) -> None:
+    import sqlite3
+
+    from sqlalchemy import column
+    from sqlalchemy.dialects import sqlite
+
+    from audit_service.stats.repository import interval_of
+
+    start = _utc("2024-01-01T00:00:00Z") + start_q * 900
+    end = start + length_q * 900
+    if interval == "hour":
+        end = min(end, start + 20 * 86400)
+    starts = b.interval_starts(start, end, ZoneInfo(zone), interval)
+    expr = interval_of(column("bucket"), starts, end)
+    sql = str(expr.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    rng = random.Random(start_q)
+    probes = sorted({start, end - 900, *(rng.randrange(start, end, 900) for _ in range(200))})
+    probes += [s for s in starts if s >= start]
+    with sqlite3.connect(":memory:") as conn:
+        conn.execute("CREATE TABLE t (bucket INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(p,) for p in probes])
+        got = dict(conn.execute(f"SELECT bucket, {sql} FROM t").fetchall())  # noqa: S608
+    assert got == {p: bisect.bisect_right(starts, p) - 1 for p in probes}

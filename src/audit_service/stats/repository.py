@@ -269,20 +269,45 @@ def _read(
     return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
 
 
-def interval_of(column: ColumnElement[Any], starts: Sequence[int]) -> ColumnElement[Any]:
-    """The index of the interval (starts ascending) a row's bucket falls into, as SQL: a
-    balanced CASE over the starts (depth log2 n; the values are integers, inlined). Every
-    row read lies inside one interval whole (buckets.pieces), so its start decides."""
+def interval_of(
+    column: ColumnElement[Any], starts: Sequence[int], end: int | None = None
+) -> ColumnElement[Any]:
+    """The index of the interval (starts ascending; the last ends at or before `end`) a
+    row's bucket falls into, as SQL. Every row read lies inside one interval whole
+    (buckets.pieces), so its start decides. Runs of intervals of equal length (hours and
+    days between DST changes, all of them in UTC) are one arithmetic step each,
+    `first + (bucket - start) / length` (integer division on both dialects); the runs are
+    told apart by a balanced CASE over their starts (the values are integers, inlined)."""
+    n = len(starts)
+    lengths = [starts[k + 1] - starts[k] for k in range(n - 1)]
+    runs: list[tuple[int, int, int]] = []  # (first index, its start, length; 0: one interval)
+    k = 0
+    while k < n:
+        step = lengths[k] if k < n - 1 else 0
+        j = k
+        while j + 1 < n - 1 and lengths[j + 1] == step:
+            j += 1
+        if j + 1 == n - 1 and step and (end is None or end - starts[-1] <= step):
+            j += 1  # the last interval, cut by the period's end, fits the run
+        runs.append((k, starts[k], step if j > k else 0))
+        k = j + 1
+
+    def leaf(first: int, start: int, step: int) -> ColumnElement[Any]:
+        if not step:
+            return literal_column(str(first))
+        # op("/"): integer division as both dialects spell it (SQLAlchemy's / is true division).
+        since = (column - literal_column(str(start))).self_group()
+        offset = since.op("/")(literal_column(str(step)))
+        return literal_column(str(first)) + offset
 
     def tree(lo: int, hi: int) -> ColumnElement[Any]:
         if hi - lo == 1:
-            return literal_column(str(lo))
+            return leaf(*runs[lo])
         mid = (lo + hi) // 2
-        return case(
-            (column < literal_column(str(int(starts[mid]))), tree(lo, mid)), else_=tree(mid, hi)
-        )
+        below = column < literal_column(str(int(runs[mid][1])))
+        return case((below, tree(lo, mid)), else_=tree(mid, hi))
 
-    return tree(0, len(starts))
+    return tree(0, len(runs))
 
 
 async def outcome_totals(bind: Bind, scope: Scope, login_actions: Sequence[str]) -> dict[str, int]:
@@ -360,7 +385,7 @@ async def per_interval(
         )
 
     parts = _read(levels_for(scope), scope, build, starts)
-    i = interval_of(parts.c.bucket, starts)
+    i = interval_of(parts.c.bucket, starts, scope.end)
     # One interval: its index is a constant, and GROUP BY 0 would name a column.
     keys: list[Any] = [] if len(starts) == 1 else [i]
     columns: list[Any] = [i.label("i")]

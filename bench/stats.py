@@ -76,10 +76,10 @@ from audit_service.stats import rollup
 from integrity import Bench as LiveBench
 
 PASSWORD = "bench-admin-password-123"  # the bootstrap admin's (common.ServiceBench's env)
-LEVEL_TABLES = "stats_bucket_hour, stats_bucket_day, stats_actor_bucket_day, stats_ip_bucket_day"
-STATS_TABLES = f"stats_bucket, stats_actor_bucket, stats_ip_bucket, {LEVEL_TABLES}, stats_watermark"
 
 _LEVELS = importlib.import_module("audit_service.migrations.versions.0022_stats_levels")
+LEVEL_TABLES = ", ".join(_LEVELS.LEVELS)
+STATS_TABLES = f"stats_bucket, stats_actor_bucket, stats_ip_bucket, {LEVEL_TABLES}, stats_watermark"
 
 # --- the backfill: stats/rollup.py's Counts.of as SQL --------------------------------------
 

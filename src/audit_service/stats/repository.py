@@ -382,16 +382,13 @@ async def per_interval(
         c = table.c
         keys: list[Any] = [c.bucket]
         if group is not None and not by_outcome:
-            keys.append(c[group].label("g"))
+            keys.append(c[group])
         if by_outcome:
             sums = [func.sum(c[OUTCOME_COLUMNS[o]]).label(o) for o in outcomes]
         else:
             sums = [func.sum(counted(table, scope)).label("n")]
-        return (
-            select(*keys, *sums)
-            .where(*where(bind, table, scope, ranges))
-            .group_by(*[k.element if hasattr(k, "element") else k for k in keys])
-        )
+        labelled = [c.bucket, *[k.label("g") for k in keys[1:]]]
+        return select(*labelled, *sums).where(*where(bind, table, scope, ranges)).group_by(*keys)
 
     parts = _read(levels_for(scope), scope, build, starts)
     i = interval_of(parts.c.bucket, starts, scope.end)

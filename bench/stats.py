@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import importlib
 import json
 import os
 import random
@@ -75,7 +76,10 @@ from audit_service.stats import rollup
 from integrity import Bench as LiveBench
 
 PASSWORD = "bench-admin-password-123"  # the bootstrap admin's (common.ServiceBench's env)
-STATS_TABLES = "stats_bucket, stats_actor_bucket, stats_ip_bucket, stats_watermark"
+
+_LEVELS = importlib.import_module("audit_service.migrations.versions.0022_stats_levels")
+LEVEL_TABLES = ", ".join(_LEVELS.LEVELS)
+STATS_TABLES = f"stats_bucket, stats_actor_bucket, stats_ip_bucket, {LEVEL_TABLES}, stats_watermark"
 
 # --- the backfill: stats/rollup.py's Counts.of as SQL --------------------------------------
 
@@ -110,6 +114,8 @@ BACKFILL = {
         f"count(*) FILTER (WHERE action IN ({_LOGIN}) AND outcome IN ('failure', 'denied')) "
         "FROM audit_event WHERE nullif(ip, '') IS NOT NULL GROUP BY 1, 2, 3, 4, 5 ORDER BY 1"
     ),
+    # The coarser levels (migration 0022, the same statements): from the finer rows.
+    **{table: _LEVELS.backfill_sql(table) for table in _LEVELS.LEVELS},
 }
 
 
@@ -167,7 +173,9 @@ async def check(args: argparse.Namespace) -> dict[str, Any]:
             events = await conn.fetchval("SELECT count(*) FROM audit_event")
             assert r.watermark + 1 == events, (r.watermark, events)
             real = await snapshot(conn)
-            await conn.execute("TRUNCATE stats_bucket, stats_actor_bucket, stats_ip_bucket")
+            await conn.execute(
+                f"TRUNCATE stats_bucket, stats_actor_bucket, stats_ip_bucket, {LEVEL_TABLES}"
+            )
             filled = await backfill(conn)
             again = await snapshot(conn)
         finally:

@@ -26,7 +26,17 @@ from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
 from audit_service.notifications.models import AlertChannel, NotificationGroup, NotificationSubject
 from audit_service.reports.models import ReportRun, ReportSchedule
-from audit_service.stats.models import StatsActorBucket, StatsBucket, StatsIpBucket, StatsWatermark
+from audit_service.stats.models import (
+    StatsActorBucket,
+    StatsActorBucketDay,
+    StatsActorTenantDay,
+    StatsBucket,
+    StatsBucketDay,
+    StatsBucketHour,
+    StatsIpBucket,
+    StatsIpBucketDay,
+    StatsWatermark,
+)
 
 __all__ = [
     "ActionSchema",
@@ -62,8 +72,13 @@ __all__ = [
     "RuntimeSetting",
     "SourceAction",
     "StatsActorBucket",
+    "StatsActorBucketDay",
+    "StatsActorTenantDay",
     "StatsBucket",
+    "StatsBucketDay",
+    "StatsBucketHour",
     "StatsIpBucket",
+    "StatsIpBucketDay",
     "StatsWatermark",
     "User",
 ]

@@ -45,17 +45,42 @@ async def roll_up(h: Harness, batch: int = 5000) -> int:
     return r.watermark
 
 
-def _bucket_sql(dialect: str) -> str:
+def _bucket_sql(dialect: str, size: int = 900) -> str:
     if dialect == "postgresql":
-        return "(floor(extract(epoch FROM e.occurred_at) / 900) * 900)::bigint"
-    return "(CAST(strftime('%s', e.occurred_at) AS INTEGER) / 900 * 900)"
+        return f"(floor(extract(epoch FROM e.occurred_at) / {size}) * {size})::bigint"
+    return f"(CAST(strftime('%s', e.occurred_at) AS INTEGER) / {size} * {size})"
+
+
+# Each rollup table with its level (seconds per row) and the family it belongs to.
+LEVEL_TABLES = {
+    "bucket": ("stats_bucket", 900, "bucket"),
+    "bucket_hour": ("stats_bucket_hour", 3600, "bucket"),
+    "bucket_day": ("stats_bucket_day", 86400, "bucket"),
+    "actor": ("stats_actor_bucket", 900, "actor"),
+    "actor_day": ("stats_actor_bucket_day", 86400, "actor"),
+    "actor_tenant_day": ("stats_actor_tenant_day", 86400, "actor_tenant"),
+    "ip": ("stats_ip_bucket", 900, "ip"),
+    "ip_day": ("stats_ip_bucket_day", 86400, "ip"),
+}
 
 
 async def raw_group_by(h: Harness, watermark: int) -> dict[str, Counter[tuple[Any, ...]]]:
-    """What each rollup table must hold, by GROUP BY over the raw rows the watermark covers
-    (key + outcome or login kind -> count)."""
+    """What each rollup table (every level) must hold, by GROUP BY over the raw rows the
+    watermark covers (key + outcome or login kind -> count)."""
+    out: dict[str, Counter[tuple[Any, ...]]] = {}
+    for name, (_, size, family) in LEVEL_TABLES.items():
+        level = await _raw_group_by(h, watermark, size)
+        out[name] = level[family]
+        if family == "ip":
+            out["login" + name[2:]] = level["login"]
+    return out
+
+
+async def _raw_group_by(
+    h: Harness, watermark: int, size: int
+) -> dict[str, Counter[tuple[Any, ...]]]:
     dialect = h.engine.dialect.name
-    bucket = _bucket_sql(dialect)
+    bucket = _bucket_sql(dialect, size)
     concat = "'name:' || e.actor_name"
     base = (
         f"FROM audit_event e JOIN audit_leaf l ON l.event_pk = e.id WHERE l.position <= {watermark}"
@@ -66,6 +91,8 @@ async def raw_group_by(h: Harness, watermark: int) -> dict[str, Counter[tuple[An
         "actor": f"SELECT {bucket}, COALESCE(e.tenant_id, ''), e.source, e.module, e.action, "
         f"e.actor_type, COALESCE(e.actor_id, ''), e.outcome, count(*) {base} "
         "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
+        "actor_tenant": f"SELECT {bucket}, COALESCE(e.tenant_id, ''), e.actor_type, "
+        f"COALESCE(e.actor_id, ''), e.outcome, count(*) {base} GROUP BY 1, 2, 3, 4, 5",
         "ip": f"SELECT {bucket}, COALESCE(e.tenant_id, ''), e.ip, e.actor_type, "
         f"COALESCE(e.actor_id, {concat}, ''), e.outcome, count(*) {base} AND e.ip IS NOT NULL "
         "GROUP BY 1, 2, 3, 4, 5, 6",
@@ -85,19 +112,18 @@ async def raw_group_by(h: Harness, watermark: int) -> dict[str, Counter[tuple[An
 
 async def stored_rollups(h: Harness) -> dict[str, Counter[tuple[Any, ...]]]:
     """The rollup tables, unpivoted into the same shape (zero counts left out)."""
-    tables = {
-        "bucket": ("stats_bucket", "bucket, tenant_id, source, module, action, actor_type"),
-        "actor": (
-            "stats_actor_bucket",
-            "bucket, tenant_id, source, module, action, actor_type, actor_id",
-        ),
-        "ip": ("stats_ip_bucket", "bucket, tenant_id, ip, actor_type, actor_key"),
+    family_keys = {
+        "bucket": "bucket, tenant_id, source, module, action, actor_type",
+        "actor": "bucket, tenant_id, source, module, action, actor_type, actor_id",
+        "actor_tenant": "bucket, tenant_id, actor_type, actor_id",
+        "ip": "bucket, tenant_id, ip, actor_type, actor_key",
     }
     out: dict[str, Counter[tuple[Any, ...]]] = {}
     async with h.engine.connect() as conn:
-        for name, (table, keys) in tables.items():
+        for name, (table, _, family) in LEVEL_TABLES.items():
+            keys = family_keys[family]
             cols = ", ".join(f"n_{o}" for o in OUTCOMES)
-            extra = ", logins_ok, logins_failed" if name == "ip" else ""
+            extra = ", logins_ok, logins_failed" if family == "ip" else ""
             rows = (await conn.execute(text(f"SELECT {keys}, {cols}{extra} FROM {table}"))).all()  # noqa: S608
             width = len(keys.split(","))
             counter: Counter[tuple[Any, ...]] = Counter()
@@ -107,11 +133,11 @@ async def stored_rollups(h: Harness) -> dict[str, Counter[tuple[Any, ...]]]:
                 for o, n in zip(OUTCOMES, r[width : width + 4], strict=True):
                     if n:
                         counter[(*key, o)] = int(n)
-                if name == "ip":
+                if family == "ip":
                     for kind, n in zip(("ok", "failed"), r[width + 4 :], strict=True):
                         if n:
                             logins[(*key, kind)] = int(n)
             out[name] = counter
-            if name == "ip":
-                out["login"] = logins
+            if family == "ip":
+                out["login" + name[2:]] = logins
     return out

@@ -10,6 +10,7 @@ bucket, and no dialect's time zone support needed (SQLite has none).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -110,3 +111,56 @@ def shift_months(value: datetime, months: int, tz: ZoneInfo) -> datetime:
     day = min(wall.day, (first_of_next - timedelta(days=1)).day)
     moved = wall.replace(year=year, month=month, day=day, tzinfo=tz, fold=0)
     return moved.astimezone(UTC)
+
+
+Range = tuple[int, int]  # [lo, hi), epoch seconds
+
+
+def pieces(
+    starts: Sequence[int], start: int, end: int, sizes: Sequence[int]
+) -> dict[int, list[Range]]:
+    """How to read [start, end) cut into the local intervals beginning at `starts` from
+    rollup levels of `sizes` seconds (coarsest first, the last one the 15-minute bucket;
+    each a multiple of the next, UTC-aligned): per size, the ranges of rows to read,
+    ascending, adjacent ones merged.
+
+    Every interval is split on its own: the whole rows of the coarsest level inside it, then
+    of the next level beside them, down to 15-minute rows at its ragged edges, so no row
+    crosses an interval's start and each can be assigned to one interval whole. A local
+    day that is a UTC day reads one day row per key; a Europe/Berlin day (23:00 to 23:00
+    UTC) 24 hour rows; an Asia/Kolkata day (18:30 to 18:30 UTC) 23 hour rows and two
+    15-minute rows; a 23- or 25-hour DST day whatever hours it has. With no `starts`, the
+    whole range is one interval."""
+    bounds = [s for s in starts if start < s < end]
+    edges = [start, *bounds, end]
+    out: dict[int, list[Range]] = {size: [] for size in sizes}
+    for a, b in itertools.pairwise(edges):
+        _split(a, b, sizes, out)
+    merged: dict[int, list[Range]] = {}
+    for size, ranges in out.items():
+        ranges.sort()
+        runs: list[Range] = []
+        for lo, hi in ranges:
+            if runs and runs[-1][1] == lo:
+                runs[-1] = (runs[-1][0], hi)
+            else:
+                runs.append((lo, hi))
+        merged[size] = runs
+    return merged
+
+
+def _split(a: int, b: int, sizes: Sequence[int], out: dict[int, list[Range]]) -> None:
+    if a >= b:
+        return
+    size = sizes[0]
+    if len(sizes) == 1:
+        out[size].append((a, b))
+        return
+    lo = -(-a // size) * size
+    hi = b - b % size
+    if lo < hi:
+        out[size].append((lo, hi))
+        _split(a, lo, sizes[1:], out)
+        _split(hi, b, sizes[1:], out)
+    else:
+        _split(a, b, sizes[1:], out)

@@ -8,6 +8,10 @@ transaction: lock the watermark, read the next positions, add their counts
 all of it back, and the next round counts the same events exactly once. Events are bucketed
 by their own `occurred_at`: a back-dated event lands in its past bucket, no rescans.
 
+The coarser levels (hour and UTC-day rows, models.py) are the same counts summed per
+hour and day, added in the same round and transaction: they can never disagree with the
+15-minute rows.
+
 The facets (all-time counts per filter value) are counted in the same round and
 transaction, under a watermark of their own (`facets`): normally equal to the rollup's and
 moved with it. It is behind only where the rollup counted positions before the facets
@@ -85,6 +89,27 @@ class Counts:
         return cls(dict(buckets), dict(actors), dict(ips))
 
 
+def rolled_up(
+    rows: Mapping[tuple[Any, ...], Sequence[int]],
+    size: int,
+    names: Sequence[str],
+    kept: Sequence[str],
+) -> dict[tuple[Any, ...], list[int]]:
+    """`rows` (keys of the columns `names`, bucket first) summed per coarser UTC bucket of
+    `size` seconds and per the key columns `kept` (bucket first; a subset of `names`)."""
+    pick = [names.index(k) for k in kept[1:]]
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for key, n in rows.items():
+        coarse = (key[0] - key[0] % size, *[key[i] for i in pick])
+        acc = out.get(coarse)
+        if acc is None:
+            out[coarse] = list(n)
+        else:
+            for j, v in enumerate(n):
+                acc[j] += v
+    return out
+
+
 FacetKey = tuple[str, str, str]  # field, value, actor type ('' but for field actor)
 
 
@@ -134,9 +159,18 @@ async def run_round(session: AsyncSession, fence: Fence, *, batch: int) -> Round
     if followed:
         # A leaf whose row retention has deleted counts nothing, but is passed.
         counts = Counts.of(_stored(followed))
-        await repo.add_counts(session, repo.buckets, repo.COUNT_COLUMNS, counts.buckets)
-        await repo.add_counts(session, repo.actor_buckets, repo.COUNT_COLUMNS, counts.actors)
-        await repo.add_counts(session, repo.ip_buckets, repo.IP_COUNT_COLUMNS, counts.ips)
+        for table, columns, rows in (
+            (repo.buckets, repo.COUNT_COLUMNS, counts.buckets),
+            (repo.actor_buckets, repo.COUNT_COLUMNS, counts.actors),
+            (repo.ip_buckets, repo.IP_COUNT_COLUMNS, counts.ips),
+        ):
+            await repo.add_counts(session, table, columns, rows)
+            # The coarser levels of the same counts, in the same transaction (models.py).
+            finer = table
+            for size, level in repo.COARSER[table]:
+                rows = rolled_up(rows, size, repo.key_names(finer), repo.key_names(level))
+                await repo.add_counts(session, level, columns, rows)
+                finer = level
         moved = followed[-1].position
         await repo.move_watermark(session, ROLLUP, moved, utcnow())
         if facets_moved >= after:

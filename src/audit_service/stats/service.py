@@ -192,8 +192,7 @@ async def timeseries(
     starts = b.interval_starts(r.scope.start, r.scope.end, r.tz, query.interval)
     totals = [0] * len(starts)
     groups: list[dict[str, int]] = [defaultdict(int) for _ in starts]
-    rows = await repo.per_bucket(session, r.scope, query.group_by)
-    for (_, value, n), i in zip(rows, b.assign([row[0] for row in rows], starts), strict=True):
+    for i, value, n in await repo.per_interval(session, r.scope, starts, query.group_by):
         totals[i] += n
         if value is not None:
             groups[i][value] += n
@@ -277,8 +276,11 @@ async def peak_hours(
     r = Resolved(query, default_tz)
     _describe(audit, "peak-hours", query, r)
     heat = [[0] * 24 for _ in range(7)]
-    for bucket, _, n in await repo.per_bucket(session, r.scope):
-        wall = b.local(bucket, r.tz)
+    # Per local hour (in SQL, from hour rows where the zone's hours are UTC hours), then
+    # folded into weekday x hour here.
+    starts = b.interval_starts(r.scope.start, r.scope.end, r.tz, "hour")
+    for i, _, n in await repo.per_interval(session, r.scope, starts):
+        wall = b.local(max(starts[i], r.scope.start), r.tz)
         heat[wall.weekday()][wall.hour] += n
     cells = sorted(
         (PeakCell(weekday=d, hour=h, count=heat[d][h]) for d in range(7) for h in range(24)),

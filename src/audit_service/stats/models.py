@@ -103,7 +103,7 @@ class StatsIpBucket(_IpKeys, Base):
     __table_args__ = (Index("ix_stats_ip_bucket_actor_key_bucket", "actor_key", "bucket"),)
 
 
-# --- coarser levels (migration 0022) ---------------------------------------------------------
+# --- coarser levels (migration 0021) ---------------------------------------------------------
 # The same counts per UTC hour and per UTC day (`bucket` = the hour's or day's start), added
 # by the same rollup round and transaction as the 15-minute rows. A period reads day rows for
 # the whole UTC days inside it, hour rows for whole UTC hours beside them, and 15-minute rows

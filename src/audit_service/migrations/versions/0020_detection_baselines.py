@@ -1,7 +1,7 @@
 """Detection baselines, suppression, inhibition, tenant business hours
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 Create Date: 2026-12-03
 
 `detection_volume` (hourly counts per user, user logins, tenant and module, cut at local

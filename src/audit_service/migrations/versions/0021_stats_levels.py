@@ -1,7 +1,7 @@
 """Statistics: hour and UTC-day rollup levels
 
-Revision ID: 0022
-Revises: 0018
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-03
 
 `stats_bucket_hour` and `stats_bucket_day` (the counts of `stats_bucket` per UTC hour and
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0022"
-down_revision: str | None = "0018"
+revision: str = "0021"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

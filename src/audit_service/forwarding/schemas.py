@@ -7,13 +7,12 @@ import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from audit_service.audit_log.models import OUTCOMES
 from audit_service.forwarding.models import NAME_LENGTH
-from audit_service.kit.schemas import InputModel, check_actions, iso_8601_only
+from audit_service.kit.schemas import InputModel, check_actions, check_http_url, iso_8601_only
 
 Kind = Literal["webhook", "syslog", "splunk_hec"]
 Format = Literal["native", "ocsf", "ecs", "cef"]
@@ -67,23 +66,6 @@ class FilterIn(InputModel):
         return value
 
 
-def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http"):
-        raise ValueError("must be an https:// URL")
-    if not parts.hostname:
-        raise ValueError("the URL has no host")
-    if parts.username or parts.password:
-        raise ValueError("credentials in the URL are not allowed: use headers or the token")
-    if parts.fragment:
-        raise ValueError("the URL must not have a fragment")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ValueError("the URL's port is not a number from 0 to 65535") from None
-    return value
-
-
 class ConfigIn(InputModel):
     """Kind-specific settings (the fields of other kinds must be left out)."""
 
@@ -129,7 +111,11 @@ class ConfigIn(InputModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value)
+        return (
+            None
+            if value is None
+            else check_http_url(value, credentials=": use headers or the token")
+        )
 
     @field_validator("hec_channel")
     @classmethod

@@ -8,6 +8,7 @@ import math
 import re
 import zoneinfo
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -115,4 +116,23 @@ def check_time_zone(value: str | None) -> str | None:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError("not an IANA time zone name (e.g. Europe/Berlin)") from None
+    return value
+
+
+def check_http_url(value: str, *, credentials: str = "") -> str:
+    """An admin-configured target URL: http(s), a host, a valid port, no credentials or
+    fragment. (Where it may point is outbound safety's call, at send time.)"""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    if parts.username or parts.password:
+        raise ValueError(f"credentials in the URL are not allowed{credentials}")
+    if parts.fragment:
+        raise ValueError("the URL must not have a fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("the URL's port is not a number from 0 to 65535") from None
     return value

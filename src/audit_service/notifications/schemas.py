@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
-from audit_service.kit.schemas import InputModel
+from audit_service.kit.schemas import InputModel, check_http_url
 from audit_service.kit.smtp import valid_address
 from audit_service.kit.webhooks import InvalidSecret, secret_key
 from audit_service.notifications.models import NAME_LENGTH
@@ -40,23 +39,6 @@ class AlertNotice:
     entity: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     change: str = "updated"  # opened / reopened / updated / acknowledged / resolved
-
-
-def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http"):
-        raise ValueError("must be an http:// or https:// URL")
-    if not parts.hostname:
-        raise ValueError("the URL has no host")
-    if parts.username or parts.password:
-        raise ValueError("credentials in the URL are not allowed")
-    if parts.fragment:
-        raise ValueError("the URL must not have a fragment")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise ValueError("the URL's port is not a number from 0 to 65535") from None
-    return value
 
 
 def _check_secrets(value: list[str] | None) -> list[str] | None:
@@ -92,7 +74,7 @@ class _Checked(InputModel):
     @field_validator("url", check_fields=False)
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value)
+        return None if value is None else check_http_url(value)
 
     @field_validator("secrets", check_fields=False)
     @classmethod

@@ -30,7 +30,26 @@ runs it) on a private PostgreSQL (tests/pg.py). Prints numbers, not a test.
               duplicated), and once by one evaluator in batches of 500 (what the batch size
               alone changes).
 
-Prints a confusion table and a JSON line; progress on stderr.
+Then, through the service as a user runs it (`audit-service serve` / `worker` subprocesses on
+a second private PostgreSQL, a real aiosmtpd and a Standard-Webhooks-verifying receiver in
+this process, an e-mail and a webhook alert channel; grouping timers the defaults, so the
+first notification of a group waits AUDIT_ALERT_GROUP_WAIT = 30 s):
+(4) notify    `serve` with its jobs; a 20-try brute force in one batch: time from the
+              batch's 2xx (its commit) to the alert row's `opened_at`, to the e-mail at
+              aiosmtpd and to the signed webhook (target <= 40 s each).
+(5) dup3      `serve` without jobs (for the API) + 3 `audit-service worker`: --dup-attacks
+              brute forces in as many tenants; every uninhibited alert reaches the webhook,
+              no group version twice (webhook-id ntf_{channel}_{group}_{version}_{send}).
+(6) kill9     --kill-backlog login attempts (as in heavy) sequenced in two copies of one
+              database: one evaluated by one worker, the other by a worker `kill -9`ed
+              once 40 % through and a new worker after it: the alerts must be identical.
+(7) ingest    --ingest-events in 1,000-event batches from --batch-clients clients into
+              `serve` with its jobs, AUDIT_DETECTIONS_ENABLED false then true, alternated
+              --ingest-rounds times: events/s and the drop (target <= 5 %).
+
+    python bench/detections.py --phases notify,kill9   # any of month,heavy,notify,dup3,kill9,ingest
+
+Prints a confusion table and JSON lines; progress on stderr.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ async def test_events_are_covered_by_a_signed_checkpoint(db_url: str) -> None:
         assert (await h.client.get("/me", headers=headers)).status_code == 200
         async with h.app.state.sessionmaker() as s:
             written = await s.scalar(select(func.count()).select_from(AuditEvent))
+
         async def covered() -> object:
             async with h.app.state.sessionmaker() as s:
                 latest = await repo.latest_checkpoint(s)

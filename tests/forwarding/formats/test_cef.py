@@ -163,7 +163,9 @@ adversarial = st.one_of(
 )
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=1000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(value=adversarial)
 def test_adversarial_strings_round_trip(value: str) -> None:
     event: dict[str, Any] = sample(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import uuid
 from typing import Any
 
@@ -273,5 +274,32 @@ async def test_a_receiver_that_hangs_times_out() -> None:
     finally:
         for writer in held:
             writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_tls_receiver_closing_mid_stream_is_a_connection_error(rsyslog: Rsyslog) -> None:
+    """TLS completes, then the receiver drops the connection: the next send raises a
+    SyslogConnectionError (safe text) instead of hanging or 'succeeding' forever."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(rsyslog.directory / "server.pem", rsyslog.directory / "server-key.pem")
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(10)
+        writer.transport.abort()  # no close_notify: a reset mid-stream
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        transport = await SyslogTransport.connect(
+            "127.0.0.1", port, "tls", ca_file=str(rsyslog.ca_file), server_name="localhost",
+            timeout=3,
+        )  # fmt: skip
+        with pytest.raises(SyslogConnectionError) as caught:
+            for _ in range(50):
+                await transport.send([frame(b"secret-payload " * 100)])
+                await asyncio.sleep(0.05)
+        assert "secret-payload" not in str(caught.value)
+    finally:
         server.close()
         await server.wait_closed()

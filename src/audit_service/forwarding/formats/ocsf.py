@@ -178,7 +178,7 @@ def _target_user(event: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str,
     )
 
 
-def _privileges(event: Mapping[str, Any], meta: Mapping[str, Any], role: str | None) -> list[str]:
+def _privileges(meta: Mapping[str, Any], role: str | None) -> list[str]:
     if role is not None:
         return [role]
     for key in ("role", "privileges", "roles"):
@@ -261,7 +261,7 @@ def render(event: Mapping[str, Any]) -> dict[str, Any]:
         out["user"] = _target_user(event, meta)
     elif class_uid == USER_ACCESS:
         out["user"] = _target_user(event, meta)
-        out["privileges"] = _privileges(event, meta, role)
+        out["privileges"] = _privileges(meta, role)
     elif class_uid == ENTITY_MANAGEMENT:
         entity = _drop_none(
             {"uid": text(event.get("target_id")), "type": text(event.get("target_type"))}

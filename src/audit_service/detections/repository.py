@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -26,6 +26,15 @@ _state = cast(Table, DetectionState.__table__)
 _logins = cast(Table, DetectionLogin.__table__)
 _settings = cast(Table, DetectionRuleSetting.__table__)
 _networks = cast(Table, DetectionNetwork.__table__)
+
+
+def _chunks(values: Iterable[str], size: int = 500) -> Iterator[list[str]]:
+    """The distinct values, sorted, in slices of `size` (bounded statement parameters)."""
+    unique = sorted(set(values))
+    for i in range(0, len(unique), size):
+        yield unique[i : i + size]
+
+
 _privileges = cast(Table, DetectionPrivilege.__table__)
 RESOLVED = "resolved"
 
@@ -73,9 +82,7 @@ async def window_logins(
     """Every stored attempt since `since` from one of `ips` or for one of `users`."""
     out: dict[int, Any] = {}
     for column, values in ((_logins.c.ip, ips), (_logins.c.user_name, users)):
-        values = sorted(set(values))
-        for i in range(0, len(values), 1000):
-            chunk = values[i : i + 1000]
+        for chunk in _chunks(values, 1000):
             stmt = select(_logins).where(
                 in_values(session, column, chunk), _logins.c.recorded_at >= since
             )
@@ -117,10 +124,9 @@ async def _rows_of_users(
     session: AsyncSession, table: Table, users: Sequence[tuple[str, str, str]]
 ) -> list[Any]:
     out: list[Any] = []
-    names = sorted({u for _, _, u in users})
     wanted = set(users)
-    for i in range(0, len(names), 1000):
-        stmt = select(table).where(in_values(session, table.c.user_name, names[i : i + 1000]))
+    for names in _chunks((u for _, _, u in users), 1000):
+        stmt = select(table).where(in_values(session, table.c.user_name, names))
         out += [
             r
             for r in (await session.execute(stmt)).all()
@@ -148,23 +154,19 @@ async def save_networks(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
 
 async def unresolved_by_keys(session: AsyncSession, keys: Sequence[str]) -> dict[str, Alert]:
     out: dict[str, Alert] = {}
-    unique = sorted(set(keys))
-    for i in range(0, len(unique), 500):
-        stmt = select(Alert).where(
-            Alert.dedup_key.in_(unique[i : i + 500]), Alert.status != RESOLVED
-        )
+    for chunk in _chunks(keys):
+        stmt = select(Alert).where(Alert.dedup_key.in_(chunk), Alert.status != RESOLVED)
         for a in (await session.scalars(stmt)).all():
             out[a.dedup_key] = a
     return out
 
 
 async def resolved_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
-    unique = sorted(set(keys))
     out: set[str] = set()
-    for i in range(0, len(unique), 500):
+    for chunk in _chunks(keys):
         stmt = (
             select(Alert.dedup_key)
-            .where(Alert.dedup_key.in_(unique[i : i + 500]), Alert.status == RESOLVED)
+            .where(Alert.dedup_key.in_(chunk), Alert.status == RESOLVED)
             .distinct()
         )
         out.update((await session.scalars(stmt)).all())
@@ -292,13 +294,13 @@ async def volume_counts(
 ) -> list[Any]:
     """The hourly rows of these subjects of `kind` at these hours (every source, tenant)."""
     out: list[Any] = []
-    names, at = sorted(set(subjects)), sorted(set(hours))
-    if not names or not at:
+    at = sorted(set(hours))
+    if not at:
         return out
-    for i in range(0, len(names), 500):
+    for names in _chunks(subjects):
         stmt = select(_volume).where(
             _volume.c.kind == kind,
-            in_values(session, _volume.c.subject, names[i : i + 500]),
+            in_values(session, _volume.c.subject, names),
             _volume.c.hour_start.in_(at),
         )
         out += (await session.execute(stmt)).all()
@@ -309,11 +311,10 @@ async def volume_since(
     session: AsyncSession, kind: str, subjects: Sequence[str], since: datetime
 ) -> list[Any]:
     out: list[Any] = []
-    names = sorted(set(subjects))
-    for i in range(0, len(names), 500):
+    for names in _chunks(subjects):
         stmt = select(_volume).where(
             _volume.c.kind == kind,
-            in_values(session, _volume.c.subject, names[i : i + 500]),
+            in_values(session, _volume.c.subject, names),
             _volume.c.hour_start >= since,
         )
         out += (await session.execute(stmt)).all()
@@ -336,10 +337,9 @@ async def save_volume(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
 
 async def subjects_of(session: AsyncSession, kind: str, subjects: Sequence[str]) -> list[Any]:
     out: list[Any] = []
-    names = sorted(set(subjects))
-    for i in range(0, len(names), 500):
+    for names in _chunks(subjects):
         stmt = select(_subjects).where(
-            _subjects.c.kind == kind, in_values(session, _subjects.c.subject, names[i : i + 500])
+            _subjects.c.kind == kind, in_values(session, _subjects.c.subject, names)
         )
         out += (await session.execute(stmt)).all()
     return out
@@ -406,11 +406,10 @@ async def delete_suppression(session: AsyncSession, row: DetectionSuppression) -
 async def last_resolved(session: AsyncSession, keys: Sequence[str]) -> dict[str, datetime]:
     """The latest resolution time of each key's resolved alerts."""
     out: dict[str, datetime] = {}
-    unique = sorted(set(keys))
-    for i in range(0, len(unique), 500):
+    for chunk in _chunks(keys):
         stmt = (
             select(Alert.dedup_key, func.max(Alert.resolved_at))
-            .where(Alert.dedup_key.in_(unique[i : i + 500]), Alert.status == RESOLVED)
+            .where(Alert.dedup_key.in_(chunk), Alert.status == RESOLVED)
             .group_by(Alert.dedup_key)
         )
         for key, at in (await session.execute(stmt)).all():

@@ -23,7 +23,7 @@ __all__ = ["smtp"]  # the fixture
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261201
 MAX_EXAMPLES = 10  # per operation and phase
-MAX_SECONDS = 150  # the whole run; it stops (and passes or fails) at this budget
+MAX_SECONDS = 90  # the whole run; it stops (and passes or fails) at this budget (CI time)
 # The checks that are about the service being wrong (not about how strict it is with input
 # a generator believed valid, e.g. since after until).
 CHECKS = ",".join(

@@ -45,13 +45,25 @@ CANDIDATES = {
 }
 
 
+def uuid7() -> uuid.UUID:
+    """RFC 9562 version 7: 48-bit Unix milliseconds, then random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (ms << 80) | (0x7 << 76) | ((rand >> 68) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    )
+    return uuid.UUID(int=value)
+
+
 def backend_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-async def sample_rows(conn: asyncpg.Connection, n: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+async def sample_rows(
+    conn: asyncpg.Connection, n: int, new_id: Any
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     columns = [
         r["column_name"]
         for r in await conn.fetch(
@@ -65,7 +77,7 @@ async def sample_rows(conn: asyncpg.Connection, n: int) -> tuple[list[str], list
     rows = []
     for record in records:
         row = dict(record)
-        row["event_id"] = uuid.uuid4()
+        row["event_id"] = new_id()
         row["idempotency_key"] = None
         rows.append(tuple(row[c] for c in columns))
     return columns, rows
@@ -109,6 +121,10 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--candidates", action="store_true", help="also the candidate indexes")
+    parser.add_argument(
+        "--event-ids", choices=("uuid4", "uuid7"), default="uuid4", help="new rows' event_id"
+    )
+    parser.add_argument("--only", default="", help="comma-separated configuration labels")
     args = parser.parse_args()
     url = args.database_url.replace("postgresql+asyncpg://", "postgresql://")
     conn = await asyncpg.connect(url)
@@ -123,8 +139,13 @@ async def main() -> None:
             "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_event' ORDER BY indexname"
         )
     ]
-    columns, rows = await sample_rows(conn, args.rows)
-    print(f"audit_event ≈ {total:,} rows; COPY of {len(rows):,} rows per run, {args.runs} runs")
+    columns, rows = await sample_rows(
+        conn, args.rows, uuid7 if args.event_ids == "uuid7" else uuid.uuid4
+    )
+    print(
+        f"audit_event ≈ {total:,} rows; COPY of {len(rows):,} rows per run, {args.runs} runs, "
+        f"event ids {args.event_ids}"
+    )
     configs: list[tuple[str, list[str], list[str]]] = [("primary key only", [PK], [])]
     configs += [(name, [PK, name], []) for name in existing if name != PK]
     configs.append(("all indexes", existing, []))
@@ -140,6 +161,9 @@ async def main() -> None:
                 ["ix_candidate_description_tsv_simple"],
             )
         )
+    if args.only:
+        wanted = {"primary key only", *args.only.split(",")}
+        configs = [c for c in configs if c[0] in wanted]
     base = None
     for label, keep, build in configs:
         samples = [

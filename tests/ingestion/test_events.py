@@ -362,4 +362,4 @@ async def test_unique_event_ids_and_order(h: Harness) -> None:
     assert len({x["event_id"] for x in results}) == 50
     stored = {e.id: e for e in await ingested(h)}
     assert [stored[x["id"]].target_id for x in results] == [f"exam-{i}" for i in range(50)]
-    assert all(uuid.UUID(x["event_id"]).version == 4 for x in results)
+    assert all(uuid.UUID(x["event_id"]).version == 7 for x in results)

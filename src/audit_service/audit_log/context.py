@@ -10,7 +10,6 @@ import contextlib
 import functools
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -18,6 +17,7 @@ from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.routing import BaseRoute
 
+from audit_service.kit.ids import new_event_id
 from audit_service.kit.models import utcnow
 from audit_service.kit.net import canonical_ip_key
 
@@ -160,7 +160,7 @@ class RequestAudit:
         ip = fit_ip(self.ip)
         return fit_row(
             {
-                "event_id": uuid.uuid4(),
+                "event_id": new_event_id(),
                 "occurred_at": self.occurred_at,
                 "source": NATIVE_SOURCE,
                 "tenant_id": None,
@@ -270,7 +270,7 @@ def system_event(
     """An event not tied to an HTTP request (start-up, CLI, background jobs)."""
     return fit_row(
         {
-            "event_id": uuid.uuid4(),
+            "event_id": new_event_id(),
             "occurred_at": utcnow(),
             "source": NATIVE_SOURCE,
             "tenant_id": None,

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from audit_service.kit.ids import new_event_id
 from audit_service.kit.models import DATABASE_ONLY, Base, UTCDateTime
 
 ACTOR_TYPES = ("user", "service", "system", "anonymous")
@@ -36,7 +37,7 @@ class AuditEvent(Base):
     __tablename__ = "audit_event"
 
     id: Mapped[int] = mapped_column(BigIntId, Identity(always=False), primary_key=True)
-    event_id: Mapped[uuid.UUID] = mapped_column(Uuid(), unique=True, default=uuid.uuid4)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid(), unique=True, default=new_event_id)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     source: Mapped[str] = mapped_column(String(100))

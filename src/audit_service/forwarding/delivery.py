@@ -23,7 +23,6 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,7 @@ from audit_service.forwarding import senders
 from audit_service.forwarding.models import ERROR_LENGTH, ForwardDestination
 from audit_service.forwarding.senders import Sent
 from audit_service.kit import outbound
+from audit_service.kit.ids import new_event_id
 from audit_service.kit.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def synthetic_event() -> dict[str, Any]:
     event: dict[str, Any] = {c.name: None for c in AuditEvent.__table__.c}
     event.update(
         id=0,
-        event_id=uuid.uuid4(),
+        event_id=new_event_id(),
         occurred_at=now,
         recorded_at=now,
         source="audit-service",

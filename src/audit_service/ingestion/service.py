@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +33,7 @@ from audit_service.ingestion.schemas import (
     EventIn,
     json_size,
 )
+from audit_service.kit.ids import new_event_id
 from audit_service.kit.models import utcnow
 from audit_service.kit.net import canonical_ip_key
 from audit_service.kit.schemas import config_change, json_problem
@@ -284,7 +284,7 @@ async def list_actions(session: AsyncSession, audit: RequestAudit) -> ActionList
 
 def _row(event: EventIn, received: dict[str, Any]) -> dict[str, Any]:
     return {
-        "event_id": uuid.uuid4(),
+        "event_id": new_event_id(),
         "occurred_at": event.occurred_at,
         "tenant_id": event.tenant_id,
         "actor_type": event.actor_type,

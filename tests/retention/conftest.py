@@ -47,7 +47,7 @@ async def reset_policies(h: Harness) -> None:
 
 
 async def seed(
-    h: Harness, n: int = 1200, days: int = 730, now: datetime = NOW, bursts: int = 24
+    h: Harness, n: int = 600, days: int = 730, now: datetime = NOW, bursts: int = 12
 ) -> None:
     """`n` events recorded over the `days` before `now`, on `bursts` days spread evenly
     (few days keep the number of segments, and the tests, small), of every kind in KINDS,

@@ -194,8 +194,6 @@ async def archive_step(
         result.waiting.append("no signed checkpoint yet: nothing can be archived")
         return result
     result.checkpoint_size = checkpoint.size
-    if not dry_run:
-        await asyncio.to_thread(check_writable, archive_dir)
     for policy in policies:
         end = archive_end(policy, now)
         if end is None:
@@ -288,6 +286,7 @@ async def _store(
     fence: Fence,
     after_write: AfterWrite | None,
 ) -> Segment:
+    await asyncio.to_thread(check_writable, archive_dir)  # cheap; a clear error first
     path = archive_dir / info.path
     digest, size = await asyncio.to_thread(_write_segment, path, lines)
     origin = note.Checkpoint.parse(checkpoint.note[: checkpoint.note.index("\n\n") + 1]).origin

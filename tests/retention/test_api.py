@@ -195,9 +195,7 @@ async def test_held_clause_matches_the_activity_filter(h: Harness) -> None:
     async with h.app.state.sessionmaker() as session:
         clause = await repo.held_clause(session)
         held = set((await session.scalars(select(AuditEvent.id).where(clause))).all())
-    r = await h.client.get(
-        "/admin/activity", params={**spec, "page_size": 100}, headers=admin
-    )
+    r = await h.client.get("/admin/activity", params={**spec, "page_size": 100}, headers=admin)
     assert r.status_code == 200, r.text
     assert held and held == {e["id"] for e in r.json()["items"]}
 

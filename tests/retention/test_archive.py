@@ -6,6 +6,7 @@ and a crash between a segment's files and its row is repaired by the next run.""
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import subprocess
@@ -92,7 +93,7 @@ async def test_run_archives_exactly_the_rules_events_and_verifies(h: Harness) ->
     # One chain, in insertion order.
     rows.sort(key=lambda r: r.id)
     assert rows[0].previous_manifest_hash is None
-    for a, b in zip(rows, rows[1:], strict=False):
+    for a, b in itertools.pairwise(rows):
         assert b.previous_manifest_hash == a.manifest_hash
     # Recorded.
     (event,) = await h.events(action="retention.archived")

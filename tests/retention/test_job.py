@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import func, select
 
 from audit_service.integrity import note
-
 from audit_service.kit.models import utcnow
 from audit_service.retention import cli as retention_cli
 from audit_service.retention.models import RetentionArchive, retention_restore

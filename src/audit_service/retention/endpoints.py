@@ -22,7 +22,7 @@ from audit_service.retention.schemas import (
     PolicyList,
     PolicyOut,
     PolicyUpdate,
-    PreviewOut,
+    RetentionPreview,
 )
 
 router = APIRouter(prefix="/admin/retention", tags=["retention"], route_class=SafeJSONRoute)
@@ -46,14 +46,14 @@ async def list_retention_policies(
 
 @router.get(
     "/policies/preview",
-    response_model=PreviewOut,
+    response_model=RetentionPreview,
     operation_id="preview_retention",
     responses=problem_responses(401, 403),
     openapi_extra=audited("retention.previewed", "retention"),
 )
 async def preview_retention(
     _: AdminOrAuditor, session: SessionDep, audit: RecorderDep
-) -> PreviewOut:
+) -> RetentionPreview:
     """Per rule, how many events the next run would archive and delete (and how many a
     legal hold keeps)."""
     return await service.preview(session, audit)

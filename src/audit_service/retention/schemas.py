@@ -14,7 +14,7 @@ MAX_DAYS = 36_500  # a hundred years
 Days = Field(default=None, ge=0, le=MAX_DAYS, description="Whole days (an integer)")
 
 
-class Match(InputModel):
+class RetentionMatch(InputModel):
     """Which events a rule takes (all given keys; none: every event)."""
 
     action_prefix: str | None = Field(
@@ -41,7 +41,7 @@ def _check_days(archive: int | None, delete: int | None) -> None:
 class PolicyIn(InputModel):
     name: str = Field(min_length=1, max_length=NAME_LENGTH, examples=["Everything else"])
     position: int = Field(ge=0, le=1_000_000, description="Order of evaluation (ascending)")
-    match: Match = Field(default_factory=Match)
+    match: RetentionMatch = Field(default_factory=RetentionMatch)
     archive_after_days: int | None = Days
     delete_after_days: int | None = Field(
         default=None, ge=0, le=MAX_DAYS, description="Whole days; null: keep forever"
@@ -66,7 +66,7 @@ class PolicyUpdate(InputModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=NAME_LENGTH)
     position: int | None = Field(default=None, ge=0, le=1_000_000)
-    match: Match | None = None
+    match: RetentionMatch | None = None
     archive_after_days: int | None = Days
     delete_after_days: int | None = Days
     critical: bool | None = None
@@ -95,7 +95,7 @@ class PolicyList(BaseModel):
     items: list[PolicyOut]
 
 
-class PreviewItem(BaseModel):
+class RetentionPreviewItem(BaseModel):
     policy_id: int
     name: str
     critical: bool
@@ -109,10 +109,10 @@ class PreviewItem(BaseModel):
     held: int = Field(description="Events past delete_after_days that a legal hold keeps")
 
 
-class PreviewOut(BaseModel):
+class RetentionPreview(BaseModel):
     as_of: datetime
     checkpoint_size: int | None
-    items: list[PreviewItem]
+    items: list[RetentionPreviewItem]
 
 
 class HoldFilter(InputModel):

@@ -26,13 +26,13 @@ from audit_service.retention.schemas import (
     HoldIn,
     HoldList,
     HoldOut,
-    Match,
     PolicyIn,
     PolicyList,
     PolicyOut,
     PolicyUpdate,
-    PreviewItem,
-    PreviewOut,
+    RetentionMatch,
+    RetentionPreview,
+    RetentionPreviewItem,
     _check_days,
 )
 
@@ -156,7 +156,7 @@ async def update_policy(
         if name in given:
             values[name] = value
     if "match" in given:
-        values["match"] = (data.match or Match()).stored()
+        values["match"] = (data.match or RetentionMatch()).stored()
     for name in ("archive_after_days", "delete_after_days"):
         if name in given:
             values[name] = getattr(data, name)
@@ -216,7 +216,7 @@ def delete_end(policy: Policy, now: datetime) -> datetime | None:
 
 async def preview(
     session: AsyncSession, audit: EventSink, now: datetime | None = None
-) -> PreviewOut:
+) -> RetentionPreview:
     """Per rule, what the next run would archive and delete.
 
     Cost (checked with EXPLAIN in tests/retention/test_preview.py): every count is one
@@ -251,7 +251,7 @@ async def preview(
             delete = await repo.count_events(session, clause, None, bound, ~held)
             kept = await repo.count_events(session, clause, None, bound, held)
         items.append(
-            PreviewItem(
+            RetentionPreviewItem(
                 policy_id=p.id,
                 name=p.name,
                 critical=p.critical,
@@ -263,7 +263,7 @@ async def preview(
             )
         )
     audit.describe(target_type="retention_policy", returned=len(items))
-    return PreviewOut(
+    return RetentionPreview(
         as_of=now, checkpoint_size=None if checkpoint is None else checkpoint.size, items=items
     )
 

@@ -22,6 +22,7 @@ from audit_service.integrity.jobs import LOG_JOB
 from audit_service.integrity.verify_jobs import VERIFY_JOB
 from audit_service.notifications.jobs import DELIVER_JOB as NOTIFY_JOB
 from audit_service.reports.jobs import SCHEDULER_JOB
+from audit_service.retention.jobs import RUN_JOB as RETENTION_JOB
 from audit_service.stats.jobs import ROLLUP_JOB
 from tests.conftest import Harness, make_settings, start_harness
 
@@ -128,6 +129,7 @@ async def test_admin_jobs_needs_admin_or_auditor_and_is_recorded(db_url: str) ->
                 EVALUATE_JOB,
                 DELIVER_JOB,
                 NOTIFY_JOB,
+                RETENTION_JOB,
             }
             # The log job and the rollup loop inside their leases while the process runs.
             assert jobs[LOG_JOB]["running"] is True

@@ -18,7 +18,8 @@ END $$;
 -- rebuilt from the log, UPDATE by design), report schedules and runs, alerts and the
 -- detections' settings, cursor and window (alert, detection_*), forwarding destinations,
 -- dead letters and replays (forward_*: mutable delivery bookkeeping), alert channels and the
--- notification outbox (alert_channel, notification_*): read and write. No
+-- notification outbox (alert_channel, notification_*), retention policies, holds, archive
+-- segments and the restore table (retention_*): read and write. No
 -- TRUNCATE, REFERENCES or TRIGGER on anything.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO audit_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO audit_app;

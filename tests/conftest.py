@@ -85,6 +85,10 @@ TABLES = (
     "detection_volume",
     "detection_subject",
     "detection_suppression",
+    "retention_archive",
+    "retention_hold",
+    "retention_policy",
+    "retention_restore",
     '"user"',
 )
 

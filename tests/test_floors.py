@@ -26,6 +26,7 @@ FLOORS: dict[str, int] = {
     "reports": 5,
     "detections": 5,
     "forwarding": 5,
+    "retention": 5,
     "console": 6,
 }
 # Wiring and entry points sit on top and may import anything.

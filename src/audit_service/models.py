@@ -26,6 +26,7 @@ from audit_service.kit.models import Base
 from audit_service.maintenance.models import RuntimeSetting
 from audit_service.notifications.models import AlertChannel, NotificationGroup, NotificationSubject
 from audit_service.reports.models import ReportRun, ReportSchedule
+from audit_service.retention.models import RetentionArchive, RetentionHold, RetentionPolicy
 from audit_service.stats.models import (
     StatsActorBucket,
     StatsActorBucketDay,
@@ -68,6 +69,9 @@ __all__ = [
     "NotificationSubject",
     "ReportRun",
     "ReportSchedule",
+    "RetentionArchive",
+    "RetentionHold",
+    "RetentionPolicy",
     "RevokedToken",
     "RuntimeSetting",
     "SourceAction",

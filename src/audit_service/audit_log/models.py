@@ -73,6 +73,9 @@ class AuditEvent(Base):
         # and the capped count an index-only scan. Chosen by EXPLAIN at 10M rows; see
         # docs/performance.md.
         Index("ix_audit_event_occurred_at_id", "occurred_at", "id"),
+        # Retention ages events by the service's own clock (migration 0022): one UTC day of
+        # recorded_at is one index range.
+        Index("ix_audit_event_recorded_at_id", "recorded_at", "id"),
         Index("ix_audit_event_actor_id_occurred_at", "actor_id", "occurred_at"),
         Index("ix_audit_event_actor_name_occurred_at", "actor_name", "occurred_at"),
         Index("ix_audit_event_action_occurred_at", "action", "occurred_at"),

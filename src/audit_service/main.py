@@ -53,6 +53,7 @@ from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model
 from audit_service.reports.endpoints import router as reports_router
 from audit_service.reports.jobs import report_jobs
+from audit_service.retention.erasure_endpoints import router as erasures_router
 from audit_service.stats.endpoints import router as stats_router
 from audit_service.stats.jobs import stats_jobs
 
@@ -242,6 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alert_channels_router,
         detections_router,
         forwarding_router,
+        erasures_router,
     ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).

@@ -167,9 +167,7 @@ async def test_purge_bookkeeping_resumes_an_unfinished_tombstone(h: Harness) -> 
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        await run_purge(
-            h.app.state.sessionmaker, h.app.state.settings, NOW, after_tombstone=crash
-        )
+        await run_purge(h.app.state.sessionmaker, h.app.state.settings, NOW, after_tombstone=crash)
     assert len(await _tombstones(h)) == 1
     assert await existing(h, seeded["rest_old"]) == seeded["rest_old"]  # nothing gone yet
     report = await run_purge(h.app.state.sessionmaker, h.app.state.settings, NOW)

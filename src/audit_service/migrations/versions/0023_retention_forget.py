@@ -156,7 +156,7 @@ $$
 # commitments passed in are kept (the first kept per field wins: they never change).
 _REWRITE = """
 CREATE OR REPLACE FUNCTION audit_retention_{name}(
-    event_pk bigint, ids bigint[], user_agents text[],
+    p_event bigint, ids bigint[], user_agents text[],
     c_ip bytea[], c_ua bytea[], c_actor_id bytea[], c_actor_name bytea[])
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
@@ -172,9 +172,9 @@ DECLARE
     subject text;
 BEGIN
     SELECT x.id, x.action, x.source, x.metadata::jsonb AS md INTO t
-        FROM audit_event x WHERE x.id = event_pk;
+        FROM audit_event x WHERE x.id = p_event;
     IF NOT FOUND OR t.action <> '{action}' OR t.source <> 'audit-service' THEN
-        RAISE EXCEPTION 'event % is not a {action} event', event_pk
+        RAISE EXCEPTION 'event % is not a {action} event', p_event
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF coalesce(array_length(ids, 1), 0) = 0 THEN
@@ -240,7 +240,7 @@ _ANONYMIZE = _REWRITE.format(
     action="retention.anonymized",
     check="""        IF NOT (t.md->'days')
                ? to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') THEN
-            RAISE EXCEPTION 'event % is outside the days of event %', e.id, event_pk
+            RAISE EXCEPTION 'event % is outside the days of event %', e.id, p_event
                 USING ERRCODE = 'insufficient_privilege';
         END IF;""",
     rewrite_ip="coalesce((t.md->>'ip')::boolean, false)",
@@ -275,20 +275,20 @@ _PSEUDONYMIZE = _REWRITE.format(
 # A day key goes once every row of that day that used it has its commitments kept; a subject
 # key once no row of that subject is left in clear.
 _FORGET_KEY = """
-CREATE OR REPLACE FUNCTION audit_retention_forget_key(event_pk bigint, key_kind text, key_name text)
+CREATE OR REPLACE FUNCTION audit_retention_forget_key(p_event bigint, key_kind text, key_name text)
 RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
     t record;
 BEGIN
     SELECT x.action, x.source, x.metadata::jsonb AS md INTO t
-        FROM audit_event x WHERE x.id = event_pk;
+        FROM audit_event x WHERE x.id = p_event;
     IF NOT FOUND OR t.source <> 'audit-service' THEN
-        RAISE EXCEPTION 'event % is not a retention event', event_pk
+        RAISE EXCEPTION 'event % is not a retention event', p_event
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF key_kind = 'day' THEN
         IF t.action <> 'retention.anonymized' OR NOT (t.md->'days') ? key_name THEN
-            RAISE EXCEPTION 'event % does not name day %', event_pk, key_name
+            RAISE EXCEPTION 'event % does not name day %', p_event, key_name
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
         IF EXISTS (
@@ -303,7 +303,7 @@ BEGIN
         END IF;
     ELSIF key_kind = 'subject' THEN
         IF t.action <> 'retention.erased' THEN
-            RAISE EXCEPTION 'event % is not an erasure', event_pk
+            RAISE EXCEPTION 'event % is not an erasure', p_event
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
         IF EXISTS (

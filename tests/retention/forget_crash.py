@@ -9,10 +9,10 @@ import signal
 import sys
 from datetime import UTC, datetime
 
+from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.retention import forget_repository as repo
 from audit_service.retention.purge import run_purge
-from audit_service.core.config import Settings
 
 # tests/conftest.py's values (not imported: it loads the whole app and the test setup).
 LOG_SIGNING_KEY = (

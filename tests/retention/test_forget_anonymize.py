@@ -8,7 +8,6 @@ import base64
 
 from sqlalchemy import select, text
 
-from audit_service.audit_log.models import AuditEvent
 from audit_service.integrity import merkle, verify
 from audit_service.integrity.models import IntegrityCommitment, IntegrityKey
 from audit_service.integrity.repository import latest_checkpoint

@@ -86,7 +86,7 @@ async def test_service_role_cannot_delete_or_update_events(pg_only_url: str) -> 
                     await session.execute(text(statement), {"i": ids[0]})
         # The functions refuse an event that is not the call's kind, and rows outside it.
         async with h.app.state.sessionmaker() as session:
-            with pytest.raises(DBAPIError, match="not a retention.anonymized event"):
+            with pytest.raises(DBAPIError, match=r"not a retention\.anonymized event"):
                 await session.execute(
                     text(
                         "SELECT audit_retention_anonymize(:e, ARRAY[:e]::bigint[], "

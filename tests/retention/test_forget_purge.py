@@ -133,7 +133,7 @@ async def test_the_path_refuses_what_no_tombstone_covers(h: Harness) -> None:
     seeded = await _seed(h)
     async with h.app.state.sessionmaker() as session:
         # An ordinary event is no tombstone.
-        with pytest.raises(Exception, match="not a retention.purged"):
+        with pytest.raises(Exception, match=r"not a retention\.purged"):
             await repo.purge_batch(session, seeded["young"][0], 10)
         await session.rollback()
     # A tombstone that is not sequenced yet deletes nothing.

@@ -610,6 +610,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a signed export bundle offline (no database): see verify-bundle --help",
         add_help=False,
     )
+    # Parsed by retention/cli.py (exit 3 on usage errors); listed here for --help.
+    sub.add_parser(
+        "archive",
+        help="check (verify PATH) or re-import (restore PATH) signed archive segments",
+        add_help=False,
+    )
+    sub.add_parser(
+        "retention", help="run the retention steps once: retention run [--dry-run]", add_help=False
+    )
     p = sub.add_parser(
         "verify",
         help="verify the tamper-evident log (exit 0 intact, 1 tampered, 2 cannot, 3 usage)",
@@ -707,6 +716,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["verify-bundle"]:
         raise SystemExit(bundle_cli.run(argv[1:]))
+    if argv[:1] in (["archive"], ["retention"]):
+        from audit_service.retention import cli as retention_cli
+
+        run = retention_cli.run_archive if argv[0] == "archive" else retention_cli.run_retention
+        raise SystemExit(run(argv[1:]))
     parser = build_parser()
     if argv[:1] == ["verify"]:
         # Unknown options are reported by the top-level parser (parse_args → error), not by

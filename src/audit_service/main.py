@@ -53,7 +53,9 @@ from audit_service.prediction.endpoints import router as prediction_router
 from audit_service.prediction.model import load_model
 from audit_service.reports.endpoints import router as reports_router
 from audit_service.reports.jobs import report_jobs
+from audit_service.retention.endpoints import router as retention_router
 from audit_service.retention.erasure_endpoints import router as erasures_router
+from audit_service.retention.jobs import retention_jobs
 from audit_service.stats.endpoints import router as stats_router
 from audit_service.stats.jobs import stats_jobs
 
@@ -111,6 +113,7 @@ def background_jobs(settings: Settings) -> list[Job]:
         *detection_jobs(settings),
         *notification_jobs(settings),
         *forwarding_jobs(settings),
+        *retention_jobs(settings),
         *housekeeping_jobs(settings.housekeeping_interval),
     ]
 
@@ -168,6 +171,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "jobs", "description": "Background jobs (admin, auditor)"},
             {"name": "stats", "description": "Statistics from the rollups (admin, auditor)"},
             {"name": "reports", "description": "Scheduled e-mail reports"},
+            {
+                "name": "retention",
+                "description": "Retention rules, legal holds, signed archives (admin, auditor)",
+            },
             {"name": "detections", "description": "Alerts and detection rules (admin, auditor)"},
             {
                 "name": "forwarding",
@@ -243,6 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alert_channels_router,
         detections_router,
         forwarding_router,
+        retention_router,
         erasures_router,
     ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))

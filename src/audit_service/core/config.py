@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # Where people reach this service (https://audit.example.com): reports link to its console.
     public_url: str | None = Field(default=None, max_length=500)
     report_poll_interval: float = Field(default=30.0, gt=0, le=3600, description="seconds")
+    # Retention (retention/): where archive segments are written, and how often the leased
+    # `retention.run` job runs its steps (archive, then purge and anonymise).
+    archive_dir: Path = Path("var/archive")
+    retention_interval: float = Field(default=86400.0, ge=1, description="seconds")
     # A failed send is retried after report_retry_base · 2^(attempt-1) seconds (≤ 1 h), up to
     # report_max_attempts tries; then the run is failed and `report.failed` recorded.
     report_max_attempts: int = Field(default=5, ge=1, le=50)

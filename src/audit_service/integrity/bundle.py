@@ -820,32 +820,9 @@ class _Verification:
         # Anything else is an extra file: reported against the manifest's list.
 
     def _open_checkpoint(self, data: bytes) -> None:
-        try:
-            checkpoint, signed = note.open_checkpoint(data, self.verifiers)
-        except note.UnverifiedNote:
-            raise CannotVerify(
-                f"the checkpoint is not signed by any key given with --vkey "
-                f"({_signers(data)}); ask the log's operator for its verifier key"
-            ) from None
-        except note.NoteError as exc:
-            self.problems.append(f"checkpoint: {exc}")
-            return
-        self.checkpoint = checkpoint
-        self.ranges = RangeVerifier(checkpoint.size)
-        self.report.facts.update(
-            origin=checkpoint.origin,
-            tree_size=checkpoint.size,
-            root=_b64(checkpoint.root_hash),
-            checkpoint_signed_by=[f"{s.name}+{s.key_id:08x}" for s in signed.verified],
-        )
-        try:
-            cosigned = note.find_cosignatures(data.decode(), self.verifiers)
-        except (note.NoteError, UnicodeDecodeError) as exc:
-            self.problems.append(f"checkpoint cosignature: {exc}")
-            return
-        if cosigned:
-            newest = max(cosigned.values())
-            self.report.facts["cosigned_at"] = datetime.fromtimestamp(newest, UTC).isoformat()
+        self.checkpoint = open_trusted_checkpoint(data, self.verifiers, self.report)
+        if self.checkpoint is not None:
+            self.ranges = RangeVerifier(self.checkpoint.size)
 
     def _chunk_member(self, name: str, data: bytes) -> None:
         kind, _, rest = name.partition("/")
@@ -887,43 +864,15 @@ class _Verification:
             self.events += result.events
             self.rows += result.rows_checked
             self.opened += result.opened
-            if self.ranges is None:
-                continue
-            for start, end, gap, folded in result.runs:
-                try:
-                    self.ranges.pieces(start, end, gap, folded)
-                except ProofFailure as exc:
-                    self.problems.append(f"{chunk_files(result.index)[1]}: {exc}")
-                    self.ranges = None  # the fold is broken: every later run would fail too
-                    break
+            if self.ranges is not None and not fold_runs(
+                self.ranges, result, self.problems, chunk_files(result.index)[1]
+            ):
+                self.ranges = None  # the fold is broken: every later run would fail too
 
     def _check_root(self) -> None:
         if self.checkpoint is None or self.ranges is None:
             return
-        if self.end_proof is None:
-            self.problems.append(f"{END_PROOF_FILE}: missing")
-            return
-        try:
-            record = json.loads(self.end_proof)
-            if not isinstance(record, dict) or set(record) != {"start", "end", "gap"}:
-                raise ValueError("not {start, end, gap}")
-            start, end = _int(record["start"], "start"), _int(record["end"], "end")
-            if not (start == end == self.checkpoint.size) or not isinstance(record["gap"], list):
-                raise ValueError(
-                    f"must be the run [{self.checkpoint.size}, {self.checkpoint.size})"
-                )
-            gap = [_unb64(h, "a gap hash") for h in record["gap"]]
-            root = self.ranges.finish(gap)
-        except (ValueError, ProofFailure) as exc:
-            self.problems.append(f"{END_PROOF_FILE}: {exc}")
-            return
-        self.report.facts["runs"] = self.ranges.runs
-        if not hmac.compare_digest(root, self.checkpoint.root_hash):
-            self.problems.append(
-                f"the entries and proofs lead to root {_b64(root)}, not the checkpoint's root "
-                f"{_b64(self.checkpoint.root_hash)} (size {self.checkpoint.size}): an entry, a "
-                "leaf hash or a proof hash was changed, added or removed"
-            )
+        check_end_proof(self.ranges, self.checkpoint, self.end_proof, self.report, END_PROOF_FILE)
 
     def _check_manifest(self, data: bytes) -> None:
         try:
@@ -985,6 +934,87 @@ class _Verification:
                 f"the manifest counts {manifest.get('events')} events, "
                 f"the bundle holds {self.events}"
             )
+
+
+# --- shared with other offline verifiers (retention's archive segments) --------------------
+
+
+def open_trusted_checkpoint(
+    data: bytes, verifiers: Sequence[note.Verifier], report: Report
+) -> note.Checkpoint | None:
+    """Open a signed checkpoint with the trusted keys, its facts into `report`. None (and a
+    problem) when it is malformed or its signature is bad; CannotVerify when no given key
+    signed it."""
+    try:
+        checkpoint, signed = note.open_checkpoint(data, verifiers)
+    except note.UnverifiedNote:
+        raise CannotVerify(
+            f"the checkpoint is not signed by any key given with --vkey "
+            f"({_signers(data)}); ask the log's operator for its verifier key"
+        ) from None
+    except note.NoteError as exc:
+        report.problems.append(f"checkpoint: {exc}")
+        return None
+    report.facts.update(
+        origin=checkpoint.origin,
+        tree_size=checkpoint.size,
+        root=_b64(checkpoint.root_hash),
+        checkpoint_signed_by=[f"{s.name}+{s.key_id:08x}" for s in signed.verified],
+    )
+    try:
+        cosigned = note.find_cosignatures(data.decode(), verifiers)
+    except (note.NoteError, UnicodeDecodeError) as exc:
+        report.problems.append(f"checkpoint cosignature: {exc}")
+        return checkpoint
+    if cosigned:
+        newest = max(cosigned.values())
+        report.facts["cosigned_at"] = datetime.fromtimestamp(newest, UTC).isoformat()
+    return checkpoint
+
+
+def fold_runs(ranges: RangeVerifier, result: ChunkResult, problems: list[str], where: str) -> bool:
+    """Fold a checked chunk's runs into `ranges`; False (and a problem) when the proof breaks."""
+    for start, end, gap, folded in result.runs:
+        try:
+            ranges.pieces(start, end, gap, folded)
+        except ProofFailure as exc:
+            problems.append(f"{where}: {exc}")
+            return False
+    return True
+
+
+def check_end_proof(
+    ranges: RangeVerifier,
+    checkpoint: note.Checkpoint,
+    end_proof: bytes | None,
+    report: Report,
+    where: str,
+) -> None:
+    """The final gap record `{"start": size, "end": size, "gap": [...]}`: fold it and compare
+    the root with the signed checkpoint's."""
+    problems = report.problems
+    if end_proof is None:
+        problems.append(f"{where}: missing")
+        return
+    try:
+        record = json.loads(end_proof)
+        if not isinstance(record, dict) or set(record) != {"start", "end", "gap"}:
+            raise ValueError("not {start, end, gap}")
+        start, end = _int(record["start"], "start"), _int(record["end"], "end")
+        if not (start == end == checkpoint.size) or not isinstance(record["gap"], list):
+            raise ValueError(f"must be the run [{checkpoint.size}, {checkpoint.size})")
+        gap = [_unb64(h, "a gap hash") for h in record["gap"]]
+        root = ranges.finish(gap)
+    except (ValueError, ProofFailure) as exc:
+        problems.append(f"{where}: {exc}")
+        return
+    report.facts["runs"] = ranges.runs
+    if not hmac.compare_digest(root, checkpoint.root_hash):
+        problems.append(
+            f"the entries and proofs lead to root {_b64(root)}, not the checkpoint's root "
+            f"{_b64(checkpoint.root_hash)} (size {checkpoint.size}): an entry, a "
+            "leaf hash or a proof hash was changed, added or removed"
+        )
 
 
 def _signers(data: bytes) -> str:

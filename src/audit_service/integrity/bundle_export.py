@@ -43,7 +43,7 @@ async def newest_checkpoint(bind: Bind) -> SignedCheckpoint | None:
     return SignedCheckpoint(int(row.tree_size), bytes(row.root_hash), str(row.note))
 
 
-def _chunk(
+def chunk_entries(
     events: Sequence[Mapping[str, Any]],
     keys: Mapping[tuple[str, str], bytes],
     readable: bool,
@@ -90,7 +90,7 @@ async def bundle_chunks(
         if not events:
             continue
         keys = await repo.read_keys(bind, needed_keys(events))
-        entries, rows = await asyncio.to_thread(_chunk, events, keys, readable)
+        entries, rows = await asyncio.to_thread(chunk_entries, events, keys, readable)
         runs = bundle.runs_of([e.position for e in entries])
 
         def prove(src: HashSource, runs: list[tuple[int, int]] = runs, start: int = after) -> Any:

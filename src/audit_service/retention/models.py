@@ -99,7 +99,8 @@ class RetentionArchive(Base):
     path: Mapped[str] = mapped_column(String(PATH_LENGTH))
     sha256: Mapped[str] = mapped_column(String(HASH_LENGTH))
     manifest_hash: Mapped[str] = mapped_column(String(HASH_LENGTH), unique=True)
-    previous_manifest_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
+    # Unique: two segments never follow the same one (the chain cannot fork).
+    previous_manifest_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -4,23 +4,29 @@ from them (which rule an event belongs to, whether a hold covers it, whether it 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     Table,
     and_,
     case,
+    delete,
     false,
+    func,
+    insert,
     literal,
     null,
     or_,
     select,
+    update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from audit_service.audit_log.models import AuditEvent
+from audit_service.audit_log.models import AuditEvent, AuditLeaf
 from audit_service.audit_log.repository import EventFilters
 from audit_service.kit.net import parse_ip_or_network
 from audit_service.retention.models import RetentionArchive, RetentionHold, RetentionPolicy
@@ -150,3 +156,182 @@ async def archived_clause(session: Bind, policy_id: int | None = None) -> Column
     if policy_id is not None:
         cond.append(a.c.policy_id == policy_id)
     return select(literal(1)).select_from(a).where(*cond).exists()
+
+
+# --- policies --------------------------------------------------------------------------
+
+
+class Conflict(Exception):
+    """A unique column (position, name) is taken."""
+
+
+async def get_policy(bind: Bind, policy_id: int) -> Policy | None:
+    row = (await bind.execute(select(_policies).where(_policies.c.id == policy_id))).first()
+    return None if row is None else _policy(row)
+
+
+async def add_policy(session: AsyncSession, values: dict[str, Any]) -> Policy:
+    try:
+        async with session.begin_nested():
+            row = (
+                await session.execute(insert(_policies).values(values).returning(_policies))
+            ).one()
+    except IntegrityError:
+        raise Conflict from None
+    return _policy(row)
+
+
+async def update_policy(session: AsyncSession, policy_id: int, values: dict[str, Any]) -> Policy:
+    stmt = update(_policies).where(_policies.c.id == policy_id).values(values).returning(_policies)
+    try:
+        async with session.begin_nested():
+            row = (await session.execute(stmt)).one()
+    except IntegrityError:
+        raise Conflict from None
+    return _policy(row)
+
+
+async def delete_policy(session: AsyncSession, policy_id: int) -> None:
+    await session.execute(delete(_policies).where(_policies.c.id == policy_id))
+
+
+# --- holds -----------------------------------------------------------------------------
+
+
+async def add_hold(session: AsyncSession, values: dict[str, Any]) -> Any:
+    return (await session.execute(insert(_holds).values(values).returning(_holds))).one()
+
+
+async def list_holds(bind: Bind, *, active_only: bool = False) -> list[Any]:
+    stmt = select(_holds).order_by(_holds.c.id.desc()).limit(1000)
+    if active_only:
+        stmt = stmt.where(_holds.c.released_at.is_(None))
+    return list((await bind.execute(stmt)).all())
+
+
+async def get_hold(bind: Bind, hold_id: int) -> Any:
+    return (await bind.execute(select(_holds).where(_holds.c.id == hold_id))).first()
+
+
+async def release_hold(
+    session: AsyncSession, hold_id: int, released_at: datetime, released_by: str | None
+) -> Any:
+    """Release an active hold; None when it is unknown or released already."""
+    stmt = (
+        update(_holds)
+        .where(_holds.c.id == hold_id, _holds.c.released_at.is_(None))
+        .values(released_at=released_at, released_by=released_by)
+        .returning(_holds)
+    )
+    return (await session.execute(stmt)).first()
+
+
+# --- archive segments ------------------------------------------------------------------
+
+
+class ChainMoved(Exception):
+    """Another segment was added (or this one exists) since this one was signed."""
+
+
+async def chain_head(bind: Bind) -> str | None:
+    """The manifest hash of the newest segment: what the next one chains to."""
+    stmt = select(_archives.c.manifest_hash).order_by(_archives.c.id.desc()).limit(1)
+    return cast(str | None, await bind.scalar(stmt))
+
+
+async def archived_until(bind: Bind, policy_id: int) -> date | None:
+    """The last UTC day written for the policy: its archive proceeds day by day from the
+    oldest, so every earlier day with events of the policy is written."""
+    stmt = select(func.max(_archives.c.day)).where(_archives.c.policy_id == policy_id)
+    return cast(date | None, await bind.scalar(stmt))
+
+
+async def archive_exists(bind: Bind, policy_id: int, day: date) -> bool:
+    stmt = select(_archives.c.id).where(_archives.c.policy_id == policy_id, _archives.c.day == day)
+    return (await bind.scalar(stmt)) is not None
+
+
+async def add_archive(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Insert a segment's row, chained to the current head (checked in this transaction;
+    the unique previous_manifest_hash refuses a fork from a concurrent writer)."""
+    head = await chain_head(session)
+    if head != values["previous_manifest_hash"]:
+        raise ChainMoved
+    try:
+        async with session.begin_nested():
+            await session.execute(insert(_archives).values(values))
+    except IntegrityError:
+        raise ChainMoved from None
+
+
+async def list_archives(
+    bind: Bind, *, policy_id: int | None = None, limit: int = 100, before_id: int | None = None
+) -> list[Any]:
+    stmt = select(_archives).order_by(_archives.c.id.desc()).limit(limit)
+    if policy_id is not None:
+        stmt = stmt.where(_archives.c.policy_id == policy_id)
+    if before_id is not None:
+        stmt = stmt.where(_archives.c.id < before_id)
+    return list((await bind.execute(stmt)).all())
+
+
+# --- events ----------------------------------------------------------------------------
+
+_events = cast(Table, AuditEvent.__table__)
+_leaves = cast(Table, AuditLeaf.__table__)
+
+
+async def next_recorded_at(
+    bind: Bind, clause: ColumnElement[bool], after: datetime | None, before: datetime
+) -> datetime | None:
+    """The oldest recorded_at in [after, before) of the events `clause` selects: a walk of
+    ix_audit_event_recorded_at_id from `after` to the first match."""
+    where = [clause, _events.c.recorded_at < before]
+    if after is not None:
+        where.append(_events.c.recorded_at >= after)
+    stmt = select(func.min(_events.c.recorded_at)).where(*where)
+    value = await bind.scalar(stmt)
+    return None if value is None else _aware(value)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def day_events(
+    bind: Bind, clause: ColumnElement[bool], start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """The events `clause` selects recorded in [start, end), in log order, each a dict of
+    audit_event columns plus `position` and `leaf_hash` (None until sequenced)."""
+    stmt = (
+        select(_leaves.c.position, _leaves.c.leaf_hash, *_events.columns)
+        .select_from(_events.outerjoin(_leaves, _leaves.c.event_pk == _events.c.id))
+        .where(clause, _events.c.recorded_at >= start, _events.c.recorded_at < end)
+        .order_by(_leaves.c.position, _events.c.id)
+    )
+    return [dict(r._mapping) for r in (await bind.execute(stmt)).all()]
+
+
+async def count_events(
+    bind: Bind,
+    clause: ColumnElement[bool],
+    after: datetime | None,
+    before: datetime,
+    *extra: ColumnElement[bool],
+) -> int:
+    """Events `clause` selects recorded in [after, before): a range of
+    ix_audit_event_recorded_at_id (see service.preview)."""
+    where = [clause, _events.c.recorded_at < before, *extra]
+    if after is not None:
+        where.append(_events.c.recorded_at >= after)
+    return int(await bind.scalar(select(func.count()).select_from(_events).where(*where)) or 0)
+
+
+def count_statement(
+    clause: ColumnElement[bool], after: datetime | None, before: datetime
+) -> Select[Any]:
+    """The statement `count_events` runs (for EXPLAIN in the tests)."""
+    where = [clause, _events.c.recorded_at < before]
+    if after is not None:
+        where.append(_events.c.recorded_at >= after)
+    return select(func.count()).select_from(_events).where(*where)

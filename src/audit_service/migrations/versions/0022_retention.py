@@ -126,6 +126,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_retention_archive")),
         sa.UniqueConstraint("policy_id", "day", name=op.f("uq_retention_archive_policy_id_day")),
         sa.UniqueConstraint("manifest_hash", name=op.f("uq_retention_archive_manifest_hash")),
+        sa.UniqueConstraint(
+            "previous_manifest_hash", name=op.f("uq_retention_archive_previous_manifest_hash")
+        ),
     )
     op.create_table(
         "retention_restore",

@@ -62,7 +62,7 @@ async def test_one_run_archives_purges_anonymises_and_verify_passes(h: Harness) 
         )
         assert p is not None
         if p.critical:
-            assert pk in after.keys()
+            assert pk in after
 
     # Anonymised: rows older than 30 days keep no host part, their day keys are gone
     # (except days a hold covers).

@@ -39,8 +39,22 @@ REVOKE INSERT, DELETE, TRUNCATE ON log_cursor FROM audit_app;
 -- The schema version is the owner's business.
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM audit_app;
 
+-- Retention (migration 0023): the one path that deletes or rewrites events. The service
+-- role has no DELETE / UPDATE on the log; it may only call these SECURITY DEFINER functions
+-- (owned by audit_owner, search_path pinned), which delete rows inside a committed,
+-- sequenced tombstone's ranges and rewrite only IPs, user agents and actor fields of the
+-- rows their own event covers. The commitments they keep are theirs to write.
+GRANT EXECUTE ON FUNCTION
+    audit_retention_purge(bigint, integer),
+    audit_retention_anonymize(bigint, bigint[], text[], bytea[], bytea[], bytea[], bytea[]),
+    audit_retention_pseudonymize(bigint, bigint[], text[], bytea[], bytea[], bytea[], bytea[]),
+    audit_retention_forget_key(bigint, text, text)
+    TO audit_app;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON integrity_commitment, retention_door FROM audit_app;
+
 -- verify reads the events, their log positions, the tiles, the checkpoints, the log's
--- identity, the commitment keys and the sequencer's cursor (what should have a leaf by now).
+-- identity, the commitment keys, the sequencer's cursor (what should have a leaf by now) and
+-- the commitments retention kept.
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM audit_verifier;
 GRANT SELECT ON audit_event, audit_leaf, integrity_tile, integrity_checkpoint, integrity_log,
-    integrity_key, log_cursor TO audit_verifier;
+    integrity_key, log_cursor, integrity_commitment TO audit_verifier;

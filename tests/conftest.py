@@ -89,6 +89,10 @@ TABLES = (
     "retention_hold",
     "retention_policy",
     "retention_restore",
+    "retention_purge",
+    "retention_erasure",
+    "retention_door",
+    "integrity_commitment",
     '"user"',
 )
 

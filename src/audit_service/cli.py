@@ -545,6 +545,7 @@ def _print_report(report: Any, as_json: bool) -> None:
         f"recomputed {report.checked} entries in {report.seconds:.2f} s{rate} "
         f"({report.jobs} process{'es' if report.jobs > 1 else ''})"
         + (f", from position {report.since}" if report.since else "")
+        + (f"; {report.purged} row(s) purged inside tombstones" if report.purged else "")
     )
     if report.status == "intact":
         print("INTACT: every row, leaf, tile and checkpoint agrees with the signed roots")

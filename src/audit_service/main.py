@@ -54,6 +54,7 @@ from audit_service.prediction.model import load_model
 from audit_service.reports.endpoints import router as reports_router
 from audit_service.reports.jobs import report_jobs
 from audit_service.retention.endpoints import router as retention_router
+from audit_service.retention.erasure_endpoints import router as erasures_router
 from audit_service.retention.jobs import retention_jobs
 from audit_service.stats.endpoints import router as stats_router
 from audit_service.stats.jobs import stats_jobs
@@ -250,6 +251,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         detections_router,
         forwarding_router,
         retention_router,
+        erasures_router,
     ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
     # Other services authenticate with an API key instead (limited per key once verified).

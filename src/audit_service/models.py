@@ -16,6 +16,7 @@ from audit_service.forwarding.models import ForwardDeadLetter, ForwardDestinatio
 from audit_service.ingestion.models import ActionSchema, SourceAction
 from audit_service.integrity.models import (
     IntegrityCheckpoint,
+    IntegrityCommitment,
     IntegrityKey,
     IntegrityLog,
     IntegrityTile,
@@ -27,6 +28,7 @@ from audit_service.maintenance.models import RuntimeSetting
 from audit_service.notifications.models import AlertChannel, NotificationGroup, NotificationSubject
 from audit_service.reports.models import ReportRun, ReportSchedule
 from audit_service.retention.models import RetentionArchive, RetentionHold, RetentionPolicy
+from audit_service.retention.privacy_models import RetentionDoor, RetentionErasure, RetentionPurge
 from audit_service.stats.models import (
     StatsActorBucket,
     StatsActorBucketDay,
@@ -57,6 +59,7 @@ __all__ = [
     "ForwardDestination",
     "ForwardReplay",
     "IntegrityCheckpoint",
+    "IntegrityCommitment",
     "IntegrityKey",
     "IntegrityLog",
     "IntegrityTile",
@@ -70,8 +73,11 @@ __all__ = [
     "ReportRun",
     "ReportSchedule",
     "RetentionArchive",
+    "RetentionDoor",
+    "RetentionErasure",
     "RetentionHold",
     "RetentionPolicy",
+    "RetentionPurge",
     "RevokedToken",
     "RuntimeSetting",
     "SourceAction",

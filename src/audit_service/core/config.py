@@ -204,6 +204,15 @@ class Settings(BaseSettings):
     alert_backoff_base: float = Field(default=1.0, gt=0, le=60, description="seconds")
     alert_backoff_max: float = Field(default=300.0, gt=0, le=3600, description="seconds")
     alert_claim_seconds: float = Field(default=120.0, gt=0, le=3600, description="seconds")
+    # Retention, forgetting half (retention/anonymize.py, erasure.py): IPs become their /24
+    # (/48) and user agents their family this many days after they were recorded, then the
+    # day's commitment key is destroyed (0: never). `pseudonym_key`: the secret behind
+    # data-subject pseudonyms (HMAC); unset, one is derived from the log signing key.
+    ip_anonymize_after_days: int = Field(default=30, ge=0, le=36500, description="days")
+    user_agent_anonymize_after_days: int = Field(default=30, ge=0, le=36500, description="days")
+    pseudonym_key: SecretStr | None = None
+    # Rows per call of the restricted delete/rewrite path (each call is its own transaction).
+    retention_batch: int = Field(default=5000, ge=1, le=100_000)
 
     @field_validator(
         "login_rate_limit",

@@ -310,11 +310,20 @@ def _event_from_row(row: Any) -> dict[str, Any]:
 
 
 def opened_commitments(
-    event: Mapping[str, Any], day: bytes | None, subject: bytes | None
+    event: Mapping[str, Any],
+    day: bytes | None,
+    subject: bytes | None,
+    kept: Commitments | None = None,
 ) -> Commitments:
-    """The commitments of an event's personal values, from its salts."""
+    """The commitments of an event's personal values, from its salts; a field whose
+    commitment the row carries as `kept` (retention anonymised or pseudonymised it, or its
+    key is gone) takes that commitment: its readable value is the prefix, family or
+    pseudonym, which the commitment does not open."""
 
     def opened(salt: bytes | None, domain: bytes, name: str) -> bytes | None:
+        given = None if kept is None else getattr(kept, name)
+        if given is not None:
+            return bytes(given)
         value = event[name]
         if value is None:
             return None
@@ -365,13 +374,17 @@ class ReadableRow:
     event: Mapping[str, Any]  # readable_event(...)
     day_salt: bytes | None
     subject_salt: bytes | None
+    # Commitments retention kept for this row (integrity_commitment): written as "kept".
+    kept: Commitments | None = None
 
     def line(self) -> str:
         salts = {
             "day": None if self.day_salt is None else _b64(self.day_salt),
             "subject": None if self.subject_salt is None else _b64(self.subject_salt),
         }
-        record = {"position": self.position, "event": self.event, "salts": salts}
+        record: dict[str, Any] = {"position": self.position, "event": self.event, "salts": salts}
+        if self.kept is not None:
+            record["kept"] = kept_json(self.kept)
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
@@ -605,11 +618,11 @@ def check_chunk(
             where = f"{names[2]} line {number}"
             seen += 1
             try:
-                position, event, day, subject = _parse_row(record)
+                position, event, day, subject, kept = _parse_row(record)
                 logged = by_position.get(position)
                 if logged is None:
                     raise ValueError(f"position {position} has no entry in {names[0]}")
-                commitments = opened_commitments(event, day, subject)
+                commitments = opened_commitments(event, day, subject, kept)
                 expected = encode_entry(event, commitments)
             except (ValueError, TypeError, KeyError) as exc:
                 problems.append(f"{where}: {exc}")
@@ -635,15 +648,34 @@ def check_chunk(
     return ChunkResult(index, problems, runs, len(entries), rows_checked, opened)
 
 
-def _parse_row(record: Any) -> tuple[int, dict[str, Any], bytes | None, bytes | None]:
-    if not isinstance(record, dict) or set(record) != {"position", "event", "salts"}:
-        raise ValueError("not {position, event, salts}")
+_KEPT_FIELDS = ("ip", "user_agent", "actor_id", "actor_name")
+
+
+def kept_json(kept: Commitments) -> dict[str, str]:
+    """A readable row's "kept" member: the commitments retention kept, base64, by field."""
+    return {
+        name: _b64(value) for name in _KEPT_FIELDS if (value := getattr(kept, name)) is not None
+    }
+
+
+def _parse_row(
+    record: Any,
+) -> tuple[int, dict[str, Any], bytes | None, bytes | None, Commitments | None]:
+    if not isinstance(record, dict) or set(record) - {"kept"} != {"position", "event", "salts"}:
+        raise ValueError("not {position, event, salts[, kept]}")
+    kept: Commitments | None = None
+    if "kept" in record:
+        given = record["kept"]
+        if not isinstance(given, dict) or not set(given) <= set(_KEPT_FIELDS):
+            raise ValueError(f"kept is not an object of {', '.join(_KEPT_FIELDS)}")
+        kept = Commitments(**{k: _unb64(v, f"kept {k}") for k, v in given.items()})
     salts = record["salts"]
     if not isinstance(salts, dict) or set(salts) != {"day", "subject"}:
         raise ValueError("salts is not {day, subject}")
     day = None if salts["day"] is None else _unb64(salts["day"], "day salt")
     subject = None if salts["subject"] is None else _unb64(salts["subject"], "subject salt")
-    return _int(record["position"], "position"), _event_from_row(record["event"]), day, subject
+    event = _event_from_row(record["event"])
+    return _int(record["position"], "position"), event, day, subject, kept
 
 
 def _event_label(entry: bytes) -> str:

@@ -16,7 +16,13 @@ from typing import Any
 
 from audit_service.integrity import bundle, note
 from audit_service.integrity import repository as repo
-from audit_service.integrity.entry import build_entry, event_salt
+from audit_service.integrity.entry import (
+    Commitments,
+    build_entry,
+    commitments_with,
+    encode_entry,
+    event_salt,
+)
 from audit_service.integrity.merkle import HashSource
 from audit_service.integrity.service import (
     Bind,
@@ -43,18 +49,33 @@ async def newest_checkpoint(bind: Bind) -> SignedCheckpoint | None:
     return SignedCheckpoint(int(row.tree_size), bytes(row.root_hash), str(row.note))
 
 
+async def kept_for(bind: Bind, events: Sequence[Mapping[str, Any]]) -> dict[int, Commitments]:
+    """The commitments retention kept for these events (by id)."""
+    if not events:
+        return {}
+    ids = [int(e["id"]) for e in events]
+    return await repo.kept_commitments(bind, min(ids), max(ids))
+
+
 def chunk_entries(
     events: Sequence[Mapping[str, Any]],
     keys: Mapping[tuple[str, str], bytes],
     readable: bool,
+    kept: Mapping[int, Commitments] | None = None,
 ) -> tuple[list[bundle.BundleEntry], list[bundle.ReadableRow] | None]:
-    """Entries (and readable rows with their salts) of one chunk: CPU work, off the loop."""
+    """Entries (and readable rows with their salts) of one chunk: CPU work, off the loop.
+    `kept`: the commitments retention kept (kept_for); such a row's entry is built with them
+    and its readable row carries them."""
     entries, rows = [], []
     for event in events:
         ek = entry_keys(event, keys)
-        entries.append(
-            bundle.BundleEntry(event["position"], bytes(event["leaf_hash"]), build_entry(event, ek))
+        k = None if kept is None else kept.get(int(event["id"]))
+        entry = (
+            build_entry(event, ek)
+            if k is None
+            else encode_entry(event, commitments_with(event, ek, k))
         )
+        entries.append(bundle.BundleEntry(event["position"], bytes(event["leaf_hash"]), entry))
         if readable:
             day = ek.day_key if day_key_name(event) is not None else None
             subject = ek.subject_key if subject_key_name(event) is not None else None
@@ -64,6 +85,7 @@ def chunk_entries(
                     bundle.readable_event(event),
                     None if day is None else event_salt(day, event["event_id"]),
                     None if subject is None else event_salt(subject, event["event_id"]),
+                    k,
                 )
             )
     return entries, rows if readable else None
@@ -90,7 +112,8 @@ async def bundle_chunks(
         if not events:
             continue
         keys = await repo.read_keys(bind, needed_keys(events))
-        entries, rows = await asyncio.to_thread(chunk_entries, events, keys, readable)
+        kept = await kept_for(bind, events)
+        entries, rows = await asyncio.to_thread(chunk_entries, events, keys, readable, kept)
         runs = bundle.runs_of([e.position for e in entries])
 
         def prove(src: HashSource, runs: list[tuple[int, int]] = runs, start: int = after) -> Any:

@@ -571,6 +571,29 @@ def _check_commitments(event: Mapping[str, Any], c: Commitments, is_user: bool) 
         raise ValueError("only user actors have an actor_id commitment")
 
 
+def commitments_with(event: Mapping[str, Any], keys: EntryKeys, kept: Commitments) -> Commitments:
+    """An event's commitments where some were kept (retention: the key is gone or the clear
+    value was replaced): a kept one stands for its field; the others are computed from the
+    row with `keys` (ValueError naming a missing key)."""
+    computed = compute_commitments(
+        {
+            **event,
+            "ip": None if kept.ip is not None else event.get("ip"),
+            "user_agent": None if kept.user_agent is not None else event.get("user_agent"),
+            "actor_id": None if kept.actor_id is not None else event.get("actor_id"),
+            "actor_name": None if kept.actor_name is not None else event.get("actor_name"),
+        },
+        keys,
+    )
+    is_user = event.get("actor_type") == "user"
+    return Commitments(
+        ip=kept.ip or computed.ip,
+        user_agent=kept.user_agent or computed.user_agent,
+        actor_id=(kept.actor_id or computed.actor_id) if is_user else None,
+        actor_name=kept.actor_name or computed.actor_name,
+    )
+
+
 def build_entry(event: Mapping[str, Any], keys: EntryKeys) -> bytes:
     """The v1 entry of an event (a dict of audit_event columns, `metadata` by column name)."""
     return _build(event, keys.day_key, keys.subject_key)

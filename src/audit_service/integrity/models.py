@@ -119,3 +119,19 @@ class IntegrityVerifyTask(Base):
     run_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     task_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class IntegrityCommitment(Base):
+    """The commitments of an event's personal fields, kept when the key they were made with
+    is destroyed or the clear value replaced (retention: anonymisation, erasure): `verify`
+    then rebuilds the event's entry from the row and these, and the leaf still matches.
+    Written only by the retention path (PostgreSQL: its SECURITY DEFINER functions); a
+    field's commitment, once kept, never changes."""
+
+    __tablename__ = "integrity_commitment"
+
+    event_pk: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ip: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    user_agent: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    actor_id: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    actor_name: Mapped[bytes | None] = mapped_column(LargeBinary(32))

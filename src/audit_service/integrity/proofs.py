@@ -32,7 +32,7 @@ from audit_service.core.errors import (
 )
 from audit_service.integrity import merkle, note
 from audit_service.integrity import repository as repo
-from audit_service.integrity.entry import build_entry
+from audit_service.integrity.entry import build_entry, commitments_with, encode_entry
 from audit_service.integrity.merkle import HASH_SIZE
 from audit_service.integrity.schemas import (
     ConsistencyProof,
@@ -302,8 +302,12 @@ async def _rebuilt_entry(
     session: AsyncSession, event: dict[str, Any], stored_leaf: bytes, position: int
 ) -> bytes:
     keys = await repo.read_keys(session, needed_keys([event]))
+    kept = (await repo.kept_commitments(session, event["id"], event["id"])).get(event["id"])
     try:
-        entry = build_entry(event, entry_keys(event, keys))
+        if kept is None:
+            entry = build_entry(event, entry_keys(event, keys))
+        else:  # retention replaced a value or destroyed its key: the kept commitment stands
+            entry = encode_entry(event, commitments_with(event, entry_keys(event, keys), kept))
     except ValueError as exc:
         # e.g. a commitment key erased for a data subject: the row alone cannot give the
         # entry back any more.

@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from audit_service.audit_log.models import AuditEvent, AuditLeaf
 from audit_service.core.db import in_values, upsert_for
+from audit_service.integrity.entry import Commitments
 from audit_service.integrity.models import (
     IntegrityCheckpoint,
+    IntegrityCommitment,
     IntegrityKey,
     IntegrityLog,
     IntegrityTile,
@@ -27,6 +29,7 @@ _checkpoints = cast(Table, IntegrityCheckpoint.__table__)
 _log = cast(Table, IntegrityLog.__table__)
 _events = cast(Table, AuditEvent.__table__)
 _leaves = cast(Table, AuditLeaf.__table__)
+_kept = cast(Table, IntegrityCommitment.__table__)
 
 Bind = AsyncSession | AsyncConnection
 
@@ -192,3 +195,63 @@ async def tiles_at_level(bind: Bind, level: int, first: int, stop: int) -> dict[
         .order_by(_tiles.c.idx)
     )
     return {int(r.idx): bytes(r.data) for r in (await bind.execute(stmt)).all()}
+
+
+# --- what retention left behind: kept commitments, tombstones --------------------------------
+
+TOMBSTONE_ACTION = "retention.purged"
+TOMBSTONE_SOURCE = "audit-service"
+
+
+async def kept_commitments(bind: Bind, first_pk: int, last_pk: int) -> dict[int, Commitments]:
+    """The kept commitments of the events with ids in [first_pk, last_pk] (one range query:
+    verify reads a chunk of positions, whose ids are close together)."""
+    stmt = select(_kept).where(_kept.c.event_pk >= first_pk, _kept.c.event_pk <= last_pk)
+    return {
+        int(r.event_pk): Commitments(
+            ip=_opt_bytes(r.ip),
+            user_agent=_opt_bytes(r.user_agent),
+            actor_id=_opt_bytes(r.actor_id),
+            actor_name=_opt_bytes(r.actor_name),
+        )
+        for r in (await bind.execute(stmt)).all()
+    }
+
+
+def _opt_bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A sequenced `retention.purged` event: the id ranges whose rows it allows to be gone
+    (only rows at earlier log positions than its own)."""
+
+    event_pk: int
+    position: int
+    id_ranges: tuple[tuple[int, int], ...]
+
+    def covers(self, event_pk: int, position: int) -> bool:
+        return position < self.position and any(a <= event_pk <= b for a, b in self.id_ranges)
+
+
+async def tombstones(bind: Bind) -> list[Tombstone]:
+    """Every sequenced tombstone whose row is still there (a tombstone is itself a logged
+    event: its row is verified like any other)."""
+    stmt = (
+        select(_events.c.id, _events.c.metadata, _leaves.c.position)
+        .select_from(_events.join(_leaves, _leaves.c.event_pk == _events.c.id))
+        .where(_events.c.action == TOMBSTONE_ACTION, _events.c.source == TOMBSTONE_SOURCE)
+        .order_by(_leaves.c.position)
+    )
+    out: list[Tombstone] = []
+    for row in (await bind.execute(stmt)).all():
+        ranges: list[tuple[int, int]] = []
+        for pair in (row.metadata or {}).get("id_ranges") or ():
+            try:
+                a, b = int(pair[0]), int(pair[1])
+            except (TypeError, ValueError, IndexError):
+                continue
+            ranges.append((a, b))
+        out.append(Tombstone(int(row.id), int(row.position), tuple(ranges)))
+    return out

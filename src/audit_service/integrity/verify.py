@@ -56,8 +56,15 @@ from audit_service.audit_log import log
 from audit_service.core.db import create_engine, tune_for_scan
 from audit_service.integrity import note
 from audit_service.integrity import repository as repo
-from audit_service.integrity.entry import EntryKeys, entry_leaf_hash
-from audit_service.integrity.merkle import EMPTY_ROOT, HASH_SIZE, MemoryTree
+from audit_service.integrity.entry import (
+    Commitments,
+    EntryKeys,
+    commitments_with,
+    encode_entry,
+    entry_leaf_hash,
+    ip_prefix,
+)
+from audit_service.integrity.merkle import EMPTY_ROOT, HASH_SIZE, MemoryTree, leaf_hash
 from audit_service.integrity.service import DAY, SUBJECT, day_key_name, subject_key_name
 from audit_service.integrity.tiles import TILE_HEIGHT, TILE_WIDTH, Tile
 from audit_service.kit.net import canonical_ip_key, ip_key, parse_ip
@@ -313,6 +320,8 @@ class TaskResult:
     mismatch_count: int = 0
     deleted: list[tuple[int, int, bytes]] = field(default_factory=list)
     deleted_count: int = 0
+    # Rows gone inside a retention tombstone's range (allowed: their leaves stay).
+    purged_count: int = 0
     # (position, stored leaf, tile hash, event_pk or -1, event_id or "")
     tile_diffs: list[tuple[int, bytes, bytes, int, str]] = field(default_factory=list)
     tile_diff_count: int = 0
@@ -340,6 +349,7 @@ class TaskResult:
             "mismatch_count": self.mismatch_count,
             "deleted": [[p, pk, _b64(s)] for p, pk, s in self.deleted],
             "deleted_count": self.deleted_count,
+            "purged_count": self.purged_count,
             "tile_diffs": [[p, _b64(s), _b64(t), pk, eid] for p, s, t, pk, eid in self.tile_diffs],
             "tile_diff_count": self.tile_diff_count,
             "missing": [list(m) for m in self.missing],
@@ -375,6 +385,7 @@ class TaskResult:
             mismatch_count=d["mismatch_count"],
             deleted=[(p, pk, _unb64(s)) for p, pk, s in d["deleted"]],
             deleted_count=d["deleted_count"],
+            purged_count=d.get("purged_count", 0),
             tile_diffs=[(p, _unb64(s), _unb64(t), pk, eid) for p, s, t, pk, eid in d["tile_diffs"]],
             tile_diff_count=d["tile_diff_count"],
             missing=[(a, b) for a, b in d["missing"]],
@@ -492,6 +503,24 @@ def _ip_bytes_ok(event: Mapping[str, Any]) -> bool:
         return False
 
 
+def _kept_leaf(ev: Mapping[str, Any], keys: EntryKeys, kept: Commitments) -> bytes:
+    """The leaf of a row whose personal fields are (partly) committed by kept commitments."""
+    return leaf_hash(encode_entry(ev, commitments_with(ev, keys, kept)))
+
+
+def _kept_why(ev: Mapping[str, Any], kept: Commitments) -> str:
+    """What a row rewritten by retention must look like beyond its leaf: an anonymised IP is
+    its own network address (the leaf holds only the prefix, so any other address of the
+    network would match it)."""
+    ip = ev.get("ip")
+    if kept.ip is None or ip is None:
+        return ""
+    prefix = ip_prefix(ip)
+    if prefix.split("/", 1)[0] != str(parse_ip(ip)):
+        return f"its anonymised ip is not the network address of {prefix}"
+    return ""
+
+
 async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskResult:
     """Check positions [task.start, task.end): leaves against rows and level-0 tiles."""
     start, end = task.start, task.end
@@ -534,6 +563,10 @@ async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskRe
             if ev is not None and okey is not None:
                 order.append((pos, okey))
                 ids[pos] = (pk, str(ev["event_id"]))
+    # Retention: rows allowed to be gone (inside a tombstone's range), and commitments kept
+    # for rows whose key was destroyed or whose clear value was replaced.
+    tombs = await repo.tombstones(conn) if task.recompute else []
+    kept: dict[int, Commitments] = {}
     expect = start
     gc_was = gc.isenabled()
     pending: asyncio.Task[list[log.StoredLeaf]] | None = None
@@ -566,6 +599,8 @@ async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskRe
                         names.add((SUBJECT, subject))
                     pairs.append((day, subject))
                 await keys.load(conn, names)
+                pks = [row[1] for row in rows if row[3] is not None]
+                kept = await repo.kept_commitments(conn, min(pks), max(pks)) if pks else {}
             # The next chunk's query runs on the server while this one is hashed (the
             # connection is free: nothing below awaits until the next chunk is taken).
             pending = fetch(chunk_start + CHUNK) if chunk_start + CHUNK < end else None
@@ -584,7 +619,9 @@ async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskRe
                 if ev is None:
                     if l_hashes is not None:
                         l_hashes[i] = leaf
-                    if task.recompute:
+                    if task.recompute and any(t.covers(pk, pos) for t in tombs):
+                        out.purged_count += 1
+                    elif task.recompute:
                         out.deleted_count += 1
                         if len(out.deleted) < TASK_KEEP:
                             out.deleted.append((pos, pk, leaf))
@@ -594,7 +631,14 @@ async def run_task(conn: AsyncConnection, task: Task, keys: _KeyCache) -> TaskRe
                 out.checked += 1
                 why = ""
                 try:
-                    h: bytes | None = entry_leaf_hash(ev, keys.get(*pairs[x]))
+                    k = kept.get(pk)
+                    if k is None:
+                        h: bytes | None = entry_leaf_hash(ev, keys.get(*pairs[x]))
+                    else:
+                        h = _kept_leaf(ev, keys.get(*pairs[x]), k)
+                        why = _kept_why(ev, k)
+                        if why:
+                            h = None
                 except ValueError as exc:
                     h, why = None, f"its entry cannot be recomputed: {exc}"
                 if h == leaf and not _ip_bytes_ok(ev):
@@ -804,6 +848,7 @@ class Report:
     jobs: int
     problems: list[Problem]
     reason: str | None = None  # why unverifiable
+    purged: int = 0  # rows gone inside retention tombstones (allowed; their leaves stay)
 
     @property
     def exit_code(self) -> int:
@@ -828,6 +873,7 @@ class Report:
             if self.newest is None
             else {"id": self.newest.id, "tree_size": self.newest.size, "note": self.newest.note},
             "checked": self.checked,
+            "purged": self.purged,
             "since": self.since,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.checked / self.seconds) if self.seconds else None,
@@ -1002,6 +1048,7 @@ async def verify_log(
         jobs=jobs,
         problems=problems,
         reason=reason,
+        purged=sum(r.purged_count for r in ordered),
     )
 
 

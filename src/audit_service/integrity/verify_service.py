@@ -243,6 +243,7 @@ async def _finish(
             f"Verification run {run.id}: the log of {report.tree_size} events is intact",
             tree_size=report.tree_size,
             checked=report.checked,
+            purged=report.purged,
             checkpoints=report.checkpoints,
             checkpoint_size=None if newest is None else newest.size,
             seconds=round(report.seconds, 3),

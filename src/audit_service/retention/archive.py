@@ -30,7 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from audit_service.integrity import bundle, note
 from audit_service.integrity import repository as integrity_repo
-from audit_service.integrity.bundle_export import SignedCheckpoint, chunk_entries, newest_checkpoint
+from audit_service.integrity.bundle_export import (
+    SignedCheckpoint,
+    chunk_entries,
+    kept_for,
+    newest_checkpoint,
+)
 from audit_service.integrity.merkle import HashSource
 from audit_service.integrity.service import needed_keys, with_tiles
 from audit_service.kit.models import utcnow
@@ -157,7 +162,8 @@ async def _segment_lines(
     """Header, one line per event (entry, row, salts, proof gap), final gap."""
     size = checkpoint.size
     keys = await integrity_repo.read_keys(session, needed_keys(events))
-    entries, rows = await asyncio.to_thread(chunk_entries, events, keys, True)
+    kept = await kept_for(session, events)  # anonymised / erased rows: retention/anonymize.py
+    entries, rows = await asyncio.to_thread(chunk_entries, events, keys, True, kept)
     assert rows is not None
     runs = [(e.position, e.position + 1) for e in entries]
 

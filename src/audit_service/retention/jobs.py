@@ -23,6 +23,7 @@ from audit_service.core.jobs import Job, JobContext
 from audit_service.integrity.jobs import log_signer
 from audit_service.kit.models import utcnow
 from audit_service.retention.archive import AfterWrite, archive_step, no_fence
+from audit_service.retention.forget_steps import AnonymizeStep, PurgeStep
 
 RUN_JOB = "retention.run"
 MAX_LISTED = 100  # segments named in one retention.archived event
@@ -99,8 +100,8 @@ class ArchiveStep:
         return report
 
 
-# The lead appends the forgetting half's steps (purge, anonymise) here at merge.
-STEPS: list[Step] = [ArchiveStep()]
+# Archive, then the forgetting half (retention/forget_steps.py): purge, anonymise.
+STEPS: list[Step] = [ArchiveStep(), PurgeStep(), AnonymizeStep()]
 
 
 async def run_steps(ctx: StepContext, steps: Sequence[Step] | None = None) -> list[StepReport]:

@@ -77,6 +77,8 @@ def event_line(entry: bundle.BundleEntry, row: bundle.ReadableRow, proof: bundle
         "salts": salts,
         "gap": [bundle._b64(h) for h in proof.gap],
     }
+    if row.kept is not None:  # retention kept these commitments (retention/anonymize.py)
+        record["kept"] = bundle.kept_json(row.kept)
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
@@ -163,7 +165,7 @@ def _split(
             if number != len(lines):
                 report.problems.append(f"{name} line {number}: the final gap is not last")
             end = raw
-        elif set(record) == {"position", "leaf_hash", "entry", "event", "salts", "gap"}:
+        elif set(record) - {"kept"} == {"position", "leaf_hash", "entry", "event", "salts", "gap"}:
             record["_line"] = number
             events.append(record)
         else:
@@ -186,7 +188,8 @@ def _bundle_streams(events: Sequence[dict[str, Any]]) -> tuple[bytes, bytes, byt
         proofs.append(json.dumps({"start": position, "end": end, "gap": r["gap"]}))
         rows.append(
             json.dumps(
-                {"position": position, "event": r["event"], "salts": r["salts"]},
+                {"position": position, "event": r["event"], "salts": r["salts"]}
+                | ({"kept": r["kept"]} if "kept" in r else {}),
                 ensure_ascii=False,
             )
         )

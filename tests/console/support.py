@@ -54,3 +54,20 @@ async def signed_in(client: httpx.AsyncClient, username: str = "admin") -> str:
     page = await client.get("/console/activity")
     assert page.status_code == 200, page.text
     return csrf_of(page.text)
+
+
+_TBODY = re.compile(r'<tbody id="event-rows">(.*?)</tbody>', re.S)
+_ROW_ID = re.compile(r'<tr class="event[^"]*" data-id="(\d+)"')
+_NAV = re.compile(r'<a href="([^"]+)" rel="(\w+)" data-nav="\w+">')
+
+
+def row_ids(html: str) -> list[int]:
+    """The event ids of the activity table's rows, in order."""
+    body = _TBODY.search(html)
+    assert body, "no events table"
+    return [int(i) for i in _ROW_ID.findall(body.group(1))]
+
+
+def nav_links(html: str) -> dict[str, str]:
+    """The pager's links by rel (first, prev, next, last), unescaped."""
+    return {rel: href.replace("&amp;", "&") for href, rel in _NAV.findall(html)}

@@ -172,7 +172,6 @@ def test_the_wheel_build_refuses_to_ship_without_the_console_assets(tmp_path: Pa
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
             "-w",
             str(tmp_path / "dist"),
             str(source),

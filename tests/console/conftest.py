@@ -32,11 +32,11 @@ from playwright.async_api import (
     Response,
     async_playwright,
 )
-from tests.conftest import ADMIN_PASSWORD, PASSWORD, _blocking, _truncate, make_settings
-from tests.pg import free_port
 
 from audit_service.core.config import Settings
 from audit_service.main import create_app
+from tests.conftest import ADMIN_PASSWORD, PASSWORD, _blocking, _truncate, make_settings
+from tests.pg import free_port
 
 CHROMIUM = os.environ.get("AUDIT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

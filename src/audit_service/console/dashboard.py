@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log.context import RequestAudit, audited
@@ -80,6 +80,17 @@ class DashboardQuery(InputModel):
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
         return check_time_zone(value or None)
+
+
+Q = TypeVar("Q", bound=BaseModel)
+
+
+def _query(model: type[Q], **values: Any) -> Q:
+    """A stats query as the API would receive it: times as ISO 8601 text (its validators
+    take text only, as a query string has it)."""
+    return model.model_validate(
+        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+    )
 
 
 def activity_link(**params: Any) -> str:
@@ -150,7 +161,7 @@ class SeriesRow:
 class FailedLogins:
     figures: Figures
     href: str
-    by_ip: TopPanel
+    by_account: TopPanel
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +181,9 @@ class Dashboard:
     intervals: tuple[tuple[str, str], ...] = INTERVALS
 
 
-def _top_panel(top: TopList, heading: str, param: str, since: datetime, until: datetime,
-               **extra: Any) -> TopPanel:
+def _top_panel(
+    top: TopList, heading: str, param: str, since: datetime, until: datetime, **extra: Any
+) -> TopPanel:
     rows = []
     for item in top.items:
         label = item.key if item.key is not None else "(none)"
@@ -194,11 +206,15 @@ def _heatmap(peaks: PeakHours) -> tuple[list[tuple[str, list[HeatCell]]], list[s
     for day, counts in zip(WEEKDAYS, peaks.heatmap, strict=True):
         cells = []
         for hour, n in enumerate(counts):
-            level = 0 if n == 0 or top == 0 else 1 + min(HEAT_LEVELS - 2, (n * (HEAT_LEVELS - 1) - 1) // top)
-            cells.append(HeatCell(n, level, f"{day} {hour:02d}:00–{hour + 1:02d}:00: {n} events"))
+            level = (
+                0
+                if n == 0 or top == 0
+                else 1 + min(HEAT_LEVELS - 2, (n * (HEAT_LEVELS - 1) - 1) // top)
+            )
+            cells.append(HeatCell(n, level, f"{day} {hour:02d}:00-{hour + 1:02d}:00: {n} events"))
         rows.append((day, cells))
     busiest = [
-        f"{WEEKDAYS[c.weekday]} {c.hour:02d}:00–{c.hour + 1:02d}:00 ({c.count} events)"
+        f"{WEEKDAYS[c.weekday]} {c.hour:02d}:00-{c.hour + 1:02d}:00 ({c.count} events)"
         for c in peaks.busiest
         if c.count
     ]
@@ -237,7 +253,7 @@ async def dashboard_view(
     """Everything the dashboard shows, from the statistics service (which records each as
     viewed statistics; the page is then described as one dashboard view)."""
     series: Timeseries = await stats.timeseries(
-        session, audit, TimeseriesQuery(interval=query.interval, tz=query.tz), default_tz
+        session, audit, _query(TimeseriesQuery, interval=query.interval, tz=query.tz), default_tz
     )
     tz = series.period.tz
     since, until = series.period.since, series.period.until
@@ -246,12 +262,12 @@ async def dashboard_view(
         top = await stats.top(
             session,
             audit,
-            TopQuery(dimension=dimension, limit=TOP_LIMIT, since=since, until=until, tz=tz),
+            _query(TopQuery, dimension=dimension, limit=TOP_LIMIT, since=since, until=until, tz=tz),
             default_tz,
         )
         tops.append(_top_panel(top, heading, param, since, until))
     peaks = await stats.peak_hours(
-        session, audit, StatsFilters(since=since, until=until, tz=tz), default_tz
+        session, audit, _query(StatsFilters, since=since, until=until, tz=tz), default_tz
     )
     heatmap, busiest = _heatmap(peaks)
     comparisons = []
@@ -259,24 +275,28 @@ async def dashboard_view(
         summary = await stats.summary(
             session,
             audit,
-            SummaryQuery(since=until - span, until=until, tz=tz, compare=compare),
+            _query(SummaryQuery, since=until - span, until=until, tz=tz, compare=compare),
             default_tz,
         )
         comparisons.append(_comparison(summary, heading))
     period = await stats.summary(
-        session, audit, SummaryQuery(since=since, until=until, tz=tz), default_tz
+        session, audit, _query(SummaryQuery, since=since, until=until, tz=tz), default_tz
     )
     failed_filter = {"action": list(LOGIN_ACTIONS), "outcome": "failure"}
-    by_ip = await stats.top(
+    by_account = await stats.top(
         session,
         audit,
-        TopQuery(dimension="ip", limit=5, since=since, until=until, tz=tz, **failed_filter),
+        _query(
+            TopQuery, dimension="actor", limit=5, since=since, until=until, tz=tz, **failed_filter
+        ),
         default_tz,
     )
     failed = FailedLogins(
         figures=period.figures,
         href=activity_link(**failed_filter, since=since, until=until),
-        by_ip=_top_panel(by_ip, "Failed logins by IP", "ip", since, until, **failed_filter),
+        by_account=_top_panel(
+            by_account, "Failed logins by account", "actor", since, until, **failed_filter
+        ),
     )
     rows = [
         SeriesRow(b.start, b.end, b.count, activity_link(since=b.start, until=b.end))

@@ -6,12 +6,19 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
+from audit_service.console import admin, alerts, dashboard, integrity
 from audit_service.console.endpoints import fallback_router
 from audit_service.console.endpoints import router as pages_router
 from audit_service.console.templating import STATIC
 
 # Every console router; pages of other parts (dashboard, alerts, …) are added here.
-ROUTERS: tuple[APIRouter, ...] = (pages_router,)
+ROUTERS: tuple[APIRouter, ...] = (
+    pages_router,
+    dashboard.router,
+    alerts.router,
+    integrity.router,
+    admin.router,
+)
 
 
 def install_console(app: FastAPI) -> None:

@@ -1,5 +1,5 @@
 """Helpers for the console's httpx tests: an HTTPS client on the test app (so the
-`__Host-` cookies are kept and sent as a browser would), signing in through the form."""
+`__Host-` cookies are kept and sent as a https_client would), signing in through the form."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]*)"')
 
 
 @asynccontextmanager
-async def browser(h: Harness, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client that behaves like a same-origin browser tab on https://testserver."""
+async def https_client(h: Harness, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that behaves like a same-origin https_client tab on https://testserver."""
     transport = httpx.ASGITransport(app=h.app, client=(CLIENT_IP, 40000))
     async with httpx.AsyncClient(
         transport=transport,

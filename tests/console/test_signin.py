@@ -7,7 +7,7 @@ import pytest
 
 from audit_service.console.headers import CSP
 from tests.conftest import Harness
-from tests.console.support import SESSION_COOKIE, https_client, csrf_of, sign_in, signed_in
+from tests.console.support import SESSION_COOKIE, csrf_of, https_client, sign_in, signed_in
 
 
 async def test_sign_in_sets_a_host_cookie_and_lands_on_activity(h: Harness) -> None:

@@ -2,6 +2,13 @@
 # audit-service image: `docker build -t audit-service .`
 # Run it with a database and a secret, e.g. through docker-compose.yml.
 
+# ---- assets: the admin console's htmx/uPlot, exactly as package-lock.json pins them ----------
+FROM node:20-slim AS assets
+WORKDIR /src
+COPY package.json package-lock.json ./
+COPY scripts/build-assets.sh ./scripts/
+RUN scripts/build-assets.sh
+
 # ---- builder: build the wheel and install it (with its dependencies) into a venv ----------
 FROM python:3.11-slim AS builder
 
@@ -18,8 +25,10 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/pip install -r requirements.lock
-COPY pyproject.toml README.md ./
+# setup.py refuses to build a wheel without the console's vendor assets (from the stage above).
+COPY setup.py pyproject.toml README.md ./
 COPY src ./src
+COPY --from=assets /src/src/audit_service/console/static/vendor ./src/audit_service/console/static/vendor
 # The bundled client library (the audit-service-client distribution's sources).
 COPY clients/python/src ./clients/python/src
 # Every dependency ships manylinux wheels for CPython 3.11, so no compiler is needed.

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint openapi bench clean lock
+.PHONY: run test lint openapi bench clean lock assets
 
 # The exact tested dependency set from the lock file, then the project itself without
 # resolving anything again (--no-deps): CI, `make test` and the Dockerfile install the same.
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-run: $(STAMP)
+# The admin console's htmx/uPlot from package-lock.json into console/static/vendor/ (git-ignored).
+assets:
+	scripts/build-assets.sh
+
+run: $(STAMP) assets
 	$(BIN)/audit-service serve
 
-test: $(STAMP)
+test: $(STAMP) assets
 	scripts/ensure-test-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -23,6 +23,8 @@ from audit_service.auth.endpoints import api_keys_router
 from audit_service.auth.endpoints import public_router as login_router
 from audit_service.auth.endpoints import router as auth_router
 from audit_service.auth.jobs import housekeeping_jobs
+from audit_service.console.app import install_console
+from audit_service.console.headers import ConsoleHeadersMiddleware
 from audit_service.core.config import Settings
 from audit_service.core.db import create_engine, create_sessionmaker
 from audit_service.core.docs import install_offline_docs
@@ -203,6 +205,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(RecorderMiddleware)
+    # Outside the recorder: the console's security headers on every /console response.
+    app.add_middleware(ConsoleHeadersMiddleware)
     # Outside the recorder: counts the status the client really got (a 503 replacement too).
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origin_list:
@@ -254,6 +258,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         erasures_router,
     ):
         app.include_router(router, dependencies=gated, responses=problem_responses(401, 429, 503))
+    # The admin console: its own sign-in (a session cookie no API route accepts).
+    install_console(app)
     # Other services authenticate with an API key instead (limited per key once verified).
     app.include_router(
         ingestion_router,

@@ -24,6 +24,7 @@ from tests.pg import free_port
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Wheel-install-password-1"
 pytestmark = pytest.mark.slow
+VENDOR_ASSETS = ("htmx.min.js", "uPlot.iife.min.js", "uPlot.min.css")
 
 
 def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -41,7 +42,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     source = work / "source"  # build from a copy: the checkout stays free of build/ output
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__"))
     dist = work / "dist"
@@ -56,6 +57,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert versions and all(migrations + "versions/" + v in names for v in versions)
     templates = sorted(p.name for p in (ROOT / "src/audit_service/reports/templates").iterdir())
     assert templates and all(f"audit_service/reports/templates/{t}" in names for t in templates)
+    # The console's vendor assets (git-ignored, from scripts/build-assets.sh) ship in the wheel.
+    vendor = "audit_service/console/static/vendor/"
+    assert all(vendor + name in names for name in VENDOR_ASSETS), sorted(names)
 
     venv = work / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=work)
@@ -119,6 +123,10 @@ async def _migrate_and_serve(script: Path, url: str, cwd: Path) -> None:
             )
             assert r.status_code == 200, r.text
             assert "Daily activity report" in r.json()["html"]
+            # The console's assets are served from the installed wheel, not a source tree.
+            for name in VENDOR_ASSETS:
+                r = await client.get(f"/console/static/vendor/{name}")
+                assert r.status_code == 200 and len(r.content) > 1000, name
     finally:
         proc.terminate()
         await proc.communicate()
@@ -145,3 +153,34 @@ async def test_wheel_migrates_and_serves_from_an_empty_directory_on_sqlite(
     empty.mkdir()
     await _migrate_and_serve(installed, f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}", empty)
     assert (tmp_path / "audit.db").exists()
+
+
+def test_the_wheel_build_refuses_to_ship_without_the_console_assets(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "src",
+        source / "src",
+        ignore=shutil.ignore_patterns("__pycache__", "vendor"),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode != 0
+    assert "console vendor assets missing" in done.stdout + done.stderr
+    assert not list((tmp_path / "dist").glob("*.whl"))

@@ -28,8 +28,8 @@ NATIVE_SOURCE = "audit-service"
 UNRECORDED_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
-# Static assets of the offline API docs: files, not activity.
-UNRECORDED_PREFIXES = ("/docs/assets/",)
+# Static assets of the offline API docs and of the console: files, not activity.
+UNRECORDED_PREFIXES = ("/docs/assets/", "/console/static/")
 AUDIT_ACTION_KEY = "x-audit-action"
 AUDIT_MODULE_KEY = "x-audit-module"
 # Requests that never reached an endpoint.

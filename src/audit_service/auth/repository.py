@@ -27,6 +27,16 @@ async def get_user_by_username(session: AsyncSession, username: str) -> User | N
     return await session.scalar(select(User).where(User.username == username))
 
 
+async def full_names(session: AsyncSession, user_ids: list[int]) -> dict[int, str]:
+    """Full names of the given users (those that have one), for display."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(
+        select(User.id, User.full_name).where(User.id.in_(user_ids), User.full_name.is_not(None))
+    )
+    return {row.id: row.full_name for row in rows}
+
+
 async def add_user(session: AsyncSession, user: User) -> User:
     session.add(user)
     try:

@@ -299,6 +299,13 @@ async def user_id_by_name(session: AsyncSession, username: str) -> int:
     return user.id
 
 
+async def full_names(session: AsyncSession, actor_ids: list[str | None]) -> dict[str, str]:
+    """Display names of users named by events' `actor_id` (a user's id as text): the
+    console shows who acted by full name. Unknown or deleted users are simply absent."""
+    ids = sorted({int(a) for a in actor_ids if a and a.isascii() and a.isdigit() and len(a) < 10})
+    return {str(k): v for k, v in (await repo.full_names(session, ids)).items()}
+
+
 async def get_user(session: AsyncSession, sink: EventSink, actor: Actor, user_id: int) -> UserOut:
     _require_admin(actor)
     return UserOut.model_validate(await _get(session, sink, user_id))

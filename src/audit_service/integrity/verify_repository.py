@@ -84,3 +84,9 @@ async def task_results(session: AsyncSession, run_id: int) -> dict[int, dict[str
 
 async def drop_tasks(session: AsyncSession, run_id: int) -> None:
     await session.execute(delete(_tasks).where(_tasks.c.run_id == run_id))
+
+
+async def latest_runs(session: AsyncSession, limit: int) -> list[IntegrityVerifyRun]:
+    """The newest runs, newest requested first (the console's integrity page)."""
+    stmt = select(IntegrityVerifyRun).order_by(IntegrityVerifyRun.id.desc()).limit(limit)
+    return list((await session.scalars(stmt)).all())

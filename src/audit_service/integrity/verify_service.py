@@ -3,16 +3,18 @@ carrying one out (the `integrity.verify` job, integrity/verify_jobs.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from audit_service.audit_log.context import Actor, RequestAudit
 from audit_service.audit_log.jobs import record_job_event
 from audit_service.core.errors import NotFound
-from audit_service.integrity import note, verify
+from audit_service.integrity import bundle, note, verify
 from audit_service.integrity import verify_repository as repo
 from audit_service.integrity.models import VERIFY_ERROR_LENGTH, IntegrityVerifyRun
 from audit_service.integrity.verify_schemas import VerifyProblem, VerifyRunOut
@@ -85,6 +87,49 @@ async def read_run(session: AsyncSession, run_id: int, audit: RequestAudit) -> V
         raise NotFound(f"No verification run {run_id}")
     audit.describe(description=f"Viewed verification run {run_id} ({run.status})")
     return run_out(run)
+
+
+async def latest_runs(session: AsyncSession, audit: RequestAudit, limit: int) -> list[VerifyRunOut]:
+    """The newest verification runs (the newest first), as read_run shows each."""
+    runs = await repo.latest_runs(session, limit)
+    audit.describe(target_type="verify_run", runs=[r.id for r in runs])
+    return [run_out(r) for r in runs]
+
+
+@dataclass(frozen=True, slots=True)
+class BundleCheck:
+    """What `audit-service verify-bundle` would say of an uploaded bundle."""
+
+    status: Literal["intact", "tampered", "unverifiable"]
+    problems: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+async def check_bundle(
+    audit: RequestAudit, data: IO[bytes], verifiers: Sequence[note.Verifier], name: str
+) -> BundleCheck:
+    """Verify an exported bundle against this log's own verifier keys, in a worker thread
+    (hashing is CPU work). The bundle's content is not recorded, only the outcome."""
+    try:
+        report = await asyncio.to_thread(bundle.verify_bundle, data, verifiers, jobs=1)
+    except bundle.CannotVerify as exc:
+        result = BundleCheck("unverifiable", [str(exc)])
+    except Exception as exc:  # a damaged upload: say what, never a 500
+        logger.info("bundle check failed: %s", type(exc).__name__)
+        result = BundleCheck("unverifiable", [f"unreadable bundle ({type(exc).__name__})"])
+    else:
+        status: Literal["intact", "tampered"] = "intact" if report.ok else "tampered"
+        result = BundleCheck(status, list(report.problems), dict(report.facts))
+    audit.describe(
+        description=f"Checked an uploaded bundle: {result.status}",
+        target_type="bundle",
+        target_id=name[:200] or None,
+        status=result.status,
+        problem_count=len(result.problems),
+        events=result.facts.get("events"),
+        tree_size=result.facts.get("tree_size"),
+    )
+    return result
 
 
 async def queue_scheduled(

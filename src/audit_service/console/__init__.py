@@ -1,0 +1,1 @@
+"""The admin console: server-rendered pages over the same services the API uses (floor 6)."""

@@ -1,5 +1,5 @@
 """Helpers for the console's httpx tests: an HTTPS client on the test app (so the
-`__Host-` cookies are kept and sent as a browser would), signing in through the form."""
+`__Host-` cookies are kept and sent as a https_client would), signing in through the form."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ _CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]*)"')
 
 
 @asynccontextmanager
-async def browser(h: Harness, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client that behaves like a same-origin browser tab on https://testserver."""
+async def https_client(h: Harness, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that behaves like a same-origin https_client tab on https://testserver."""
     transport = httpx.ASGITransport(app=h.app, client=(CLIENT_IP, 40000))
     async with httpx.AsyncClient(
         transport=transport,
@@ -54,3 +54,20 @@ async def signed_in(client: httpx.AsyncClient, username: str = "admin") -> str:
     page = await client.get("/console/activity")
     assert page.status_code == 200, page.text
     return csrf_of(page.text)
+
+
+_TBODY = re.compile(r'<tbody id="event-rows">(.*?)</tbody>', re.S)
+_ROW_ID = re.compile(r'<tr class="event[^"]*" data-id="(\d+)"')
+_NAV = re.compile(r'<a href="([^"]+)" rel="(\w+)" data-nav="\w+">')
+
+
+def row_ids(html: str) -> list[int]:
+    """The event ids of the activity table's rows, in order."""
+    body = _TBODY.search(html)
+    assert body, "no events table"
+    return [int(i) for i in _ROW_ID.findall(body.group(1))]
+
+
+def nav_links(html: str) -> dict[str, str]:
+    """The pager's links by rel (first, prev, next, last), unescaped."""
+    return {rel: href.replace("&amp;", "&") for href, rel in _NAV.findall(html)}

@@ -7,11 +7,11 @@ import pytest
 
 from audit_service.console.headers import CSP
 from tests.conftest import Harness
-from tests.console.support import SESSION_COOKIE, browser, csrf_of, sign_in, signed_in
+from tests.console.support import SESSION_COOKIE, csrf_of, https_client, sign_in, signed_in
 
 
 async def test_sign_in_sets_a_host_cookie_and_lands_on_activity(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         r = await sign_in(c)
         assert r.status_code == 303
         assert r.headers["location"] == "/console/activity"
@@ -30,7 +30,7 @@ async def test_sign_in_sets_a_host_cookie_and_lands_on_activity(h: Harness) -> N
 
 
 async def test_every_console_response_has_the_security_headers(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         for path in (
             "/console/login",
             "/console/activity",
@@ -46,7 +46,7 @@ async def test_every_console_response_has_the_security_headers(h: Harness) -> No
 
 
 async def test_pages_need_a_session(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         r = await c.get("/console/activity?action=auth.login")
         assert r.status_code == 303
         assert (
@@ -58,7 +58,7 @@ async def test_pages_need_a_session(h: Harness) -> None:
 
 
 async def test_wrong_password_and_lockout_are_shown(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         r = await sign_in(c, password="wrong-password-1")
         assert r.status_code == 401
         assert "Incorrect username or password" in r.text
@@ -70,7 +70,7 @@ async def test_wrong_password_and_lockout_are_shown(h: Harness) -> None:
 
 
 async def test_login_without_or_with_a_wrong_csrf_token_is_refused(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         await c.get("/console/login")
         r = await c.post("/console/login", data={"username": "admin", "password": "x"})
         assert r.status_code == 403 and "security token" in r.text
@@ -81,7 +81,7 @@ async def test_login_without_or_with_a_wrong_csrf_token_is_refused(h: Harness) -
 
 
 async def test_cross_site_requests_are_refused(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         token = await signed_in(c)
         r = await c.post(
             "/console/logout", data={"csrf_token": token}, headers={"Sec-Fetch-Site": "cross-site"}
@@ -97,7 +97,7 @@ async def test_cross_site_requests_are_refused(h: Harness) -> None:
 
 
 async def test_logout_needs_csrf_and_revokes_the_session_at_once(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         token = await signed_in(c)
         cookie = c.cookies[SESSION_COOKIE]
         r = await c.post("/console/logout", data={"csrf_token": "f" * 64})
@@ -105,7 +105,7 @@ async def test_logout_needs_csrf_and_revokes_the_session_at_once(h: Harness) -> 
         r = await c.post("/console/logout", data={"csrf_token": token})
         assert r.status_code == 303 and r.headers["location"] == "/console/login"
     # The old cookie, replayed, no longer works: the token is revoked.
-    async with browser(h) as c:
+    async with https_client(h) as c:
         c.cookies.set(SESSION_COOKIE, cookie, domain="testserver")
         r = await c.get("/console/activity")
         assert r.status_code == 303
@@ -114,7 +114,7 @@ async def test_logout_needs_csrf_and_revokes_the_session_at_once(h: Harness) -> 
 
 async def test_revoking_sessions_ends_the_console_session(h: Harness) -> None:
     await h.create_user("audra", "auditor")
-    async with browser(h) as c:
+    async with https_client(h) as c:
         await signed_in(c, "audra")
         users = (await h.client.get("/admin/users", headers=await h.auth())).json()["items"]
         audra = next(u for u in users if u["username"] == "audra")
@@ -127,7 +127,7 @@ async def test_revoking_sessions_ends_the_console_session(h: Harness) -> None:
 
 @pytest.mark.parametrize("path", ["/admin/activity", "/me", "/admin/users", "/events"])
 async def test_the_api_never_accepts_the_console_cookie(h: Harness, path: str) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         await signed_in(c)
         r = await c.get(path) if path != "/events" else await c.post(path, json={})
         assert r.status_code == 401, (path, r.text)
@@ -135,7 +135,7 @@ async def test_the_api_never_accepts_the_console_cookie(h: Harness, path: str) -
 
 async def test_users_get_a_polite_403_and_auditors_are_read_only(h: Harness) -> None:
     await h.create_user("ursula", "user")
-    async with browser(h) as c:
+    async with https_client(h) as c:
         r = await sign_in(c, "ursula")
         assert r.status_code == 303
         page = await c.get("/console/activity")
@@ -145,7 +145,7 @@ async def test_users_get_a_polite_403_and_auditors_are_read_only(h: Harness) -> 
 
 
 async def test_next_is_only_a_console_path(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         page = await c.get("/console/login")
         for evil in ("https://evil.example/", "//evil.example/", "/admin/users", "/console\\@evil"):
             r = await c.post(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -15,6 +15,7 @@ from audit_service.activity import export
 from audit_service.activity import repository as activity_repo
 from audit_service.activity.schemas import (
     MAX_OFFSET_ROWS,
+    ActivityFilters,
     ActivityQuery,
     EventDetail,
     EventOut,
@@ -125,6 +126,56 @@ async def get_activity(
         raise NotFound(f"No event with id {event_id}")
     position = await log.position_of(session, event.id)
     return EventDetail(**EventOut.of(event).model_dump(), log_position=position)
+
+
+async def surrounding(
+    session: AsyncSession, event: EventOut, n: int
+) -> tuple[list[EventOut], list[EventOut]]:
+    """The `n` events just newer and just older than `event` in the history's order
+    (newest first, no filters): what happened around it."""
+    at = (event.occurred_at, event.id)
+    newer = await repository.list_events(
+        session, repository.EventFilters(), repository.PageRequest(n, newer_than=at)
+    )
+    older = await repository.list_events(
+        session, repository.EventFilters(), repository.PageRequest(n, older_than=at)
+    )
+    return [EventOut.of(e) for e in newer], [EventOut.of(e) for e in older]
+
+
+@dataclass(frozen=True, slots=True)
+class Tailed:
+    position: int
+    event: EventOut
+
+
+async def tail_start(session: AsyncSession) -> int:
+    """The log position a live tail starting now follows from (the last one sequenced)."""
+    return await log.tree_size(session) - 1
+
+
+async def tail(
+    session: AsyncSession, filters: ActivityFilters, after: int, limit: int
+) -> tuple[int, list[Tailed]]:
+    """The events past log position `after` that match `filters`, in log order, and the
+    position to follow from next. Follows the log (never `id > last`), so a tail resumed
+    from a position it reported misses nothing and repeats nothing."""
+    batch = await log.follow(session, after=after, limit=limit)
+    if not batch:
+        return after, []
+    positions = {int(item.event["id"]): item.position for item in batch if item.event}
+    matching: dict[int, AuditEvent] = {}
+    if positions:
+        conditions = replace(filters.to_filters(), extra=(AuditEvent.id.in_(list(positions)),))
+        rows = await repository.list_events(
+            session, conditions, repository.PageRequest(len(positions))
+        )
+        matching = {row.id: row for row in rows}
+    found = [
+        Tailed(positions[pk], EventOut.of(matching[pk]))
+        for pk in sorted(matching, key=positions.__getitem__)
+    ]
+    return batch[-1].position, found
 
 
 EXPORT_RETRY_AFTER = 5  # seconds: exports of a normal size finish in about that

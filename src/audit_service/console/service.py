@@ -5,6 +5,7 @@ rule lives here; this is presentation: links, labels and the pieces of a page.""
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from audit_service.activity.schemas import (
     PAGE_SIZES,
     ActivityFilters,
     ActivityQuery,
+    EventDetail,
     EventOut,
     EventPage,
 )
@@ -28,9 +30,17 @@ from audit_service.auth import service as auth_service
 from audit_service.auth.models import User
 from audit_service.auth.schemas import TokenResponse
 from audit_service.core.config import Settings
-from audit_service.core.errors import AppError, RateLimited, ValidationFailed, field_errors
+from audit_service.core.errors import (
+    AppError,
+    FieldError,
+    RateLimited,
+    ValidationFailed,
+    field_errors,
+)
 from audit_service.core.ratelimit import RateLimiter
 from audit_service.core.security import TokenClaims
+from audit_service.integrity import proofs
+from audit_service.integrity.proofs import NotCheckpointed, NotSequenced
 from audit_service.kit.models import utcnow
 from audit_service.stats import service as stats_service
 from audit_service.stats.schemas import FacetsQuery
@@ -177,6 +187,8 @@ class ActivityView:
     page_sizes: Sequence[int] = PAGE_SIZES
     outcomes: Sequence[str] = OUTCOMES
     hidden: list[tuple[str, str]] = field(default_factory=list)
+    tail_after: int = -1
+    tail_query: str = ""
 
 
 def _pairs(filters: dict[str, Any], **extra: Any) -> list[tuple[str, str]]:
@@ -207,13 +219,14 @@ async def _facet_values(session: AsyncSession, field_name: str, limit: int = 100
     return sorted(item.value for item in facets.items if item.value)
 
 
-async def facet_values(
-    session: AsyncSession, field_name: str, prefix: str | None, limit: int = 20
+async def suggestions(
+    session: AsyncSession, audit: RequestAudit, field_name: str, prefix: str | None
 ) -> list[str]:
-    """Typeahead suggestions (the user field's datalist)."""
+    """Typeahead suggestions (the user field's datalist): the API's facets."""
+    limit = 20
     facets = await stats_service.facets(
         session,
-        _Aside(),
+        audit,
         FacetsQuery(field=field_name, prefix=prefix, limit=limit),
     )
     return [item.value for item in facets.items if item.value]
@@ -258,17 +271,7 @@ async def activity_view(
     session: AsyncSession, audit: RequestAudit, query: ActivityQuery, key: str
 ) -> ActivityView:
     page = await activity_service.list_activity(session, audit, query, key)
-    names = await auth_service.full_names(
-        session, [e.actor_id for e in page.items if e.actor_type == "user"]
-    )
-    rows = [
-        Row(
-            e,
-            names.get(e.actor_id or "") if e.actor_type == "user" else None,
-            action_icon(e.action),
-        )
-        for e in page.items
-    ]
+    rows = await _rows(session, page.items)
     filters = query.applied()
     size = query.page_size
     now = utcnow()
@@ -300,4 +303,183 @@ async def activity_view(
         modules=await _facet_values(session, "module"),
         sources=await _facet_values(session, "source"),
         hidden=_pairs(filters, page_size=size),
+        tail_after=await activity_service.tail_start(session),
+        tail_query=urlencode(_pairs(filters)),
     )
+
+
+# --- one event ----------------------------------------------------------------------------
+
+SURROUNDING = 20
+
+
+def _aside_audit() -> RequestAudit:
+    """A record for a read beside the page's own (the proof status), never written."""
+    return RequestAudit(request_id="aside", ip=None, user_agent=None, method="GET", path="")
+
+
+@dataclass(frozen=True, slots=True)
+class ProofStatus:
+    state: str  # "included", "pending", "problem"
+    text: str
+    position: int | None = None
+    tree_size: int | None = None
+
+
+async def proof_status(session: AsyncSession, event: EventDetail) -> ProofStatus:
+    """The event's inclusion proof against the newest signed checkpoint, checked as the
+    API's `GET /admin/integrity/events/{event_id}/proof` checks it."""
+    try:
+        proof = await proofs.prove_event(session, _aside_audit(), event.event_id, None)
+    except (NotSequenced, NotCheckpointed) as exc:
+        return ProofStatus("pending", exc.detail or exc.title, event.log_position)
+    except AppError as exc:
+        return ProofStatus("problem", exc.detail or exc.title, event.log_position)
+    return ProofStatus(
+        "included",
+        f"Included at log position {proof.position} in the signed tree of "
+        f"{proof.tree_size:,} events (its leaf hash and inclusion path check against the "
+        "checkpoint's root).",
+        proof.position,
+        proof.tree_size,
+    )
+
+
+@dataclass(slots=True)
+class DetailView:
+    event: EventDetail
+    full_name: str | None
+    icon: str
+    pivots: list[Link]
+    newer: list[Row]
+    older: list[Row]
+    proof: ProofStatus
+
+
+def _pivots(e: EventOut) -> list[Link]:
+    links: list[Link] = []
+    actor = e.actor_id or e.actor_name
+    if actor:
+        links.append(Link("Only this actor", activity_href({"actor": actor})))
+    if e.ip:
+        links.append(Link("Only this IP", activity_href({"ip": e.ip})))
+    if e.target_type:
+        target = {"target_type": e.target_type, "target_id": e.target_id}
+        links.append(Link("Only this target", activity_href(target)))
+    links.append(Link("Only this action", activity_href({"action": [e.action]})))
+    links.append(Link("Only this source", activity_href({"source": e.source})))
+    if e.tenant_id:
+        links.append(Link("Only this tenant", activity_href({"tenant_id": e.tenant_id})))
+    window = timedelta(minutes=5)
+    links.append(
+        Link(
+            "±5 minutes",
+            activity_href(
+                {"since": _iso(e.occurred_at - window), "until": _iso(e.occurred_at + window)}
+            ),
+        )
+    )
+    return links
+
+
+async def _rows(session: AsyncSession, events: list[EventOut]) -> list[Row]:
+    names = await auth_service.full_names(
+        session, [e.actor_id for e in events if e.actor_type == "user"]
+    )
+    return [
+        Row(
+            e,
+            names.get(e.actor_id or "") if e.actor_type == "user" else None,
+            action_icon(e.action),
+        )
+        for e in events
+    ]
+
+
+async def detail_view(
+    session: AsyncSession, audit: RequestAudit, event_ref: int | uuid.UUID
+) -> DetailView:
+    event = await activity_service.get_activity(session, audit, event_ref)
+    newer, older = await activity_service.surrounding(session, event, SURROUNDING)
+    row = (await _rows(session, [event]))[0]
+    return DetailView(
+        event=event,
+        full_name=row.full_name,
+        icon=row.icon,
+        pivots=_pivots(event),
+        newer=await _rows(session, newer),
+        older=await _rows(session, older),
+        proof=await proof_status(session, event),
+    )
+
+
+# --- live tail ----------------------------------------------------------------------------
+
+TAIL_POLL = 0.5  # seconds between looks at the log
+TAIL_SECONDS = 55.0  # a stream ends after this; the browser reconnects with Last-Event-ID
+TAIL_RECHECK = 5.0  # how often a stream re-checks that its session is still live
+TAIL_BATCH = 500
+
+
+def parse_position(value: str | None) -> int | None:
+    """A log position from Last-Event-ID / `after`; anything else is refused."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    if text.isascii() and (text.isdigit() or text == "-1") and len(text) <= 19:
+        return int(text)
+    raise ValidationFailed(
+        "Last-Event-ID (or after) must be a log position this stream sent",
+        errors=[
+            FieldError(
+                loc=["header", "last-event-id"], msg="not a log position", type="value_error"
+            )
+        ],
+    )
+
+
+@dataclass(slots=True)
+class TailState:
+    after: int
+    filters: ActivityFilters
+
+
+async def tail_begin(
+    session: AsyncSession,
+    audit: RequestAudit,
+    filters: ActivityFilters,
+    after: int | None,
+) -> TailState:
+    """Where a live tail starts: after `after` (the SSE Last-Event-ID, or the position
+    the page was rendered at), else after the newest sequenced event."""
+    start = after if after is not None else await activity_service.tail_start(session)
+    audit.describe(
+        filters=filters.applied(),
+        navigation="live_tail",
+        after=start,
+        description="Live tail of the activity history",
+    )
+    return TailState(start, filters)
+
+
+async def tail_next(session: AsyncSession, state: TailState) -> list[TailedRow]:
+    state.after, found = await activity_service.tail(
+        session, state.filters, state.after, TAIL_BATCH
+    )
+    rows = await _rows(session, [t.event for t in found])
+    return [TailedRow(t.position, row) for t, row in zip(found, rows, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class TailedRow:
+    position: int
+    row: Row
+
+
+async def still_signed_in(session: AsyncSession, token: str, claims: TokenClaims) -> bool:
+    """Whether the stream's session still holds (revocation and sign-out end a tail)."""
+    try:
+        await auth_service.authenticate(session, _Aside(), token, claims)
+    except AppError:
+        return False
+    return True

@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from tests.conftest import Harness
-from tests.console.support import browser, csrf_of, signed_in
+from tests.console.support import csrf_of, https_client, signed_in
 from tests.detections.helpers import alerts, evaluate, failures, post
 from tests.stats.helpers import event, post_events, roll_up
 
@@ -32,7 +32,7 @@ async def _seed_stats(h: Harness) -> None:
 async def test_the_dashboard_shows_the_stats_services_figures_with_links(h: Harness) -> None:
     await _seed_stats(h)
     api = await h.auth()
-    async with browser(h) as c:
+    async with https_client(h) as c:
         await signed_in(c)
         r = await c.get("/console/dashboard", params={"tz": "Europe/Berlin"})
         assert r.status_code == 200, r.text
@@ -66,7 +66,7 @@ def _q(value: str) -> str:
 
 
 async def test_dashboard_bad_input_is_a_page_not_a_trace(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         await signed_in(c)
         for params in ({"interval": "fortnight"}, {"tz": "Mars/Olympus"}, {"bogus": "1"}):
             r = await c.get("/console/dashboard", params=params)
@@ -85,7 +85,7 @@ async def _an_alert(h: Harness) -> int:
 
 async def test_alerts_list_detail_acknowledge_and_resolve(h: Harness) -> None:
     alert_id = await _an_alert(h)
-    async with browser(h) as c:
+    async with https_client(h) as c:
         csrf = await signed_in(c)
         listing = await c.get("/console/alerts", params={"status": "", "rule": "brute_force_ip"})
         assert listing.status_code == 200 and f'href="/console/alerts/{alert_id}"' in listing.text
@@ -118,7 +118,7 @@ async def test_alerts_list_detail_acknowledge_and_resolve(h: Harness) -> None:
 async def test_auditors_read_alerts_and_integrity_but_change_nothing(h: Harness) -> None:
     alert_id = await _an_alert(h)
     await h.create_user("audrey", "auditor")
-    async with browser(h) as c:
+    async with https_client(h) as c:
         csrf = await signed_in(c, "audrey")
         for path in ("/console/dashboard", "/console/alerts", f"/console/alerts/{alert_id}"):
             r = await c.get(path)
@@ -137,7 +137,7 @@ async def test_auditors_read_alerts_and_integrity_but_change_nothing(h: Harness)
 
 
 async def test_integrity_page_and_bundle_check(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         csrf = await signed_in(c)
         page = await c.get("/console/integrity")
         assert page.status_code == 200
@@ -160,7 +160,7 @@ async def test_integrity_page_and_bundle_check(h: Harness) -> None:
 
 
 async def test_administration_lists_and_changes_through_the_services(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         csrf = await signed_in(c)
         for path in (
             "/console/admin",
@@ -214,7 +214,7 @@ async def test_administration_lists_and_changes_through_the_services(h: Harness)
 
 
 async def test_changes_without_the_csrf_token_are_refused(h: Harness) -> None:
-    async with browser(h) as c:
+    async with https_client(h) as c:
         page = await signed_in(c)
         assert page
         for path in (

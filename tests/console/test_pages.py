@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import io
 import re
+import tarfile
 from datetime import UTC, datetime, timedelta
 
+from audit_service.integrity.bundle import tar_member
 from tests.conftest import Harness
 from tests.console.support import csrf_of, https_client, signed_in
 from tests.detections.helpers import alerts, evaluate, failures, post
+from tests.integrity.helpers import seal
 from tests.stats.helpers import event, post_events, roll_up
 
 XSS = '<img src=x onerror="alert(1)">'
@@ -157,6 +160,33 @@ async def test_integrity_page_and_bundle_check(h: Harness) -> None:
         last = await h.last_event()
         assert last.action == "integrity.bundle_checked"
         assert last.event_metadata["status"] == "unverifiable"
+
+
+async def test_an_exported_bundle_checks_intact_and_a_tampered_one_does_not(h: Harness) -> None:
+    await post_events(h, "lms", [event(datetime.now(UTC), actor_id=f"u{i}") for i in range(5)])
+    await seal(h)
+    r = await h.client.get("/admin/activity/export?format=bundle", headers=await h.auth())
+    assert r.status_code == 200, r.text
+    exported = r.content
+    with tarfile.open(fileobj=io.BytesIO(exported), mode="r:*") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    changed, done = [], False
+    for name, data in members:
+        if not done and b'"u3"' in data:
+            data, done = data.replace(b'"u3"', b'"u9"', 1), True
+        changed.append((name, data))
+    assert done
+    tampered = b"".join(tar_member(n, d, 0) for n, d in changed) + b"\0" * 1024
+    async with https_client(h) as c:
+        csrf = await signed_in(c)
+        for data, expected in ((exported, "Bundle check: intact"), (tampered, "tampered")):
+            r = await c.post(
+                "/console/integrity/bundle",
+                data={"csrf_token": csrf},
+                files={"bundle": ("export.tar", io.BytesIO(data), "application/x-tar")},
+            )
+            assert r.status_code == 200 and expected in r.text, r.text[-2000:]
+        assert "Tampered or damaged" in r.text
 
 
 async def test_administration_lists_and_changes_through_the_services(h: Harness) -> None:

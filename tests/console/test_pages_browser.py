@@ -99,6 +99,15 @@ async def test_the_dashboard_renders_its_chart_and_tooltip(
     assert await browsing.page.locator("svg[onload]").count() == 0
     await browsing.assert_accessible("dashboard")
     await browsing.screenshot("dashboard-1280")
+    # Phone and tablet widths: the page never scrolls sideways (wide tables scroll in their box).
+    for width in (375, 768):
+        await browsing.page.set_viewport_size({"width": width, "height": 800})
+        await browsing.page.wait_for_timeout(100)  # the chart follows the resize
+        overflow = await browsing.page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, (width, overflow)
+        await browsing.screenshot(f"dashboard-{width}")
 
 
 async def test_a_dragged_range_opens_the_activity_filter(
@@ -189,6 +198,9 @@ async def test_an_auditor_sees_no_administration(
     await browsing.sign_in(AUDITOR)
     r = await browsing.goto("/console/dashboard?tz=Europe/Berlin")
     assert r is not None and r.status == 200
+    nav = browsing.page.get_by_role("navigation", name="Console")
+    assert await nav.get_by_role("link", name="Dashboard").count() == 1
+    assert await nav.get_by_role("link", name="Administration").count() == 0
     for path in ("/console/admin", "/console/admin/users"):
         r = await browsing.goto(path)
         assert r is not None and r.status == 403

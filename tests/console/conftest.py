@@ -246,6 +246,9 @@ async def browsing(browser: Browser, console_server: LiveServer) -> AsyncIterato
             seen.problems.append(f"subresource {response.status}: {response.url}")
 
     def on_failed(request: Request) -> None:
+        # Navigating on cancels what the previous page still loaded: not a fault.
+        if request.failure == "net::ERR_ABORTED":
+            return
         seen.problems.append(f"request failed: {request.url} ({request.failure})")
 
     def on_request(request: Request) -> None:

@@ -84,7 +84,7 @@ def _page(request: Request, template: str, section: str, **context: Any) -> Resp
     return render(
         request,
         template,
-        {"active": "admin", "section": section, "sections": SECTIONS, **context},
+        {"active": "admin", "section": section, "sections": SECTIONS, "notice": None, **context},
     )
 
 

@@ -47,7 +47,6 @@ from tests.pg import TempPostgres
 
 ADMIN_PASSWORD = "bench-admin-password-123"
 JWT_SECRET = "bench-" + "x" * 40
-from common import TICKS
 
 
 # --- load generator (runs in client processes) ----------------------------------------------

@@ -60,6 +60,7 @@ ADMIN_PASSWORD = "bench-admin-password-123"
 SERVER_CPU = "1"
 LOAD_CPU = "0"
 HUGE = "100000000/second"
+PHASES = ["bare", "me", "events", "predict", "me_off"]
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 # --- servers (this script re-run with --serve) ----------------------------------------------
@@ -342,6 +343,26 @@ def scripts(token: str, key: str) -> dict[str, str]:
     }
 
 
+def profile_phase(
+    name: str, pid: int, base: str, script: str, args: argparse.Namespace
+) -> dict[str, float]:
+    """The phase's load again, this time sampled by py-spy; stage -> % of the samples."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / f"{name}.txt"
+        loader = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{args.connections}",
+             f"-d{round(args.profile_seconds) + 2}s", "-s", _write_tmp(script), base],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1)
+        profile(pid, args.profile_seconds, raw)
+        loader.wait()
+        if args.keep_profiles:
+            Path(args.keep_profiles).mkdir(parents=True, exist_ok=True)
+            shutil.copy(raw, Path(args.keep_profiles) / raw.name)
+        return summarise(raw)
+
+
 def measure(
     name: str,
     pid: int,
@@ -394,55 +415,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "AUDIT_PREDICT_RATE_LIMIT": HUGE,
             "AUDIT_LOGIN_RATE_LIMIT": HUGE,
             "AUDIT_RUN_JOBS": "false",  # background jobs would share the server's core
-            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
         }
         cli = str(Path(sys.executable).with_name("audit-service"))
         key = subprocess.run(
             [cli, "api-keys", "create", "--name", "exam-platform", "--scope", "events:write"],
-            env=env, cwd=REPO, capture_output=True, text=True, check=True,
+            env={**env, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])},
+            cwd=REPO, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         token = ""
-        plan = [
-            ("bare", {}, []),
-            ("service", {}, ["me", "events", "predict"]),
-            ("service", {"AUDIT_RECORD_REQUESTS": "false"}, ["me_off"]),
-        ]
-        for kind, extra, names in plan:
+        plan: list[tuple[str, dict[str, str], list[str], str]] = [("bare", {}, ["bare"], "")]
+        for label, src in [
+            ("", REPO),
+            *([("@baseline", Path(args.baseline))] if args.baseline else []),
+        ]:
+            path_env = {"PYTHONPATH": os.pathsep.join([str(src / "src"), str(src)])}
+            plan += [
+                ("service", path_env, ["me", "events", "predict"], label),
+                ("service", {**path_env, "AUDIT_RECORD_REQUESTS": "false"}, ["me_off"], label),
+            ]
+        for kind, extra, names, label in plan:
+            names = [n for n in names if n in args.phases]
+            if not names:
+                continue
             process, base = start_server(kind, {**env, **extra})
             try:
                 if kind != "bare":
                     token = login(base)
                 lua = scripts(token, key)
-                for name in names or ["bare"]:
-                    phase = measure(name, process.pid, base, lua[name], pg, args)
+                for name in names:
+                    phase = measure(name + label, process.pid, base, lua[name], pg, args)
                     print(json.dumps(phase), file=sys.stderr, flush=True)
-                    phases[name] = phase
+                    phases[name + label] = phase
                     if args.profile and name != "me_off":
-                        with tempfile.TemporaryDirectory() as tmp:
-                            raw = Path(tmp) / f"{name}.txt"
-                            loader = subprocess.Popen(
-                                ["taskset", "-c", LOAD_CPU, "wrk", "-t1",
-                                 f"-c{args.connections}", f"-d{round(args.profile_seconds) + 2}s",
-                                 "-s", _write_tmp(lua[name]), base],
-                                stdout=subprocess.DEVNULL,
-                            )  # fmt: skip
-                            time.sleep(1)
-                            profile(process.pid, args.profile_seconds, raw)
-                            loader.wait()
-                            if args.keep_profiles:
-                                Path(args.keep_profiles).mkdir(parents=True, exist_ok=True)
-                                shutil.copy(raw, Path(args.keep_profiles) / raw.name)
-                            profiles[name] = summarise(raw)
-                        print(json.dumps({name: profiles[name]}), file=sys.stderr, flush=True)
+                        profiles[name + label] = profile_phase(
+                            name, process.pid, base, lua[name], args
+                        )
+                        print(
+                            json.dumps({name + label: profiles[name + label]}),
+                            file=sys.stderr,
+                            flush=True,
+                        )
             finally:
                 stop_server(process)
     finally:
         pg.server.stop()
 
-    def ratio(a: str, b: str, key: str = "rps") -> float:
-        return round(phases[a][key] / phases[b][key], 3)
+    def ratio(a: str, b: str) -> float | None:
+        if a not in phases or b not in phases:
+            return None
+        return round(phases[a]["rps"] / phases[b]["rps"], 3)
 
-    def cpu_ratio(a: str, b: str) -> float:
+    def cpu_ratio(a: str, b: str) -> float | None:
+        """How many of `a` the CPU of one `b` buys (b's CPU per request / a's)."""
+        if a not in phases or b not in phases:
+            return None
         return round(phases[b]["server_cpu_ms_per_req"] / phases[a]["server_cpu_ms_per_req"], 3)
 
     return {
@@ -456,8 +482,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "me_vs_bare_cpu": cpu_ratio("me", "bare"),
             "me_on_vs_off_rps": ratio("me", "me_off"),
             "me_on_vs_off_cpu": cpu_ratio("me", "me_off"),
-            "events_per_s": phases["events"]["rps"],
-            "events_p99_ms": phases["events"]["p99_ms"],
+            "events_per_s": phases.get("events", {}).get("rps"),
+            "events_p99_ms": phases.get("events", {}).get("p99_ms"),
             "predict_vs_bare_rps": ratio("predict", "bare"),
         },
         "profile_pct": profiles or None,
@@ -482,6 +508,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="wrk keep-alive connections")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds a phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--phases",
+        type=lambda v: v.split(","),
+        default=PHASES,
+        help=f"comma-separated subset of {','.join(PHASES)}",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="another checkout (e.g. `git archive main src`): its service phases run too",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy stage breakdown too")
     parser.add_argument("--profile-seconds", type=float, default=8.0)
     parser.add_argument("--keep-profiles", help="directory to keep py-spy's raw output in")

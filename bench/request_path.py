@@ -473,7 +473,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         runs.setdefault(name + label, []).append(phase)
                         if args.profile and round_no == 0 and name != "me_off":
                             profiles[name + label] = profile_phase(
-                                name, process.pid, base, lua[name], args
+                                name + label, process.pid, base, lua[name], args
                             )
                             print(
                                 json.dumps({name + label: profiles[name + label]}),

@@ -64,6 +64,21 @@ def children(ppid: int) -> list[int]:
     return found
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int, reaped_children: bool = False) -> float:
+    """utime + stime of one process (and of its exited children), seconds; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    used = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        used += int(fields[13]) + int(fields[14])
+    return used / TICKS
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):

@@ -42,12 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common import RawConnection, children, cpu_model, free_port
+from common import RawConnection, children, cpu_model, free_port, proc_cpu
 from tests.pg import TempPostgres
 
 ADMIN_PASSWORD = "bench-admin-password-123"
 JWT_SECRET = "bench-" + "x" * 40
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- load generator (runs in client processes) ----------------------------------------------
@@ -180,18 +179,6 @@ def _pairs_process(
 # --- processes and accounting ---------------------------------------------------------------
 
 
-def _proc_cpu(pid: int, reaped_children: bool = False) -> float:
-    """utime + stime of one process (and of its exited children), seconds; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    used = int(fields[11]) + int(fields[12])
-    if reaped_children:
-        used += int(fields[13]) + int(fields[14])
-    return used / TICKS
-
-
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -211,8 +198,8 @@ class Postgres:
 
     def cpu(self) -> float:
         # Live backends, plus the ones that exited (pool overflow churn), reaped by postmaster.
-        live = sum(_proc_cpu(p) for p in children(self.postmaster))
-        return _proc_cpu(self.postmaster, reaped_children=True) + live
+        live = sum(proc_cpu(p) for p in children(self.postmaster))
+        return proc_cpu(self.postmaster, reaped_children=True) + live
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         import asyncpg
@@ -317,9 +304,9 @@ def _phase(
         sent += 1
         token = login.json()["access_token"]
         pid = service.pid  # taskset execs the service: same process
-        svc0, pg0, (busy0, all0), t0 = _proc_cpu(pid), pg.cpu(), _machine_busy(), time.time()
+        svc0, pg0, (busy0, all0), t0 = proc_cpu(pid), pg.cpu(), _machine_busy(), time.time()
         results = _run_load(args, base, token, args.clients, args.duration, cpus["client"])
-        svc1, pg1, (busy1, all1), t1 = _proc_cpu(pid), pg.cpu(), _machine_busy(), time.time()
+        svc1, pg1, (busy1, all1), t1 = proc_cpu(pid), pg.cpu(), _machine_busy(), time.time()
     finally:
         _stop_service(service)
     latencies = [x for r in results for x in r["latencies"]]

@@ -23,6 +23,18 @@ async def get_user(session: AsyncSession, user_id: int) -> User | None:
     return await session.get(User, user_id)
 
 
+async def get_user_and_revocation(
+    session: AsyncSession, user_id: int, jti: str
+) -> tuple[User | None, bool]:
+    """The user, and whether the token `jti` was revoked: one statement, one round trip (the
+    request path's authentication; was a `get` and an `EXISTS`, each its own round trip)."""
+    revoked = exists().where(RevokedToken.jti == jti).label("revoked")
+    row = (await session.execute(select(User, revoked).where(User.id == user_id))).first()
+    if row is None:
+        return None, False
+    return row[0], bool(row[1])
+
+
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
     return await session.scalar(select(User).where(User.username == username))
 

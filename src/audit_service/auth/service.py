@@ -157,7 +157,7 @@ async def authenticate(
     if claims is None or not claims.sub.isdigit():
         sink.describe(auth_error="invalid_token")
         raise Unauthorized("Invalid or expired token")
-    user = await repo.get_user(session, int(claims.sub))
+    user, revoked = await repo.get_user_and_revocation(session, int(claims.sub), claims.jti)
     if user is None:
         sink.describe(auth_error="unknown_user")
         raise Unauthorized("Invalid or expired token")
@@ -170,7 +170,7 @@ async def authenticate(
         else "sessions_revoked"
         if claims.ver != user.token_version
         else "token_revoked"
-        if await repo.is_token_revoked(session, claims.jti)
+        if revoked
         else None
     )
     if reason:

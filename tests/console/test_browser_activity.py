@@ -236,9 +236,7 @@ async def test_layouts(browsing: Browsing, api: Api, width: int, name: str) -> N
     )
     assert overflow <= 0, f"the page scrolls sideways at {width}px"
     is_open = await browsing.page.locator("#filters").evaluate("d => d.open")
-    position = await browsing.page.locator("#filters").evaluate(
-        "d => getComputedStyle(d).position"
-    )
+    position = await browsing.page.locator("#filters").evaluate("d => getComputedStyle(d).position")
     if name == "phone":
         assert not is_open  # collapsed
         scroll = browsing.page.locator(".table-scroll")

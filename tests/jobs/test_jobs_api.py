@@ -150,7 +150,7 @@ async def test_admin_jobs_needs_admin_or_auditor_and_is_recorded(db_url: str) ->
             ("success", "admin"),
             ("success", "carol"),
         ]
-        assert viewed[-1].event_metadata["count"] == 8
+        assert viewed[-1].event_metadata["count"] == 9
 
 
 async def test_admin_jobs_shows_failures_and_lag(db_url: str) -> None:

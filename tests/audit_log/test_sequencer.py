@@ -4,6 +4,7 @@ order, never skipping the rows of slower transactions."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -238,3 +239,20 @@ async def test_32_writers_and_a_transaction_held_open_lose_and_duplicate_nothing
         assert set(ids) == set(written)
     finally:
         await engine.dispose()
+
+
+async def test_concurrent_sequencers_append_each_event_once(h: Harness) -> None:
+    """Two sequencers at once (a job and a `verify` catching up, or a process that lost its
+    lease): the cursor's lock makes the second wait and see the moved cursor. On SQLite,
+    where FOR UPDATE means nothing, two rounds used to read the same cursor and both append
+    (UNIQUE audit_leaf.event_pk)."""
+    sequencer = dataclasses.replace(make_sequencer(), batch_size=7)
+    for _ in range(4):
+        await _event(h, 30)
+        await asyncio.gather(
+            *(sequencer.catch_up(h.app.state.sessionmaker, no_fence) for _ in range(4))
+        )
+    events = await h.events()
+    leaves = await _leaves(h)
+    assert [p for p, _, _ in leaves] == list(range(len(events)))
+    assert sorted(pk for _, pk, _ in leaves) == [e.id for e in events]

@@ -30,7 +30,12 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from audit_service.audit_log.models import AuditEvent, AuditLeaf, LogCursor
-from audit_service.core.db import driver_connection, fetch_rows, is_postgres
+from audit_service.core.db import (
+    driver_connection,
+    fetch_rows,
+    is_postgres,
+    lock_for_transaction,
+)
 from audit_service.kit.models import utcnow
 
 _events = cast(Table, AuditEvent.__table__)
@@ -66,6 +71,11 @@ async def lock_cursor(session: AsyncSession) -> Cursor:
     """The sequencer's cursor, row-locked for this transaction (a second sequencer, e.g. a
     process that lost its lease but not its connection, waits here and then sees the moved
     cursor instead of appending the same events again)."""
+    if not is_postgres(session):
+        # FOR UPDATE means nothing to SQLite, and pysqlite begins the transaction only at the
+        # first write: without taking the write lock first, two sequencers read the same
+        # cursor and both append its events (UNIQUE audit_leaf.event_pk, seen in CI).
+        await lock_for_transaction(session, "log_cursor", _cursor)
     row = (await session.execute(select(_cursor).where(_cursor.c.id == 1).with_for_update())).one()
     return Cursor(row.next_position, row.cursor_txid, row.cursor_id)
 

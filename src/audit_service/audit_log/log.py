@@ -34,7 +34,7 @@ from audit_service.core.db import (
     driver_connection,
     fetch_rows,
     is_postgres,
-    lock_for_transaction,
+    write_lock_for_update,
 )
 from audit_service.kit.models import utcnow
 
@@ -71,11 +71,7 @@ async def lock_cursor(session: AsyncSession) -> Cursor:
     """The sequencer's cursor, row-locked for this transaction (a second sequencer, e.g. a
     process that lost its lease but not its connection, waits here and then sees the moved
     cursor instead of appending the same events again)."""
-    if not is_postgres(session):
-        # FOR UPDATE means nothing to SQLite, and pysqlite begins the transaction only at the
-        # first write: without taking the write lock first, two sequencers read the same
-        # cursor and both append its events (UNIQUE audit_leaf.event_pk, seen in CI).
-        await lock_for_transaction(session, "log_cursor", _cursor)
+    await write_lock_for_update(session, _cursor)
     row = (await session.execute(select(_cursor).where(_cursor.c.id == 1).with_for_update())).one()
     return Cursor(row.next_position, row.cursor_txid, row.cursor_id)
 

@@ -433,6 +433,18 @@ async def lock_for_transaction(session: AsyncSession, name: str, table: Table) -
         await session.execute(update(table).where(false()).values({column: column}))
 
 
+async def write_lock_for_update(session: AsyncSession, table: Table) -> None:
+    """Call before a SELECT … FOR UPDATE whose row the transaction will then change.
+
+    Postgres: nothing (the row lock does it). SQLite ignores FOR UPDATE, and pysqlite begins
+    the transaction only at the first write, so the SELECT reads outside any transaction: two
+    callers read the same row, then both write from it (two sequencers appended the same
+    events). Taking the write lock first makes the second wait, then read what the first
+    committed."""
+    if not is_postgres(session):
+        await lock_for_transaction(session, table.name, table)
+
+
 def advisory_xact_lock(name: str) -> TextClause:
     """Postgres: the transaction-scoped advisory lock `lock_for_transaction` takes for `name`
     (also for a migration that must not interleave with a job's transaction)."""

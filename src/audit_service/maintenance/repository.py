@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit_service.core.db import write_lock_for_update
 from audit_service.kit.models import utcnow
 from audit_service.maintenance.models import RuntimeSetting
 
@@ -18,8 +19,8 @@ async def get(session: AsyncSession, key: str) -> dict[str, Any] | None:
 
 
 async def get_for_update(session: AsyncSession, key: str) -> RuntimeSetting | None:
-    # FOR UPDATE (Postgres; SQLite has one writer anyway): two concurrent changes serialise,
-    # so each one's "before" is what the other left.
+    # Two concurrent changes serialise, so each one's "before" is what the other left.
+    await write_lock_for_update(session, cast(Table, RuntimeSetting.__table__))
     stmt = select(RuntimeSetting).where(RuntimeSetting.key == key).with_for_update()
     return await session.scalar(stmt.execution_options(populate_existing=True))
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit_service.core.db import upsert_for
+from audit_service.core.db import upsert_for, write_lock_for_update
 from audit_service.notifications.models import (
     AlertChannel,
     NotificationGroup,
@@ -117,6 +117,7 @@ async def reset_backoff(session: AsyncSession, channel_id: int) -> None:
 async def get_subject(
     session: AsyncSession, channel_id: int, alert_id: int
 ) -> NotificationSubject | None:
+    await write_lock_for_update(session, _subjects)
     return await session.get(
         NotificationSubject, (channel_id, alert_id), populate_existing=True, with_for_update=True
     )
@@ -136,6 +137,8 @@ async def insert_subject(session: AsyncSession, **values: Any) -> bool:
 async def get_group(
     session: AsyncSession, channel_id: int, group_key: str, *, lock: bool = False
 ) -> NotificationGroup | None:
+    if lock:
+        await write_lock_for_update(session, _groups)
     return await session.get(
         NotificationGroup, (channel_id, group_key), populate_existing=True, with_for_update=lock
     )

@@ -7,9 +7,9 @@ the purge waits for the copy."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.server
+import json
 import logging
 import os
 import socket
@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,15 +51,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Store:
+    url: str
+    key_id: str
+    secret: str
+
+
 @pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """moto's S3 server, a real process (`python -m moto.server`), for this module."""
+def store() -> Iterator[Store]:
+    """moto's S3 server, a real process (`python -m moto.server`), for this module, with
+    authentication on (it checks every SigV4 signature): its first three requests create
+    an IAM user, its access key and a policy allowing s3:*, which the tests then use."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"},
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -71,37 +81,48 @@ def moto_url() -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("moto server did not start") from None
                 time.sleep(0.1)
-        yield url
+        iam = _boto(url, "iam", "bootstrap", "bootstrap")
+        iam.create_user(UserName="archiver")
+        key = iam.create_access_key(UserName="archiver")["AccessKey"]
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="archiver", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        yield Store(url, key["AccessKeyId"], key["SecretAccessKey"])
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def _boto(url: str) -> Any:
+def _boto(url: str, service: str, key_id: str, secret: str) -> Any:
     import boto3
 
     return boto3.client(
-        "s3",
+        service,
         endpoint_url=url,
         region_name=REGION,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
     )
 
 
 @pytest.fixture
-def bucket(moto_url: str) -> Iterator[str]:
+def bucket(store: Store) -> Iterator[Store]:
     """A fresh, empty bucket (the module's server outlives a test)."""
-    client = _boto(moto_url)
+    client = _boto(store.url, "s3", store.key_id, store.secret)
     client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    yield moto_url
+    yield store
     for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         client.delete_object(Bucket=BUCKET, Key=obj["Key"])
     client.delete_bucket(Bucket=BUCKET)
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):
+    requests: list[str]  # set per server: every request line it got
+
     def do_PUT(self) -> None:
+        self.requests.append(self.requestline)
         self.rfile.read(int(self.headers.get("content-length") or 0))
         body = b"<Error><Code>SlowDown</Code><Message>busy</Message></Error>"
         self.send_response(503)
@@ -114,27 +135,32 @@ class _Refusing(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def refusing_server() -> Iterator[str]:
-    """A real HTTP server answering every PUT with 503 SlowDown."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+def refusing_server() -> Iterator[tuple[str, list[str]]]:
+    """A real HTTP server answering every PUT with 503 SlowDown; its URL and the requests
+    it got."""
+    requests: list[str] = []
+    handler = type("Handler", (_Refusing,), {"requests": requests})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
     finally:
         server.shutdown()
         server.server_close()
 
 
-def _with_bucket(settings: Settings, url: str, **extra: Any) -> Settings:
+def _with_bucket(
+    settings: Settings, url: str, key_id: str = KEY_ID, secret: str = SECRET, **extra: Any
+) -> Settings:
     values = {
         **settings.model_dump(),
         "archive_s3_url": url,
         "archive_s3_bucket": BUCKET,
         "archive_s3_region": REGION,
         "archive_s3_prefix": "audit/prod",
-        "archive_s3_access_key_id": KEY_ID,
-        "archive_s3_secret_access_key": SECRET,
+        "archive_s3_access_key_id": key_id,
+        "archive_s3_secret_access_key": secret,
         "archive_s3_timeout": 5.0,
         **extra,
     }
@@ -259,10 +285,10 @@ def test_settings_refuse_incomplete_or_unsafe_bucket_config(tmp_path: Path) -> N
 
 
 async def test_uploads_equal_local_files_resume_after_failures_and_never_twice(
-    h: Harness, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    h: Harness, bucket: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     await reset_policies(h)
-    await seed(h, n=200)
+    await seed(h, n=96, bursts=4)  # four days: few segments, two of them a year old
     await seal(h)
     local = h.app.state.settings
 
@@ -292,21 +318,28 @@ async def test_uploads_equal_local_files_resume_after_failures_and_never_twice(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert BUCKET in logged and "next retention run retries" in logged
     assert SECRET not in logged and SECRET not in str(event.event_metadata)
+    assert bucket.secret not in logged
 
     # 3. A store that answers 503: recorded with its status and S3 error code.
-    with refusing_server() as refusing:
+    with refusing_server() as (refusing, requests):
         third = await _archive(h, _with_bucket(local, refusing))
+    assert len(requests) == 1  # the first failure ends the run's uploads
     assert third.facts["segments"] == 0 and third.facts["s3"]["failed"] == 1
     assert "HTTP 503 (SlowDown)" in third.facts["s3"]["error"]
     assert all(r.uploaded_at is None for r in await _rows(h))
 
+    # 3b. Wrong credentials: the store (which checks signatures) refuses; recorded too.
+    refused = await _archive(h, _with_bucket(local, bucket.url, bucket.key_id, "wrong"))
+    assert "HTTP 403 (SignatureDoesNotMatch)" in refused.facts["s3"]["error"]
+    assert "wrong" not in str(refused.facts)
+
     # 4. The server up: the next run uploads every segment, the early ones too.
-    up = _with_bucket(local, bucket)
+    up = _with_bucket(local, bucket.url, bucket.key_id, bucket.secret)
     fourth = await _archive(h, up)
     rows = await _rows(h)
     assert fourth.facts["segments"] == 0
     assert fourth.facts["s3"]["uploaded"] == len(rows) and fourth.facts["s3"]["pending"] == 0
-    client = _boto(bucket)
+    client = _boto(bucket.url, "s3", bucket.key_id, bucket.secret)
     listed = {o["Key"]: o for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert len(listed) == 2 * len(rows)
     download = tmp_path / "download"
@@ -328,19 +361,20 @@ async def test_uploads_equal_local_files_resume_after_failures_and_never_twice(
 
     ours = bucket_of(up)
     assert ours is not None
-    assert await ours.get(rows[0].s3_key or "") == (local.archive_dir / rows[0].path).read_bytes()
+    async with ours.client() as c:
+        got = await ours.get(c, rows[0].s3_key or "")
+    assert got == (local.archive_dir / rows[0].path).read_bytes()
     # The downloaded copy verifies offline (every segment, and the manifest chain).
     checked = segment.verify_path(download, [log_signer(local).verifier])
     assert checked.ok, checked.problems
     assert checked.events == sum(r.count for r in rows)
 
-    # 5. A rerun sends nothing again (the objects keep their first upload's time).
-    modified = {k: o["LastModified"] for k, o in listed.items()}
-    await asyncio.sleep(1.1)  # S3 times have whole seconds
-    fifth = await _archive(h, up)
-    assert fifth.facts["s3"]["uploaded"] == 0 and fifth.facts["s3"]["failed"] == 0
-    after = {o["Key"]: o["LastModified"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert after == modified
+    # 5. A rerun sends nothing again: not one request reaches the store.
+    with refusing_server() as (refusing, requests):
+        fifth = await _archive(h, _with_bucket(local, refusing))
+    assert requests == [] and fifth.facts["s3"]["uploaded"] == 0
+    assert fifth.facts["s3"]["failed"] == 0 and fifth.facts["s3"]["pending"] == 0
+    assert len(client.list_objects_v2(Bucket=BUCKET)["Contents"]) == 2 * len(rows)
 
     # The archive list shows where each segment is.
     admin = await h.auth()
@@ -352,20 +386,20 @@ async def test_uploads_equal_local_files_resume_after_failures_and_never_twice(
         assert items[row.id]["s3_error"] is None
 
 
-async def test_purge_waits_for_the_bucket_copy(h: Harness, bucket: str) -> None:
+async def test_purge_waits_for_the_bucket_copy(h: Harness, bucket: Store) -> None:
     await reset_policies(h)
-    await seed(h, n=200)
+    await seed(h, n=96, bursts=4)  # four days: few segments, two of them a year old
     await seal(h)
     local = h.app.state.settings
     down = _with_bucket(local, f"http://127.0.0.1:{_free_port()}")
     n = len(await h.events())
-    archive, purge, _ = await run_steps(StepContext(h.app.state.sessionmaker, down, NOW))
+    archive, purge = await run_steps(StepContext(h.app.state.sessionmaker, down, NOW), STEPS[:2])
     assert archive.facts["segments"] > 0 and archive.facts["s3"]["failed"] == 1
     assert purge.facts["deleted"] == 0 and purge.facts["tombstones"] == []
     assert purge.facts["waiting_upload"] > 0
     assert len(await h.events()) >= n  # nothing deleted (retention events added)
 
-    up = _with_bucket(local, bucket)
-    archive, purge, _ = await run_steps(StepContext(h.app.state.sessionmaker, up, NOW))
+    up = _with_bucket(local, bucket.url, bucket.key_id, bucket.secret)
+    archive, purge = await run_steps(StepContext(h.app.state.sessionmaker, up, NOW), STEPS[:2])
     assert archive.facts["s3"]["pending"] == 0
     assert purge.facts["deleted"] > 0 and purge.facts["waiting_upload"] == 0

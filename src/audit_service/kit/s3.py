@@ -132,12 +132,17 @@ class Bucket:
     def url(self, key: str) -> str:
         return f"{self.endpoint}/{quote(self.name, safe='')}/{quote(key, safe='/-_.~')}"
 
-    def _client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx.AsyncClient:
+        """One connection pool for a run's requests (`async with bucket.client() as c`)."""
         # No redirects (a signed request is for one URL), no proxies from the environment.
         return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False)
 
     async def put(
-        self, key: str, body: bytes, content_type: str = "application/octet-stream"
+        self,
+        client: httpx.AsyncClient,
+        key: str,
+        body: bytes,
+        content_type: str = "application/octet-stream",
     ) -> Stored:
         digest = hashlib.sha256(body)
         md5 = hashlib.md5(body, usedforsecurity=False)
@@ -154,7 +159,7 @@ class Bucket:
             self.region,
             datetime.now(UTC),
         )
-        response = await self._send("PUT", key, headers, body)
+        response = await self._send(client, "PUT", key, headers, body)
         etag = response.headers.get("etag")
         echoed = response.headers.get("x-amz-checksum-sha256")
         if echoed is not None:
@@ -164,7 +169,7 @@ class Bucket:
             raise S3Error(f"PUT {key}: the store confirmed neither our SHA-256 nor our MD5")
         return Stored(key, etag, digest.hexdigest())
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, client: httpx.AsyncClient, key: str) -> bytes:
         headers = sign(
             "GET",
             self.url(key),
@@ -174,16 +179,18 @@ class Bucket:
             self.region,
             datetime.now(UTC),
         )
-        return (await self._send("GET", key, headers, None)).content
+        return (await self._send(client, "GET", key, headers, None)).content
 
     async def _send(
-        self, method: str, key: str, headers: dict[str, str], body: bytes | None
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        key: str,
+        headers: dict[str, str],
+        body: bytes | None,
     ) -> httpx.Response:
         try:
-            async with self._client() as client:
-                response = await client.request(
-                    method, self.url(key), headers=headers, content=body
-                )
+            response = await client.request(method, self.url(key), headers=headers, content=body)
         except httpx.HTTPError as exc:
             # The class only: some exception texts quote the URL, which is fine, but keep
             # one form for every failure.

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from audit_service.core.config import Settings
@@ -98,6 +99,40 @@ def _read(path: Path, sha256: str) -> tuple[bytes, bytes]:
     return data, manifest
 
 
+async def _upload(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    bucket: s3.Bucket,
+    client: httpx.AsyncClient,
+    row: Any,
+    result: UploadResult,
+    fence: Fence,
+) -> bool:
+    """Send one segment and its manifest, then mark its row; False: stop this run."""
+    key, manifest_key = object_keys(settings, row.path)
+    error: str | None = None
+    go_on = True
+    try:
+        body, manifest = await asyncio.to_thread(_read, settings.archive_dir / row.path, row.sha256)
+        await bucket.put(client, key, body, "application/gzip")
+        await bucket.put(client, manifest_key, manifest, "application/json")
+    except LocalProblem as exc:  # this segment only: the others can still go
+        error = f"not uploaded: {exc}"
+    except s3.S3Error as exc:  # the store: the rest of this run would fail the same way
+        error, go_on = str(exc), False
+    async with sessionmaker() as session:
+        if error is None:
+            await repo.mark_uploaded(session, row.id, key, utcnow())
+            result.uploaded.append(key)
+        else:
+            await repo.mark_upload_failed(session, row.id, error)
+            result.failed += 1
+            result.error = error
+        await fence(session)
+        await session.commit()
+    return go_on
+
+
 async def upload_step(
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
@@ -114,35 +149,10 @@ async def upload_step(
         result.pending = await repo.count_pending_uploads(session)
     if dry_run:
         return result
-    for row in rows:
-        key, manifest_key = object_keys(settings, row.path)
-        stop = False
-        error: str | None = None
-        try:
-            body, manifest = await asyncio.to_thread(
-                _read, settings.archive_dir / row.path, row.sha256
-            )
-            await bucket.put(key, body, "application/gzip")
-            await bucket.put(manifest_key, manifest, "application/json")
-        except LocalProblem as exc:  # this segment only: the others can still go
-            error = f"not uploaded: {exc}"
-        except s3.S3Error as exc:  # the store: the rest of this run would fail the same way
-            error, stop = str(exc), True
-        if error is not None:
-            result.failed += 1
-            result.error = error
-            async with sessionmaker() as session:
-                await repo.mark_upload_failed(session, row.id, error)
-                await fence(session)
-                await session.commit()
-            if stop:
+    async with bucket.client() as client:
+        for row in rows:
+            if not await _upload(sessionmaker, settings, bucket, client, row, result, fence):
                 break
-            continue
-        async with sessionmaker() as session:
-            await repo.mark_uploaded(session, row.id, key, utcnow())
-            await fence(session)
-            await session.commit()
-        result.uploaded.append(key)
     result.pending -= len(result.uploaded)
     if result.error is not None:
         # Names the bucket and the failure (status, S3 error code): never a key or signature.

@@ -239,6 +239,48 @@ def test_sigv4_equals_botocore(method: str, url: str, body: bytes, extra: dict[s
     assert ours["x-amz-content-sha256"] == request.headers["X-Amz-Content-SHA256"]
 
 
+class _Lying(http.server.BaseHTTPRequestHandler):
+    """Takes every PUT with 200 but answers with checksums of other bytes."""
+
+    headers_out: dict[str, str]
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        for name, value in self.headers_out.items():
+            self.send_header(name, value)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"ETag": '"00000000000000000000000000000000"'}, "confirmed neither"),
+        ({"x-amz-checksum-sha256": "AAAA"}, "SHA-256 checksum differs"),
+        ({}, "confirmed neither"),
+    ],
+)
+async def test_put_refuses_an_answer_that_does_not_confirm_the_bytes(
+    answer: dict[str, str], message: str
+) -> None:
+    handler = type("Handler", (_Lying,), {"headers_out": answer})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        b = s3.Bucket(url, BUCKET, REGION, s3.Credentials(KEY_ID, SECRET), timeout=5)
+        async with b.client() as client:
+            with pytest.raises(s3.S3Error, match=message):
+                await b.put(client, "k", b"segment bytes")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- settings -----------------------------------------------------------------------------
 
 

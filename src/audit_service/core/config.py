@@ -150,6 +150,17 @@ class Settings(BaseSettings):
     # `retention.run` job runs its steps (archive, then purge and anonymise).
     archive_dir: Path = Path("var/archive")
     retention_interval: float = Field(default=86400.0, gt=0, description="seconds")
+    # A copy of every segment and manifest in an S3-compatible bucket (retention/upload.py),
+    # off while no bucket is set. The endpoint defaults to AWS's of the region; path-style
+    # URLs (<endpoint>/<bucket>/<key>). The keys: required outside development; there, unset,
+    # a placeholder pair that local test servers (moto) accept.
+    archive_s3_url: str | None = Field(default=None, max_length=500)
+    archive_s3_bucket: str | None = Field(default=None, max_length=63)
+    archive_s3_prefix: str = Field(default="", max_length=500)
+    archive_s3_region: str = Field(default="us-east-1", max_length=64)
+    archive_s3_access_key_id: SecretStr | None = None
+    archive_s3_secret_access_key: SecretStr | None = None
+    archive_s3_timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds")
     # A failed send is retried after report_retry_base · 2^(attempt-1) seconds (≤ 1 h), up to
     # report_max_attempts tries; then the run is failed and `report.failed` recorded.
     report_max_attempts: int = Field(default=5, ge=1, le=50)
@@ -281,6 +292,74 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("must be true, false, or comma-separated CIDRs") from None
         return value
+
+    @field_validator("archive_s3_url")
+    @classmethod
+    def _archive_s3_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from audit_service.kit.s3 import parse_endpoint
+
+        return parse_endpoint(value)
+
+    @field_validator("archive_s3_bucket")
+    @classmethod
+    def _archive_s3_bucket(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        # S3's bucket naming rules (the DNS-compatible ones every store accepts).
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value) or ".." in value:
+            raise ValueError("not a bucket name: 3-63 lower-case letters, digits, dots and hyphens")
+        return value
+
+    @field_validator("archive_s3_prefix")
+    @classmethod
+    def _archive_s3_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if value and (not re.fullmatch(r"[A-Za-z0-9!_.*'()/-]+", value) or "//" in value):
+            raise ValueError(
+                "a key prefix: letters, digits and !_.*'()- separated by single slashes"
+            )
+        return f"{value}/" if value else ""
+
+    @field_validator("archive_s3_region")
+    @classmethod
+    def _archive_s3_region(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9-]{1,64}", value):
+            raise ValueError("not a region name, e.g. eu-west-1")
+        return value
+
+    @model_validator(mode="after")
+    def _archive_s3_complete(self) -> Settings:
+        if self.archive_s3_url and not self.archive_s3_bucket:
+            raise ValueError("AUDIT_ARCHIVE_S3_URL is set but AUDIT_ARCHIVE_S3_BUCKET is not")
+        keys = (self.archive_s3_access_key_id, self.archive_s3_secret_access_key)
+        given = [k is not None and bool(k.get_secret_value()) for k in keys]
+        if given[0] != given[1]:
+            raise ValueError(
+                "set both AUDIT_ARCHIVE_S3_ACCESS_KEY_ID and AUDIT_ARCHIVE_S3_SECRET_ACCESS_KEY "
+                "or neither"
+            )
+        if self.archive_s3_bucket and self.env == "production" and not all(given):
+            raise ValueError(
+                "AUDIT_ARCHIVE_S3_ACCESS_KEY_ID and AUDIT_ARCHIVE_S3_SECRET_ACCESS_KEY must be "
+                "set when AUDIT_ARCHIVE_S3_BUCKET is and AUDIT_ENV=production"
+            )
+        return self
+
+    @property
+    def archive_s3_endpoint(self) -> str | None:
+        """The endpoint the archive uploads to; None: uploads are off."""
+        if not self.archive_s3_bucket:
+            return None
+        return self.archive_s3_url or f"https://s3.{self.archive_s3_region}.amazonaws.com"
+
+    def archive_s3_keys(self) -> tuple[str, str]:
+        """(access key id, secret); in development, unset, a placeholder pair."""
+        ak, sk = self.archive_s3_access_key_id, self.archive_s3_secret_access_key
+        if ak is not None and sk is not None and ak.get_secret_value():
+            return ak.get_secret_value(), sk.get_secret_value()
+        return "audit-service-development", "audit-service-development"
 
     @field_validator("public_url")
     @classmethod

@@ -100,11 +100,24 @@ class Segment:
 
 
 async def segments_due(
-    session: AsyncSession, policy_id: int, cutoff: datetime, limit: int
+    session: AsyncSession,
+    policy_id: int,
+    cutoff: datetime,
+    limit: int,
+    *,
+    uploaded_only: bool = False,
 ) -> list[Segment]:
     """Archive segments of `policy_id` whose whole day lies before `cutoff` and that no
-    tombstone names yet (oldest first)."""
+    tombstone names yet (oldest first); `uploaded_only`: only those confirmed in the
+    bucket (retention/upload.py)."""
     a = _archives
+    where = [
+        a.c.policy_id == policy_id,
+        a.c.recorded_until <= cutoff,
+        ~exists().where(_purges.c.archive_id == a.c.id),
+    ]
+    if uploaded_only:
+        where.append(a.c.uploaded_at.is_not(None))
     stmt = (
         select(
             a.c.id,
@@ -116,15 +129,27 @@ async def segments_due(
             a.c.recorded_until,
             a.c.manifest_hash,
         )
-        .where(
-            a.c.policy_id == policy_id,
-            a.c.recorded_until <= cutoff,
-            ~exists().where(_purges.c.archive_id == a.c.id),
-        )
+        .where(*where)
         .order_by(a.c.day, a.c.id)
         .limit(limit)
     )
     return [Segment(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def count_due_not_uploaded(session: AsyncSession, policy_id: int, cutoff: datetime) -> int:
+    """Segments of `policy_id` due for deletion but not in the bucket yet."""
+    a = _archives
+    stmt = (
+        select(func.count())
+        .select_from(a)
+        .where(
+            a.c.policy_id == policy_id,
+            a.c.recorded_until <= cutoff,
+            a.c.uploaded_at.is_(None),
+            ~exists().where(_purges.c.archive_id == a.c.id),
+        )
+    )
+    return int(await session.scalar(stmt) or 0)
 
 
 async def segment_rows(

@@ -40,6 +40,11 @@ class PurgeStep:
             )
         if result.pending:
             report.lines.append(f"tombstones not sequenced yet: {result.pending}")
+        if result.waiting_upload:
+            report.lines.append(
+                f"{result.waiting_upload} due segment(s) kept until their upload to the "
+                "bucket is confirmed"
+            )
         return report
 
 

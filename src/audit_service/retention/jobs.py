@@ -24,6 +24,7 @@ from audit_service.integrity.jobs import log_signer
 from audit_service.kit.models import utcnow
 from audit_service.retention.archive import AfterWrite, archive_step, no_fence
 from audit_service.retention.forget_steps import AnonymizeStep, PurgeStep
+from audit_service.retention.upload import upload_step
 
 RUN_JOB = "retention.run"
 MAX_LISTED = 100  # segments named in one retention.archived event
@@ -78,19 +79,42 @@ class ArchiveStep:
         report.lines += [f"waiting: {w}" for w in result.waiting]
         if not result.written:
             report.lines.append(f"nothing to archive (checkpoint size {result.checkpoint_size})")
+        # Then the copies in the bucket (none configured: nothing), never blocking the above.
+        uploads = await upload_step(
+            ctx.sessionmaker, ctx.settings, dry_run=ctx.dry_run, fence=ctx.fence
+        )
+        if uploads.enabled:
+            if ctx.dry_run:
+                report.lines.append(
+                    f"would upload {uploads.pending} segment(s) to bucket {uploads.bucket}"
+                )
+            else:
+                report.lines.append(
+                    f"uploaded {len(uploads.uploaded)} segment(s) to bucket {uploads.bucket}"
+                    + (
+                        f"; {uploads.pending} not there yet: {uploads.error}"
+                        if uploads.error
+                        else ""
+                    )
+                )
         report.facts = {
             "segments": len(result.written),
             "events": result.events,
             "checkpoint_size": result.checkpoint_size,
             "written": [s.public() for s in result.written[:MAX_LISTED]],
             "waiting": result.waiting[:MAX_LISTED],
+            "s3": uploads.to_json(),
         }
-        if result.written and not ctx.dry_run:
+        if (result.written or uploads.uploaded or uploads.failed) and not ctx.dry_run:
+            description = f"Archived {result.events} event(s) in {len(result.written)} segment(s)"
+            if uploads.enabled:
+                description += f"; {len(uploads.uploaded)} segment(s) uploaded to the bucket"
+                if uploads.failed:
+                    description += f", upload failed ({uploads.pending} waiting)"
             async with ctx.sessionmaker() as session:
                 sink = SessionEventSink(session, SYSTEM, "retention.archived", "retention")
                 sink.describe(
-                    description=f"Archived {result.events} event(s) in "
-                    f"{len(result.written)} segment(s)",
+                    description=description,
                     target_type="retention_archive",
                     **report.facts,
                 )

@@ -33,6 +33,7 @@ NAME_LENGTH = 200
 REASON_LENGTH = 500
 PATH_LENGTH = 1000
 HASH_LENGTH = 64  # hex SHA-256
+ERROR_LENGTH = 500
 
 
 class RetentionPolicy(Base):
@@ -102,6 +103,12 @@ class RetentionArchive(Base):
     # Unique: two segments never follow the same one (the chain cannot fork).
     previous_manifest_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The copy in AUDIT_ARCHIVE_S3_BUCKET (retention/upload.py): the segment's object key and
+    # when both objects (segment, manifest) were confirmed there; NULL: not uploaded (yet).
+    # `s3_error`: the last failed attempt, for people (never a secret).
+    s3_key: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
+    uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    s3_error: Mapped[str | None] = mapped_column(String(ERROR_LENGTH))
 
 
 def _restore_table() -> Table:

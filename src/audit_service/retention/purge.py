@@ -12,6 +12,9 @@ Per archive segment (one rule, one UTC day) that is due:
 4. the rows are deleted in batches through the restricted path, each batch its own
    transaction with its count.
 
+With AUDIT_ARCHIVE_S3_BUCKET set, a segment is due only once its copy is confirmed in the
+bucket (`uploaded_at`): a configured off-site copy is part of "archived" (README).
+
 Crash-safe and idempotent: a segment with a tombstone is never planned again (its
 `retention_purge` row is written in the tombstone's transaction), and a purge not marked
 finished is resumed by the next run (step 3 then 4); the path deletes only rows still there,
@@ -53,6 +56,8 @@ class PurgeReport:
     blocked_segments: list[int] = field(default_factory=list)  # archive ids kept by a hold
     pending: list[int] = field(default_factory=list)  # tombstones not sequenced yet
     would_delete: int = 0  # dry run: rows the tombstones would allow
+    # With a bucket configured: due segments kept until their upload is confirmed.
+    waiting_upload: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,7 @@ class PurgeReport:
             "blocked_segments": self.blocked_segments,
             "pending": self.pending,
             "would_delete": self.would_delete,
+            "waiting_upload": self.waiting_upload,
         }
 
 
@@ -116,7 +122,9 @@ async def run_purge(
         for tombstone, _ in unfinished:
             report.resumed.append(tombstone)
     async with sessionmaker() as session:
-        planned = await _plan(session, now, report, dry_run)
+        # A configured bucket is the off-site copy: nothing is deleted before it is there.
+        uploaded_only = settings.archive_s3_bucket is not None
+        planned = await _plan(session, now, report, dry_run, uploaded_only)
         if dry_run:
             await session.rollback()
             return report
@@ -136,7 +144,7 @@ async def run_purge(
 
 
 async def _plan(
-    session: AsyncSession, now: datetime, report: PurgeReport, dry_run: bool
+    session: AsyncSession, now: datetime, report: PurgeReport, dry_run: bool, uploaded_only: bool
 ) -> list[int]:
     policies = await policy_repo.list_policies(session)
     held = await policy_repo.held_clause(session)
@@ -147,7 +155,12 @@ async def _plan(
             continue
         cutoff = now - timedelta(days=policy.delete_after_days)
         belongs = policy_repo.policy_clause(policies, policy.id)
-        for segment in await repo.segments_due(session, policy.id, cutoff, budget):
+        if uploaded_only:
+            report.waiting_upload += await repo.count_due_not_uploaded(session, policy.id, cutoff)
+        due = await repo.segments_due(
+            session, policy.id, cutoff, budget, uploaded_only=uploaded_only
+        )
+        for segment in due:
             budget -= 1
             rows = await repo.segment_rows(session, segment, belongs, held)
             ranges = id_ranges(rows)

@@ -275,6 +275,40 @@ async def list_archives(
     return list((await bind.execute(stmt)).all())
 
 
+# --- archive uploads (retention/upload.py) ---------------------------------------------
+
+
+async def pending_uploads(bind: Bind, limit: int) -> list[Any]:
+    """Segments not yet confirmed in the bucket, oldest first."""
+    a = _archives
+    stmt = (
+        select(a.c.id, a.c.path, a.c.sha256, a.c.manifest_hash)
+        .where(a.c.uploaded_at.is_(None))
+        .order_by(a.c.id)
+        .limit(limit)
+    )
+    return list((await bind.execute(stmt)).all())
+
+
+async def count_pending_uploads(bind: Bind) -> int:
+    stmt = select(func.count()).select_from(_archives).where(_archives.c.uploaded_at.is_(None))
+    return int(await bind.scalar(stmt) or 0)
+
+
+async def mark_uploaded(session: AsyncSession, archive_id: int, key: str, at: datetime) -> None:
+    stmt = (
+        update(_archives)
+        .where(_archives.c.id == archive_id)
+        .values(s3_key=key, uploaded_at=at, s3_error=None)
+    )
+    await session.execute(stmt)
+
+
+async def mark_upload_failed(session: AsyncSession, archive_id: int, error: str) -> None:
+    stmt = update(_archives).where(_archives.c.id == archive_id).values(s3_error=error[:500])
+    await session.execute(stmt)
+
+
 # --- events ----------------------------------------------------------------------------
 
 _events = cast(Table, AuditEvent.__table__)

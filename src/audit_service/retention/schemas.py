@@ -221,6 +221,17 @@ class ArchiveOut(BaseModel):
     manifest_hash: str
     previous_manifest_hash: str | None
     created_at: datetime
+    s3_key: str | None = Field(
+        default=None,
+        description="The segment's object key in AUDIT_ARCHIVE_S3_BUCKET (its manifest: the "
+        "same key ending in .manifest); null until both are confirmed there",
+    )
+    uploaded_at: datetime | None = Field(
+        default=None, description="When both objects were confirmed in the bucket"
+    )
+    s3_error: str | None = Field(
+        default=None, description="The last failed upload attempt, if the segment is not there"
+    )
 
 
 class ArchiveList(BaseModel):

@@ -346,6 +346,9 @@ def archive_out(row: Any) -> ArchiveOut:
         manifest_hash=row.manifest_hash,
         previous_manifest_hash=row.previous_manifest_hash,
         created_at=row.created_at,
+        s3_key=row.s3_key,
+        uploaded_at=row.uploaded_at,
+        s3_error=row.s3_error,
     )
 
 

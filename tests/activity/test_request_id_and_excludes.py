@@ -9,6 +9,11 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from sqlalchemy import select, text
+
+from audit_service.audit_log.models import AuditEvent
+from audit_service.audit_log.repository import EventFilters
 from tests.activity.test_activity import T0, WINDOW, event_row, insert_one_by_one
 from tests.conftest import Harness
 
@@ -141,3 +146,22 @@ async def test_bad_values_are_422_problems(h: Harness) -> None:
             r = await h.client.get(path, params=params, headers=headers)
             assert r.status_code == 422, (path, params, r.text)
             assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_request_id_is_an_index_lookup(pg_only_url: str, h: Harness) -> None:
+    """EXPLAIN: the request_id page is read through ix_audit_event_request_id (migration
+    0024), not a walk of the whole history (seqscan off: the test table is tiny)."""
+    if h.app.state.settings.database_url != pg_only_url:
+        pytest.skip("EXPLAIN of PostgreSQL's plan")
+    e = AuditEvent
+    stmt = (
+        select(e.id)
+        .where(*EventFilters(request_id="r-1").conditions())
+        .order_by(e.occurred_at.desc(), e.id.desc())
+        .limit(20)
+    )
+    compiled = stmt.compile(h.engine.sync_engine, compile_kwargs={"literal_binds": True})
+    async with h.app.state.sessionmaker() as session:
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join((await session.execute(text(f"EXPLAIN {compiled}"))).scalars().all())
+    assert "ix_audit_event_request_id" in plan, plan

@@ -78,6 +78,15 @@ async def test_the_new_filters_show_the_apis_rows_and_round_trip_the_form(h: Har
             again = await c.get("/console/activity", params=sent)
             assert again.status_code == 200
             assert row_ids(again.text) == row_ids(page.text), params
+        # The page's export applies them too (the API's export, same parameters).
+        params, expected = CASES[-1]
+        r = await c.get(
+            "/console/activity/export", params=[*params, *WINDOW.items(), ("format", "json")]
+        )
+        assert r.status_code == 200, r.text
+        assert len(r.json()["events"]) == len(expected) and r.json()["export"]["filters"][
+            "exclude_actor"
+        ] == ["alice"]
         # Bad values are the API's 422, as a page.
         for bad in (
             {"exclude_ip": "nope"},

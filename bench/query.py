@@ -71,6 +71,10 @@ async def pick_values(conn: Any) -> dict[str, Any]:
         "ip": await one(
             f"SELECT ip FROM audit_event WHERE {SEEDED} ORDER BY id DESC LIMIT 1 OFFSET 777"
         ),
+        "request_id": await one(
+            "SELECT request_id FROM audit_event WHERE request_id IS NOT NULL "
+            f"AND {SEEDED} ORDER BY id DESC LIMIT 1 OFFSET 4321"
+        ),
         "latest": latest,
     }
 
@@ -113,6 +117,10 @@ def scenarios(v: dict[str, Any]) -> dict[str, str]:
         "q common word": "q=login",
         "q rare word": "q=quarantine",
         "q no match": "q=zzqxv",
+        "request_id": f"request_id={v['request_id']}",
+        "exclude_action (common)": f"exclude_action={v['common_action']}",
+        "module + exclude_actor": f"module={v['module']}&exclude_actor={v['top_actor']}",
+        "exclude_ip CIDR /16 + month": f"exclude_ip={cidr}&{month_range}",
     }
 
 

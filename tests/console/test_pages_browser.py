@@ -65,6 +65,11 @@ async def seeded(console_server: LiveServer, api: Api) -> AsyncIterator[dict[str
     )
     assert r.status_code in (200, 201), r.text
     await api.create_user(AUDITOR, "auditor")
+    # A retention rule and a legal hold, so the retention page has its edit and release forms.
+    rule = {"name": "Exams", "position": 5, "match": {"module": "exams"}, "archive_after_days": 30}
+    await api.request("POST", "/admin/retention/policies", json=rule, expect=201)
+    hold = {"reason": XSS, "filter": {"actor": XSS}}
+    await api.request("POST", "/admin/retention/holds", json=hold, expect=201)
     engine = create_engine(console_server.settings.database_url)
     try:
         sessions = create_sessionmaker(engine)
@@ -180,6 +185,7 @@ PAGES = (
     "/console/admin/reports",
     "/console/admin/forwarding",
     "/console/admin/channels",
+    "/console/admin/retention",
 )
 
 
@@ -206,5 +212,11 @@ async def test_an_auditor_sees_no_administration(
         assert r is not None and r.status == 403
         assert "for administrators." in await browsing.page.locator("main").inner_text()
         await browsing.assert_accessible("auditor-403")
+    # Retention, which the API lets auditors read: read-only, no form at all.
+    r = await browsing.goto("/console/admin/retention")
+    assert r is not None and r.status == 200
+    assert await browsing.page.locator("#retention-rules tbody tr").count() == 1
+    assert await browsing.page.locator("main form").count() == 0
+    await browsing.assert_accessible("auditor-retention")
     # The browser logs the refused page's status; that is the point here, not a fault.
     browsing.take_problems("status of 403")

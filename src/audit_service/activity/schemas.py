@@ -83,8 +83,29 @@ class ActivityFilters(InputModel):
     )
     target_type: str | None = Field(default=None, max_length=100)
     target_id: str | None = Field(default=None, max_length=200)
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Exact: every event one request recorded (the X-Request-ID it answered)",
+    )
+    exclude_actor: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Repeatable: leave out events whose actor id or name is one of these",
+    )
+    exclude_action: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Repeatable: leave out these actions",
+    )
+    exclude_ip: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Leave out this address or CIDR network (events with no IP stay)",
+    )
 
-    @field_validator("action")
+    @field_validator("action", "exclude_action")
     @classmethod
     def _actions(cls, value: list[str]) -> list[str]:
         return check_actions(value)
@@ -105,7 +126,7 @@ class ActivityFilters(InputModel):
                 raise ValueError("out of range once converted to UTC") from None
         return value
 
-    @field_validator("ip")
+    @field_validator("ip", "exclude_ip")
     @classmethod
     def _ip(cls, value: str | None) -> str | None:
         if value is not None:
@@ -138,6 +159,10 @@ class ActivityFilters(InputModel):
             q=self.q,
             target_type=self.target_type,
             target_id=self.target_id,
+            request_id=self.request_id,
+            exclude_actors=tuple(self.exclude_actor),
+            exclude_actions=tuple(self.exclude_action),
+            exclude_ip=parse_ip_or_network(self.exclude_ip) if self.exclude_ip else None,
         )
 
     def applied(self) -> dict[str, Any]:

@@ -99,6 +99,14 @@ class AuditEvent(Base):
             sqlite_where=text("target_id IS NOT NULL"),
         ),
         Index("ix_audit_event_ip_bytes_occurred_at", "ip_bytes", "occurred_at"),
+        # `request_id` (exact): a request records a handful of events, so the id alone
+        # finds them; most ingested events carry none, hence partial (migration 0024).
+        Index(
+            "ix_audit_event_request_id",
+            "request_id",
+            postgresql_where=text("request_id IS NOT NULL"),
+            sqlite_where=text("request_id IS NOT NULL"),
+        ),
         # Trigram index behind `q` (case-insensitive substring search); Postgres only.
         Index(
             "ix_audit_event_description_trgm",

@@ -81,6 +81,13 @@ class EventFilters:
     q: str | None = None
     target_type: str | None = None
     target_id: str | None = None
+    request_id: str | None = None
+    # Excludes narrow the other filters; none of them drops an event for a missing value
+    # (an event with no IP is not excluded by exclude_ip, nor one without a name by
+    # exclude_actor): SQL's NOT IN / NOT on a NULL would be NULL, i.e. the row filtered out.
+    exclude_actors: tuple[str, ...] = ()
+    exclude_actions: tuple[str, ...] = ()
+    exclude_ip: IPAddress | IPNetwork | None = None
     extra: tuple[ColumnElement[bool], ...] = field(default=())
 
     def conditions(self, *, with_actor: bool = True) -> list[ColumnElement[bool]]:
@@ -105,17 +112,31 @@ class EventFilters:
         if self.until is not None:
             where.append(e.occurred_at < self.until)
         if self.ip is not None:
-            if isinstance(self.ip, IPNetwork):
-                ranges = network_key_ranges(self.ip)
-                where.append(or_(*(e.ip_bytes.between(lo, hi) for lo, hi in ranges)))
-            else:
-                where.append(e.ip_bytes == ip_key(self.ip))
+            where.append(_ip_matches(self.ip))
+        if self.request_id is not None:
+            where.append(e.request_id == self.request_id)
+        if self.exclude_actors:
+            # `actor` matches the id or the name, so excluding one excludes both.
+            for column in (e.actor_id, e.actor_name):
+                where.append(or_(column.is_(None), column.not_in(self.exclude_actors)))
+        if self.exclude_actions:
+            where.append(e.action.not_in(self.exclude_actions))  # never NULL
+        if self.exclude_ip is not None:
+            where.append(or_(e.ip_bytes.is_(None), ~_ip_matches(self.exclude_ip)))
         if self.q:
             # Escaped so %, _ and backslash are literal (no wildcard injection). ILIKE on
             # Postgres is what the trigram index serves; SQLite compares lower() LIKE lower().
             pattern = self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.append(e.description.ilike(f"%{pattern}%", escape="\\"))
         return where
+
+
+def _ip_matches(ip: IPAddress | IPNetwork) -> ColumnElement[bool]:
+    e = AuditEvent
+    if isinstance(ip, IPNetwork):
+        ranges = network_key_ranges(ip)
+        return or_(*(e.ip_bytes.between(lo, hi) for lo, hi in ranges))
+    return e.ip_bytes == ip_key(ip)
 
 
 @dataclass(frozen=True, slots=True)

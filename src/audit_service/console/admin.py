@@ -2,6 +2,7 @@
 403 page): users, API keys, action schemas, report schedules, forwarding destinations and
 alert channels — each a list and its main actions, through the same services as the API's
 /admin/* routes (auth/, ingestion/, reports/, forwarding/, notifications/), recorded alike.
+Retention (which auditors may read, as in the API) is console/retention.py.
 
 A change is a POST with the CSRF token, then a redirect back to the list with a fixed notice
 code (never text from the address); an answer to read once (a new API key's secret, a test
@@ -47,6 +48,7 @@ SECTIONS = (
     ("reports", "Report schedules", "/console/admin/reports", "Scheduled e-mail reports"),
     ("forwarding", "Forwarding", "/console/admin/forwarding", "Destinations, lag, test, replay"),
     ("channels", "Alert channels", "/console/admin/channels", "Where alerts are sent"),
+    ("retention", "Retention", "/console/admin/retention", "Rules, preview, legal holds, archives"),
 )
 # Notices after a change, by code: the address carries a code, never the text.
 NOTICES = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
-from audit_service.console import admin, alerts, dashboard, integrity
+from audit_service.console import admin, alerts, dashboard, integrity, retention
 from audit_service.console.endpoints import fallback_router
 from audit_service.console.endpoints import router as pages_router
 from audit_service.console.templating import STATIC
@@ -17,6 +17,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     dashboard.router,
     alerts.router,
     integrity.router,
+    retention.router,
     admin.router,
 )
 

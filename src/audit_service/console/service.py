@@ -46,7 +46,7 @@ from audit_service.stats import service as stats_service
 from audit_service.stats.schemas import FacetsQuery
 
 FILTER_NAMES = tuple(ActivityFilters.model_fields)
-LIST_PARAMS = frozenset({"action"})
+LIST_PARAMS = frozenset({"action", "exclude_actor", "exclude_action"})
 PRESETS = (
     ("15 min", timedelta(minutes=15)),
     ("1 h", timedelta(hours=1)),
@@ -366,10 +366,17 @@ def _pivots(e: EventOut) -> list[Link]:
     if e.target_type:
         target = {"target_type": e.target_type, "target_id": e.target_id}
         links.append(Link("Only this target", activity_href(target)))
+    if e.request_id:
+        links.append(Link("Only this request id", activity_href({"request_id": e.request_id})))
     links.append(Link("Only this action", activity_href({"action": [e.action]})))
     links.append(Link("Only this source", activity_href({"source": e.source})))
     if e.tenant_id:
         links.append(Link("Only this tenant", activity_href({"tenant_id": e.tenant_id})))
+    if actor:
+        links.append(Link("Exclude this actor", activity_href({"exclude_actor": [actor]})))
+    links.append(Link("Exclude this action", activity_href({"exclude_action": [e.action]})))
+    if e.ip:
+        links.append(Link("Exclude this IP", activity_href({"exclude_ip": e.ip})))
     window = timedelta(minutes=5)
     links.append(
         Link(

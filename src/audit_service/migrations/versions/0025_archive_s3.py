@@ -1,7 +1,7 @@
 """Retention: archive segments uploaded to an S3-compatible bucket
 
-Revision ID: 0024
-Revises: 0023
+Revision ID: 0025
+Revises: 0024
 Create Date: 2026-12-03
 
 Per `retention_archive` row, where its segment and manifest went (retention/upload.py):
@@ -19,8 +19,8 @@ from alembic import op
 
 from audit_service.kit.models import UTCDateTime
 
-revision: str = "0024"
-down_revision: str | None = "0023"
+revision: str = "0025"
+down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,18 +3,25 @@ the facets of the activity filters."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import log
+from audit_service.audit_log import repository as events_repo
+from audit_service.audit_log.repository import EventFilters
 from audit_service.audit_log.sink import EventSink
+from audit_service.core.db import within_budget
 from audit_service.core.errors import FieldError, ValidationFailed
 from audit_service.kit.models import utcnow
 from audit_service.stats import buckets as b
 from audit_service.stats import repository as repo
+from audit_service.stats.models import BUCKET_SECONDS
 from audit_service.stats.rollup import FACETS, LOGIN_ACTIONS, ROLLUP, lag_seconds
 from audit_service.stats.schemas import (
     Comparison,
@@ -24,6 +31,9 @@ from audit_service.stats.schemas import (
     FacetValue,
     Figures,
     Freshness,
+    Histogram,
+    HistogramBar,
+    HistogramStep,
     PeakCell,
     PeakHours,
     Period,
@@ -353,3 +363,153 @@ async def failed_logins_by_ip(
     reports: (ip, failed logins, distinct users tried)."""
     scope = repo.Scope(b.epoch(since), b.epoch(until), tenant_id=tenant_id)
     return await repo.failed_logins_by_ip(session, scope, above, limit)
+
+
+# --- histogram -------------------------------------------------------------------------------
+
+# Bar widths, narrowest first: the first that gives at most HISTOGRAM_BARS bars is used
+# (50 to 200 bars for any period from 50 minutes to 4 years; weeks beyond that).
+HISTOGRAM_STEPS: tuple[tuple[HistogramStep, int], ...] = (
+    ("minute", 60),
+    ("15 minutes", 900),
+    ("hour", 3600),
+    ("day", 86400),
+    ("week", 7 * 86400),
+)
+HISTOGRAM_BARS = 200
+# What counting over the events may cost, at most (a statement timeout on Postgres); past
+# it the histogram is "not available" rather than the page slow. The rollups have no budget:
+# they answer any period in milliseconds.
+HISTOGRAM_BUDGET_MS = 250
+HISTOGRAM_EMPTY_SPAN = timedelta(hours=24)  # the period shown when nothing matches
+_LOCAL_STEPS: dict[str, b.Interval] = {"hour": "hour", "day": "day", "week": "week"}
+
+
+def rollups_answer(filters: EventFilters) -> bool:
+    """Whether the rollups carry every filter given. They keep tenant, source, module,
+    action and outcome; not IP, text or target, and an actor only by id (the activity
+    filter matches the id or the name)."""
+    return (
+        filters.actor is None
+        and filters.ip is None
+        and not filters.q
+        and filters.target_type is None
+        and filters.target_id is None
+        and not filters.extra
+    )
+
+
+def histogram_step(seconds: float) -> tuple[HistogramStep, int]:
+    for name, size in HISTOGRAM_STEPS:
+        if seconds <= size * HISTOGRAM_BARS:
+            return name, size
+    return HISTOGRAM_STEPS[-1]
+
+
+def histogram_starts(start: int, end: int, step: int, name: str, tz: ZoneInfo) -> list[int]:
+    """The bars' starts (epoch seconds, ascending; the first at or before `start`): minutes
+    and quarter hours on the UTC grid (the same in every zone: offsets are multiples of 15
+    minutes), hours, days and ISO weeks local to `tz` (a DST day is 23 or 25 hours)."""
+    if name in _LOCAL_STEPS:
+        return b.interval_starts(start, end, tz, _LOCAL_STEPS[name])
+    return list(range(start - start % step, end, step))
+
+
+def _at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+async def histogram(
+    session: AsyncSession, audit: EventSink, filters: EventFilters, tz_name: str
+) -> Histogram:
+    """Events per minute, 15 minutes, local hour, day or week for exactly `filters` (the
+    activity history's), over [since, until), or the matching events' extent where not
+    given. From the rollups where they carry the filters (the ragged edges of a period off
+    their 15-minute grid counted over the events), else counted over the matching events
+    within HISTOGRAM_BUDGET_MS."""
+    tz = ZoneInfo(tz_name)
+    audit.describe(description="Viewed statistics: histogram", endpoint="histogram", tz=tz_name)
+    now = utcnow()
+    since, until = filters.since, filters.until
+    if since is None or until is None:
+
+        async def extent() -> tuple[datetime | None, datetime | None]:
+            return await events_repo.occurred_extent(session, filters)
+
+        found = await within_budget(session, HISTOGRAM_BUDGET_MS, extent)
+        if found is None:  # the filtered extent took too long: the whole log's (an index end)
+            found = await events_repo.occurred_extent(session, EventFilters())
+        first, last = found
+        if until is None:
+            # Past the latest match (an ingested event may be dated ahead of our clock).
+            until = max(now, last + timedelta(microseconds=1)) if last else now
+        if since is None:
+            since = min(first, until) if first else until - HISTOGRAM_EMPTY_SPAN
+    start, end = math.floor(since.timestamp()), math.ceil(until.timestamp())
+    end = max(end, start + 1)
+    name, size = histogram_step(end - start)
+    starts = histogram_starts(start, end, size, name, tz)
+    window = replace(filters, since=since, until=until)
+    counts = [0] * len(starts)
+    source: Literal["rollups", "events"] = "events"
+    watermark: int | None = None
+    # The part of the period on the rollups' grid, and what lies beside it.
+    lo = b.ceil_bucket(math.ceil(since.timestamp()))
+    hi = b.floor_bucket(math.floor(until.timestamp()))
+    if rollups_answer(filters) and size >= BUCKET_SECONDS and lo < hi:
+        source = "rollups"
+        watermark, _ = await repo.read_watermark(session, ROLLUP)
+        scope = repo.Scope(
+            lo,
+            hi,
+            tenant_id=filters.tenant_id,
+            source=filters.source,
+            module=filters.module,
+            actions=filters.actions,
+            outcome=filters.outcome,
+        )
+        for i, _, n in await repo.per_interval(session, scope, starts):
+            counts[i] += n
+        edges = [replace(window, until=_at(lo)), replace(window, since=_at(hi))]
+        edges = [e for e in edges if cast(datetime, e.since) < cast(datetime, e.until)]
+    else:
+        edges = [window]
+    for edge in edges:
+
+        async def count(edge: EventFilters = edge) -> list[tuple[int, int]]:
+            return await repo.events_per_interval(session, edge, starts, end)
+
+        rows = await within_budget(session, HISTOGRAM_BUDGET_MS, count)
+        if rows is None:
+            audit.describe(histogram="timed_out")
+            return Histogram(
+                available=False,
+                message="The histogram is not available for this filter: counting its events "
+                f"takes longer than {HISTOGRAM_BUDGET_MS} ms. The rows below are complete.",
+                tz=tz_name,
+                since=since,
+                until=until,
+            )
+        for i, n in rows:
+            counts[i] += n
+    ends = [*starts[1:], end]
+    bars = [
+        HistogramBar(
+            start=since if i == 0 else _at(s),
+            end=until if i == len(starts) - 1 else _at(e),
+            count=counts[i],
+        )
+        for i, (s, e) in enumerate(zip(starts, ends, strict=True))
+    ]
+    audit.describe(histogram=source, step=name, bars=len(bars))
+    return Histogram(
+        available=True,
+        source=source,
+        step=name,
+        tz=tz_name,
+        since=since,
+        until=until,
+        total=sum(counts),
+        watermark=watermark,
+        bars=bars,
+    )

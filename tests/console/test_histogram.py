@@ -98,6 +98,15 @@ CASES: list[tuple[list[tuple[str, str]], str]] = [
         [("source", "lms"), ("since", _iso(NOW - timedelta(hours=2))), ("until", _iso(NOW))],
         "events",
     ),
+    # Within one minute: one bar.
+    (
+        [
+            ("source", "lms"),
+            ("since", _iso(NOW - timedelta(seconds=30))),
+            ("until", _iso(NOW + timedelta(seconds=1))),
+        ],
+        "events",
+    ),
     # Weeks: day bars (local days of the viewer's zone, below).
     ([("source", "hr")], "rollups"),
 ]

@@ -242,10 +242,15 @@ async def occurred_extent(
 async def count_per_interval(
     session: AsyncSession,
     filters: EventFilters,
-    interval: Callable[[ColumnElement[Any]], ColumnElement[Any]],
+    interval: Callable[[ColumnElement[Any]], ColumnElement[Any]] | None,
 ) -> list[tuple[int, int]]:
     """(interval index, events) of the matching events, `interval` mapping occurred_at as
-    epoch seconds to an index in SQL (the histogram's bars), non-empty intervals only."""
+    epoch seconds to an index in SQL (the histogram's bars), non-empty intervals only;
+    `interval` None: one interval, index 0."""
+    if interval is None:
+        stmt_one = select(func.count()).select_from(AuditEvent).where(*filters.conditions())
+        n = int(await session.scalar(stmt_one) or 0)
+        return [(0, n)] if n else []
     i = interval(epoch_seconds(session, AuditEvent.occurred_at)).label("i")
     stmt = select(i, func.count()).where(*filters.conditions()).group_by(i)
     return [(int(r[0]), int(r[1])) for r in (await session.execute(stmt)).all()]

@@ -575,6 +575,9 @@ async def events_per_interval(
     period off the 15-minute grid. Intervals begin at `starts` (see interval_of)."""
     if not starts:
         return []
+    if len(starts) == 1:
+        # One interval: its index is a constant, and GROUP BY 0 would name a column.
+        return await events_repo.count_per_interval(session, filters, None)
     return await events_repo.count_per_interval(
         session, filters, lambda seconds: interval_of(seconds, starts, end)
     )

@@ -182,6 +182,24 @@ async def test_the_step_follows_the_period(h: Harness) -> None:
         assert steps["week"]["total"] == steps["day"]["total"] == 120
 
 
+async def test_rollups_behind_the_log_give_way_to_counting_events(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _seed(h)
+    # Five more, not rolled up yet (an hour back: inside the rollups' part of the period,
+    # not its newest quarter hour, which is counted over the events anyway).
+    late = [(NOW - timedelta(hours=1, minutes=i)).isoformat() for i in range(5)]
+    await post_events(h, "lms", [_event(i, occurred_at=t) for i, t in enumerate(late)])
+    async with https_client(h) as client:
+        await signed_in(client)
+        r = await client.get("/console/activity/histogram", params={"source": "lms"})
+        # Seconds behind: the rollups answer, as of their watermark (the dashboard's figures).
+        assert r.json()["source"] == "rollups" and r.json()["total"] == 120
+        monkeypatch.setattr(stats_service, "HISTOGRAM_ROLLUP_LAG", -1.0)
+        r = await client.get("/console/activity/histogram", params={"source": "lms"})
+        assert r.json()["source"] == "events" and r.json()["total"] == 125
+
+
 async def test_bad_input_is_a_problem_not_a_stack_trace(h: Harness) -> None:
     async with https_client(h) as client:
         await signed_in(client)

@@ -66,8 +66,10 @@ async def pick(conn: Any) -> dict[str, Any]:
         "source": await one(facet("source")) or "audit-service",
         "action": await one(facet("action")) or "auth.login",
         "actor": await one(facet("actor", 3)),
-        "ip": await one("SELECT ip FROM audit_event WHERE ip IS NOT NULL AND ip <> '127.0.0.1' "
-                        "ORDER BY id DESC LIMIT 1 OFFSET 777"),  # fmt: skip
+        "ip": await one(
+            "SELECT ip FROM audit_event WHERE ip IS NOT NULL AND ip <> '127.0.0.1' "
+            "ORDER BY id DESC LIMIT 1 OFFSET 777"
+        ),
         "event_id": await one("SELECT id FROM audit_event ORDER BY id DESC LIMIT 1 OFFSET 12345"),
     }
 

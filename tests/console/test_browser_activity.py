@@ -287,6 +287,7 @@ async def test_histogram_draws_and_a_drag_narrows_the_range_and_rows(
     tip = page.locator(".histogram-tip")
     await tip.wait_for(timeout=2000)
     assert "event" in (await tip.text_content() or "")
+    await browsing.screenshot("activity-histogram")
     # Drag across the middle of the chart: the page reloads with since/until narrowed.
     await page.mouse.move(box["x"] + box["width"] * 0.3, y)
     await page.mouse.down()

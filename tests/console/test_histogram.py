@@ -20,6 +20,7 @@ from tests.console.support import https_client, signed_in
 from tests.stats.helpers import post_events, roll_up
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+JSON = {"Accept": "application/json"}
 
 
 def _event(i: int, **fields: Any) -> dict[str, Any]:
@@ -210,13 +211,22 @@ async def test_bad_input_is_a_problem_not_a_stack_trace(h: Harness) -> None:
             {"nonsense": "1"},
             {"since": _iso(NOW), "until": _iso(NOW - timedelta(hours=1))},
         ):
-            r = await client.get("/console/activity/histogram", params=params)
+            # As the chart's script asks: the API's problem+json, naming the field.
+            r = await client.get("/console/activity/histogram", params=params, headers=JSON)
             assert r.status_code == 422, (params, r.status_code, r.text[:300])
+            assert r.headers["content-type"].startswith("application/problem+json")
+            problem = r.json()
+            assert problem["status"] == 422 and problem["errors"], problem
             assert "Traceback" not in r.text
-    # Signed out: no counts.
+        # Opened as a page (no Accept: JSON): the console's problem page.
+        r = await client.get("/console/activity/histogram", params={"since": "yesterday"})
+        assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+    # Signed out: 401 problem+json for the script, a redirect to sign-in for a page; no counts.
     async with https_client(h) as client:
+        r = await client.get("/console/activity/histogram", headers=JSON)
+        assert r.status_code == 401 and r.json()["status"] == 401 and "counts" not in r.text
         r = await client.get("/console/activity/histogram")
-        assert r.status_code in (303, 401) and "counts" not in r.text
+        assert r.status_code == 303 and "/console/login" in r.headers["location"]
 
 
 async def test_out_of_time_says_not_available(

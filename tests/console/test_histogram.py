@@ -108,6 +108,15 @@ CASES: list[tuple[list[tuple[str, str]], str]] = [
         ],
         "events",
     ),
+    # Decades asked for: bars over the matching events' days, the first from 1990.
+    (
+        [
+            ("source", "hr"),
+            ("since", "1990-01-01T00:00:00+00:00"),
+            ("until", _iso(NOW + timedelta(hours=1))),
+        ],
+        "rollups",
+    ),
     # Weeks: day bars (local days of the viewer's zone, below).
     ([("source", "hr")], "rollups"),
 ]
@@ -179,6 +188,16 @@ async def test_the_step_follows_the_period(h: Harness) -> None:
             steps[step] = r.json()
             assert steps[step]["step"] == step
             assert 20 <= len(steps[step]["counts"]) <= stats_service.HISTOGRAM_BARS
+        # Year 1 to 9999 with nothing matching: month bars, at most MAX_HISTOGRAM_BARS.
+        params = {
+            "source": "nobody",
+            "since": "0001-01-01T00:00:00Z",
+            "until": "9999-01-01T00:00:00Z",
+        }
+        r = await client.get("/console/activity/histogram", params=params)
+        assert r.status_code == 200, r.text
+        assert r.json()["step"] == "month" and r.json()["total"] == 0
+        assert 200 < len(r.json()["counts"]) <= stats_service.MAX_HISTOGRAM_BARS
         # Every period holds all 120 lms events but the 3-hour and 40-hour ones.
         assert steps["week"]["total"] == steps["day"]["total"] == 120
 

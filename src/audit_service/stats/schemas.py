@@ -245,7 +245,7 @@ class Facets(BaseModel):
     items: list[FacetValue] = Field(description="Most events first, ties by value")
 
 
-HistogramStep = Literal["minute", "15 minutes", "hour", "day", "week"]
+HistogramStep = Literal["minute", "15 minutes", "hour", "day", "week", "month"]
 
 
 class HistogramBar(BaseModel):

@@ -368,13 +368,14 @@ async def failed_logins_by_ip(
 # --- histogram -------------------------------------------------------------------------------
 
 # Bar widths, narrowest first: the first that gives at most HISTOGRAM_BARS bars is used
-# (50 to 200 bars for any period from 50 minutes to 4 years; weeks beyond that).
+# (50 to 200 bars for any period from 50 minutes to 16 years; months beyond that).
 HISTOGRAM_STEPS: tuple[tuple[HistogramStep, int], ...] = (
     ("minute", 60),
     ("15 minutes", 900),
     ("hour", 3600),
     ("day", 86400),
     ("week", 7 * 86400),
+    ("month", 31 * 86400),  # past 200 weeks (about 4 years)
 )
 HISTOGRAM_BARS = 200
 # What counting over the events may cost, at most (a statement timeout on Postgres); past
@@ -388,7 +389,15 @@ HISTOGRAM_EXTENT_MS = 50
 HISTOGRAM_EMPTY_SPAN = timedelta(hours=24)
 # The rollups answer while at most this far behind the log (seconds; the job runs every few).
 HISTOGRAM_ROLLUP_LAG = 60.0  # the period shown when nothing matches
-_LOCAL_STEPS: dict[str, b.Interval] = {"hour": "hour", "day": "day", "week": "week"}
+_LOCAL_STEPS: dict[str, b.Interval] = {
+    "hour": "hour",
+    "day": "day",
+    "week": "week",
+    "month": "month",
+}
+# The bars are drawn for the matching events' extent inside a longer period (since=1900…):
+# only the first bar reaches back to `since`, and at most this many are ever drawn.
+MAX_HISTOGRAM_BARS = 1000
 
 
 def rollups_answer(filters: EventFilters) -> bool:
@@ -470,11 +479,23 @@ async def histogram(
             until = max(now, last + timedelta(microseconds=1)) if last else now
         if since is None:
             since = min(first, until) if first else until - HISTOGRAM_EMPTY_SPAN
+    window = replace(filters, since=since, until=until)
     start, end = math.floor(since.timestamp()), math.ceil(until.timestamp())
     end = max(end, start + 1)
+    if (end - start) / HISTOGRAM_STEPS[-1][1] > HISTOGRAM_BARS:
+        # Decades asked for: bars over the years that have matching events (each end of an
+        # index; the whole log's when the filters make that slow).
+        found = await within_budget(
+            session, HISTOGRAM_EXTENT_MS, lambda: events_repo.occurred_extent(session, window)
+        )
+        first, last = found or await events_repo.occurred_extent(session, EventFilters())
+        if first is not None and last is not None:
+            start = max(start, math.floor(first.timestamp()))
+            end = min(end, max(start + 1, math.ceil(last.timestamp()) + 1))
+        if (end - start) / HISTOGRAM_STEPS[-1][1] > MAX_HISTOGRAM_BARS:
+            start = end - MAX_HISTOGRAM_BARS * 28 * 86400  # the newest ~77 years
     name, size = histogram_step(end - start)
     starts = histogram_starts(start, end, size, name, tz)
-    window = replace(filters, since=since, until=until)
     counts = [0] * len(starts)
     source: Literal["rollups", "events"] = "events"
     watermark: int | None = None
@@ -502,7 +523,7 @@ async def histogram(
             outcome=filters.outcome,
         )
         for i, _, n in await repo.per_interval(session, scope, starts):
-            counts[i] += n
+            counts[max(i, 0)] += n  # before the first bar's start: still bar 0 (from since)
         edges = [replace(window, until=_at(lo)), replace(window, since=_at(hi))]
         edges = [e for e in edges if cast(datetime, e.since) < cast(datetime, e.until)]
     else:
@@ -516,7 +537,7 @@ async def histogram(
         if rows is None:
             return _unavailable(audit, tz_name, since, until)
         for i, n in rows:
-            counts[i] += n
+            counts[max(i, 0)] += n
     ends = [*starts[1:], end]
     bars = [
         HistogramBar(

@@ -60,17 +60,27 @@ async def pick(conn: Any) -> dict[str, Any]:
             f"ORDER BY events DESC LIMIT 1 OFFSET {offset}"
         )
 
+    # An action the source has (the rollups' day rows), not any action; without rollups (a
+    # database never rolled up) from the newest rows instead.
+    source = await one(facet("source")) or await one(
+        "SELECT source FROM audit_event WHERE source <> 'audit-service' ORDER BY id DESC LIMIT 1"
+    )
+    action = await one(
+        "SELECT action FROM stats_bucket_day WHERE source = "
+        f"({facet('source')}) GROUP BY action ORDER BY sum(n_success) DESC LIMIT 1"
+    ) or await one(
+        f"SELECT action FROM audit_event WHERE source = '{source}' ORDER BY id DESC LIMIT 1"
+    )
+    actor = await one(facet("actor", 3)) or await one(
+        "SELECT actor_id FROM audit_event WHERE actor_type = 'user' "
+        "ORDER BY id DESC LIMIT 1 OFFSET 500"
+    )
     return {
+        "source": source or "audit-service",
+        "action": action or "auth.login",
+        "actor": actor,
         "events": await one("SELECT count(*) FROM audit_event"),
         "latest": await one("SELECT max(occurred_at) FROM audit_event"),
-        "source": await one(facet("source")) or "audit-service",
-        # An action the source has (stats_bucket_day: the rollups' day rows), not any action.
-        "action": await one(
-            "SELECT action FROM stats_bucket_day WHERE source = "
-            f"({facet('source')}) GROUP BY action ORDER BY sum(n_success) DESC LIMIT 1"
-        )
-        or "auth.login",
-        "actor": await one(facet("actor", 3)),
         "ip": await one(
             "SELECT ip FROM audit_event WHERE ip IS NOT NULL AND ip <> '127.0.0.1' "
             "ORDER BY id DESC LIMIT 1 OFFSET 777"

@@ -278,6 +278,13 @@ async def test_histogram_draws_and_a_drag_narrows_the_range_and_rows(
     note = await page.locator("#histogram-note").text_content()
     assert note and note.startswith("40 events, per minute") and "Europe/Berlin" in note
     assert len(await _ids(browsing)) == 40
+    # The same bars as a table of links (keyboard, screen readers): one per non-empty bar.
+    links = page.locator("#histogram .histogram-table a")
+    assert 20 <= await links.count() <= 40
+    counts = [int(t) for t in await links.all_text_contents()]
+    assert sum(counts) == 40 and "since=" in (await links.first.get_attribute("href") or "")
+    await page.locator("#histogram .histogram-table summary").click()
+    await browsing.assert_accessible("activity-histogram")
     over = page.locator("#histogram .u-over")
     box = await over.bounding_box()
     assert box and box["width"] > 200

@@ -47,6 +47,45 @@
     return new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
   }
 
+  // The bars as a table of links (collapsed): the same narrowing by keyboard or screen
+  // reader. Only bars with events, as text.
+  function barTable(n, counts, since, until) {
+    var details = document.createElement("details");
+    details.className = "histogram-table";
+    var summary = document.createElement("summary");
+    summary.textContent = "Table of the histogram";
+    details.appendChild(summary);
+    var scroll = document.createElement("div");
+    scroll.className = "histogram-scroll";
+    var table = document.createElement("table");
+    var caption = document.createElement("caption");
+    caption.textContent = "Events per bar (bars without events left out)";
+    table.appendChild(caption);
+    var head = table.createTHead().insertRow();
+    ["From", "Until", "Events"].forEach(function (label) {
+      var th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = label;
+      head.appendChild(th);
+    });
+    var body = table.createTBody();
+    for (var i = 0; i < n; i++) {
+      if (!counts[i]) {
+        continue;
+      }
+      var row = body.insertRow();
+      row.insertCell().textContent = withSeconds.format(new Date(since(i)));
+      row.insertCell().textContent = withSeconds.format(new Date(until(i)));
+      var link = document.createElement("a");
+      link.href = narrowed(since(i), until(i));
+      link.textContent = counts[i].toLocaleString();
+      row.insertCell().appendChild(link);
+    }
+    scroll.appendChild(table);
+    details.appendChild(scroll);
+    return details;
+  }
+
   function draw(data) {
     if (!data.available) {
       note.textContent = data.message || "The histogram is not available for this filter.";
@@ -144,6 +183,7 @@
       }
     });
     chart.over.addEventListener("mouseleave", function () { tip.hidden = true; });
+    section.appendChild(barTable(n, counts, since, until));
     window.addEventListener("resize", function () {
       chart.setSize({ width: width(), height: height });
     });

@@ -13,6 +13,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -245,3 +246,73 @@ async def test_layouts(browsing: Browsing, api: Api, width: int, name: str) -> N
         assert is_open and position == "fixed"
     else:
         assert is_open
+
+
+async def test_histogram_draws_and_a_drag_narrows_the_range_and_rows(
+    browsing: Browsing, api: Api
+) -> None:
+    source = unique("hist")
+    # 40 events, one every 3 minutes over the last two hours: minute bars.
+    body = {"name": source, "scopes": ["events:write"]}
+    key = (await api.request("POST", "/admin/api-keys", json=body, expect=201)).json()["key"]
+    now = datetime.now(UTC)
+    events = [
+        {
+            "action": "exam.submitted",
+            "actor_id": f"u{i % 3}",
+            "description": f"<img src=x onerror=alert({i})> histogram {i}",
+            "occurred_at": (now - timedelta(minutes=3 * i)).isoformat(),
+            "idempotency_key": uuid.uuid4().hex,
+        }
+        for i in range(40)
+    ]
+    r = await api.client.post(
+        "/events/batch", headers={"Authorization": f"Bearer {key}"}, json={"events": events}
+    )
+    assert r.status_code in (200, 201), r.text
+    await browsing.sign_in()
+    start = f"/console/activity?source={source}&page_size=100"
+    await browsing.goto(start)
+    page = browsing.page
+    await page.locator("#histogram.histogram-ready canvas").wait_for(timeout=10000)
+    note = await page.locator("#histogram-note").text_content()
+    assert note and note.startswith("40 events, per minute") and "Europe/Berlin" in note
+    assert len(await _ids(browsing)) == 40
+    # The same bars as a table of links (keyboard, screen readers): one per non-empty bar.
+    links = page.locator("#histogram .histogram-table a")
+    assert 20 <= await links.count() <= 40
+    counts = [int(t) for t in await links.all_text_contents()]
+    assert sum(counts) == 40 and "since=" in (await links.first.get_attribute("href") or "")
+    await page.locator("#histogram .histogram-table summary").click()
+    await browsing.assert_accessible("activity-histogram")
+    over = page.locator("#histogram .u-over")
+    box = await over.bounding_box()
+    assert box and box["width"] > 200
+    y = box["y"] + box["height"] / 2
+    # The tooltip: a bar's local time and count, as text.
+    await page.mouse.move(box["x"] + box["width"] * 0.5, y)
+    tip = page.locator(".histogram-tip")
+    await tip.wait_for(timeout=2000)
+    assert "event" in (await tip.text_content() or "")
+    await browsing.screenshot("activity-histogram")
+    # Drag across the middle of the chart: the page reloads with since/until narrowed.
+    await page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    await page.mouse.down()
+    await page.mouse.move(box["x"] + box["width"] * 0.45, y, steps=5)
+    async with page.expect_navigation():
+        await page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
+        await page.mouse.up()
+    narrowed = parse_qs(urlsplit(page.url).query)
+    assert narrowed["source"] == [source] and narrowed["page_size"] == ["100"]
+    since = datetime.fromisoformat(narrowed["since"][0])
+    until = datetime.fromisoformat(narrowed["until"][0])
+    assert now - timedelta(hours=2, minutes=1) < since < until < now
+    ids = await _ids(browsing)
+    expected = await _api_ids(
+        api, source=source, since=since.isoformat(), until=until.isoformat(), page_size=100
+    )
+    assert ids == expected and 0 < len(ids) < 40
+    await page.locator("#histogram.histogram-ready canvas").wait_for(timeout=10000)
+    # Back returns to the whole range (a GET URL each).
+    await page.go_back()
+    assert page.url == browsing.url(start) and len(await _ids(browsing)) == 40

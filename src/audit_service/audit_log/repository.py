@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from audit_service.audit_log.models import AuditEvent, AuditLeaf
 from audit_service.core.db import (
     copy_out,
+    epoch_seconds,
     estimated_rows,
     is_postgres,
     is_postgres_conn,
@@ -246,6 +247,34 @@ def _capped_count(filters: EventFilters, limit: int) -> Select[Any]:
     ]
     merged = union(*(select(side) for side in sides)).subquery()
     return select(func.count()).select_from(merged)
+
+
+async def occurred_extent(
+    session: AsyncSession, filters: EventFilters
+) -> tuple[datetime | None, datetime | None]:
+    """The earliest and latest occurred_at of the matching events (None, None: no match).
+    Each is one end of an (column, occurred_at) index walk for the equality filters."""
+    e = AuditEvent
+    stmt = select(func.min(e.occurred_at), func.max(e.occurred_at)).where(*filters.conditions())
+    row = (await session.execute(stmt)).one()
+    return _aware(row[0]), _aware(row[1])
+
+
+async def count_per_interval(
+    session: AsyncSession,
+    filters: EventFilters,
+    interval: Callable[[ColumnElement[Any]], ColumnElement[Any]] | None,
+) -> list[tuple[int, int]]:
+    """(interval index, events) of the matching events, `interval` mapping occurred_at as
+    epoch seconds to an index in SQL (the histogram's bars), non-empty intervals only;
+    `interval` None: one interval, index 0."""
+    if interval is None:
+        stmt_one = select(func.count()).select_from(AuditEvent).where(*filters.conditions())
+        n = int(await session.scalar(stmt_one) or 0)
+        return [(0, n)] if n else []
+    i = interval(epoch_seconds(session, AuditEvent.occurred_at)).label("i")
+    stmt = select(i, func.count()).where(*filters.conditions()).group_by(i)
+    return [(int(r[0]), int(r[1])) for r in (await session.execute(stmt)).all()]
 
 
 def export_statement(filters: EventFilters) -> Select[Any]:

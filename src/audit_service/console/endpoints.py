@@ -152,6 +152,23 @@ async def suggest(
     return JSONResponse(values, headers={"Cache-Control": "no-store"})
 
 
+@router.get("/activity/histogram", openapi_extra=audited("stats.viewed", "stats"))
+async def histogram(
+    request: Request,
+    _: Viewer,
+    session: SessionDep,
+    audit: RecorderDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    """The volume bars above the activity rows (fetched by histogram.js): event counts over
+    time for exactly the page's filters."""
+    query = console_service.parse_activity(
+        request.query_params.multi_items(), console_service.HistogramQuery
+    )
+    found = await console_service.histogram(session, audit, query, settings.stats_default_tz)
+    return JSONResponse(found, headers={"Cache-Control": "no-store"})
+
+
 @router.get("/activity/export", openapi_extra=audited("activity.exported", "activity"))
 async def export(
     request: Request,

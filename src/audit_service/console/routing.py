@@ -16,7 +16,13 @@ from starlette.responses import RedirectResponse
 
 from audit_service.console import auth
 from audit_service.console.templating import render
-from audit_service.core.errors import AppError, FieldError, field_errors
+from audit_service.core.errors import (
+    AppError,
+    FieldError,
+    ValidationFailed,
+    field_errors,
+    problem_response,
+)
 from audit_service.core.routing import SafeJSONRoute
 
 LOGIN = "/console/login"
@@ -74,6 +80,27 @@ def error_page(
     )
 
 
+def wants_json(request: Request) -> bool:
+    """A script's fetch of console data (the histogram asks with Accept: application/json):
+    its problems are the API's problem+json, not a page (nor a redirect to sign-in)."""
+    accept = request.headers.get("accept", "")
+    return accept.startswith(("application/json", "application/problem+json"))
+
+
+def _problem(request: Request, exc: AppError) -> Response:
+    audit = getattr(request.state, "audit", None)
+    return problem_response(
+        exc.status_code,
+        slug=exc.slug,
+        title=exc.title,
+        detail=exc.detail,
+        request_id=getattr(audit, "request_id", None),
+        instance=request.url.path,
+        errors=exc.errors,
+        headers=exc.headers,
+    )
+
+
 class ConsoleRoute(SafeJSONRoute):
     """Use as `APIRouter(route_class=ConsoleRoute)` for every console page."""
 
@@ -84,13 +111,21 @@ class ConsoleRoute(SafeJSONRoute):
             try:
                 return await handler(request)
             except auth.SignInRequired as exc:
+                if wants_json(request):
+                    return _problem(request, exc)
                 return sign_in_redirect(request, exc.detail)
             except AppError as exc:
+                if wants_json(request):
+                    return _problem(request, exc)
                 return error_page(
                     request, exc.status_code, exc.title, exc.detail, exc.errors, exc.headers
                 )
             except RequestValidationError as exc:
                 errors = field_errors(exc.errors())
+                if wants_json(request):
+                    return _problem(
+                        request, ValidationFailed(f"{len(errors)} invalid field(s)", errors=errors)
+                    )
                 detail = f"{len(errors)} invalid field(s): nothing was shown or changed."
                 return error_page(request, 422, "Validation Error", detail, errors)
 

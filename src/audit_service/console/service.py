@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.activity import service as activity_service
@@ -42,8 +42,9 @@ from audit_service.core.security import TokenClaims
 from audit_service.integrity import proofs
 from audit_service.integrity.proofs import NotCheckpointed, NotSequenced
 from audit_service.kit.models import utcnow
+from audit_service.kit.schemas import check_time_zone
 from audit_service.stats import service as stats_service
-from audit_service.stats.schemas import FacetsQuery
+from audit_service.stats.schemas import FacetsQuery, Histogram
 
 FILTER_NAMES = tuple(ActivityFilters.model_fields)
 LIST_PARAMS = frozenset({"action", "exclude_actor", "exclude_action"})
@@ -306,6 +307,51 @@ async def activity_view(
         tail_after=await activity_service.tail_start(session),
         tail_query=urlencode(_pairs(filters)),
     )
+
+
+class HistogramQuery(ActivityFilters):
+    """The activity page's filters (exactly `/admin/activity`'s) and the viewer's zone."""
+
+    tz: str | None = Field(default=None, max_length=64)
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return check_time_zone(value or None)
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+async def histogram(
+    session: AsyncSession, audit: RequestAudit, query: HistogramQuery, default_tz: str
+) -> dict[str, Any]:
+    """The volume bars above the activity rows, as the chart script reads them: bars as
+    epoch seconds (uPlot's time axis), the period's ends as ISO text (what a narrowed
+    `since`/`until` is set to when a drag reaches them)."""
+    audit.describe(filters=query.applied())
+    found: Histogram = await stats_service.histogram(
+        session, audit, query.to_filters(), query.tz or default_tz
+    )
+    return {
+        "available": found.available,
+        "message": found.message,
+        "source": found.source,
+        "step": found.step,
+        "tz": found.tz,
+        "since": _iso_exact(found.since),
+        "until": _iso_exact(found.until),
+        "total": found.total,
+        "watermark": found.watermark,
+        "starts": [_epoch(bar.start) for bar in found.bars],
+        "ends": [_epoch(bar.end) for bar in found.bars],
+        "counts": [bar.count for bar in found.bars],
+    }
+
+
+def _iso_exact(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 # --- one event ----------------------------------------------------------------------------

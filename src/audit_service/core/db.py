@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
+    Integer,
     Select,
     String,
     Table,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import base as pg_base
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -278,6 +281,17 @@ async def within_budget(
         text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": previous}
     )
     return result
+
+
+def epoch_seconds(bind: AsyncSession | AsyncConnection, column: Any) -> ColumnElement[Any]:
+    """A timestamp column as whole seconds since the Unix epoch (UTC), an integer on both
+    dialects, so that interval arithmetic (integer division) means the same on each.
+    SQLite stores UTC text: strftime('%s') reads it."""
+    engine = bind.bind if isinstance(bind, AsyncSession) else bind
+    assert engine is not None, "a session without a bind"
+    if engine.dialect.name == "postgresql":
+        return sql_cast(func.floor(func.extract("epoch", column)), BigInteger)
+    return sql_cast(func.strftime("%s", column), Integer)
 
 
 # --- Postgres export fast path --------------------------------------------------------------

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from audit_service.audit_log import repository as events_repo
+from audit_service.audit_log.repository import EventFilters
 from audit_service.core.db import in_values, lock_for_transaction, upsert_for
 from audit_service.stats.buckets import Range, pieces
 from audit_service.stats.models import (
@@ -563,3 +565,19 @@ async def failed_logins_by_ip(
         .limit(limit)
     )
     return [(str(r[0]), int(r[1]), int(r[2])) for r in (await bind.execute(stmt)).all()]
+
+
+async def events_per_interval(
+    session: AsyncSession, filters: EventFilters, starts: Sequence[int], end: int
+) -> list[tuple[int, int]]:
+    """(interval index, events) counted over the raw events rather than the rollups: for the
+    filters the rollups do not carry (actor by name, IP, text, target) and for edges of a
+    period off the 15-minute grid. Intervals begin at `starts` (see interval_of)."""
+    if not starts:
+        return []
+    if len(starts) == 1:
+        # One interval: its index is a constant, and GROUP BY 0 would name a column.
+        return await events_repo.count_per_interval(session, filters, None)
+    return await events_repo.count_per_interval(
+        session, filters, lambda seconds: interval_of(seconds, starts, end)
+    )

@@ -243,3 +243,31 @@ class Facets(BaseModel):
     prefix: str | None
     watermark: int = Field(description="The last log position the counts reflect (-1: none)")
     items: list[FacetValue] = Field(description="Most events first, ties by value")
+
+
+HistogramStep = Literal["minute", "15 minutes", "hour", "day", "week", "month"]
+
+
+class HistogramBar(BaseModel):
+    start: datetime = Field(description="Inclusive; the first bar starts at the period's start")
+    end: datetime = Field(description="Exclusive; the last bar ends at the period's end")
+    count: int
+
+
+class Histogram(BaseModel):
+    """Event counts over time for a set of activity filters (the console's volume bars)."""
+
+    available: bool = Field(description="False: counting would have taken too long")
+    message: str | None = None
+    source: Literal["rollups", "events"] | None = Field(
+        default=None,
+        description="rollups: the statistics (as of `watermark`, seconds behind the log); "
+        "events: counted over the matching events",
+    )
+    step: HistogramStep | None = None
+    tz: str
+    since: datetime
+    until: datetime
+    total: int = 0
+    watermark: int | None = None
+    bars: list[HistogramBar] = Field(default_factory=list)

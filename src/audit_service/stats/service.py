@@ -3,18 +3,25 @@ the facets of the activity filters."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from audit_service.audit_log import log
+from audit_service.audit_log import repository as events_repo
+from audit_service.audit_log.repository import EventFilters
 from audit_service.audit_log.sink import EventSink
+from audit_service.core.db import within_budget
 from audit_service.core.errors import FieldError, ValidationFailed
 from audit_service.kit.models import utcnow
 from audit_service.stats import buckets as b
 from audit_service.stats import repository as repo
+from audit_service.stats.models import BUCKET_SECONDS
 from audit_service.stats.rollup import FACETS, LOGIN_ACTIONS, ROLLUP, lag_seconds
 from audit_service.stats.schemas import (
     Comparison,
@@ -24,6 +31,9 @@ from audit_service.stats.schemas import (
     FacetValue,
     Figures,
     Freshness,
+    Histogram,
+    HistogramBar,
+    HistogramStep,
     PeakCell,
     PeakHours,
     Period,
@@ -353,3 +363,202 @@ async def failed_logins_by_ip(
     reports: (ip, failed logins, distinct users tried)."""
     scope = repo.Scope(b.epoch(since), b.epoch(until), tenant_id=tenant_id)
     return await repo.failed_logins_by_ip(session, scope, above, limit)
+
+
+# --- histogram -------------------------------------------------------------------------------
+
+# Bar widths, narrowest first: the first that gives at most HISTOGRAM_BARS bars is used
+# (50 to 200 bars for any period from 50 minutes to 16 years; months beyond that).
+HISTOGRAM_STEPS: tuple[tuple[HistogramStep, int], ...] = (
+    ("minute", 60),
+    ("15 minutes", 900),
+    ("hour", 3600),
+    ("day", 86400),
+    ("week", 7 * 86400),
+    ("month", 31 * 86400),  # past 200 weeks (about 4 years)
+)
+HISTOGRAM_BARS = 200
+# What counting over the events may cost, at most (a statement timeout on Postgres); past
+# it the histogram is "not available" rather than the page slow. The rollups have no budget:
+# they answer any period in milliseconds.
+HISTOGRAM_BUDGET_MS = 250
+# Finding the first and last match where the rollups will count: a combination of filters
+# that no (column, occurred_at) index serves alone (a source with an action it never has)
+# walks one column's index to its end. Past this the whole log's extent is drawn instead.
+HISTOGRAM_EXTENT_MS = 50
+HISTOGRAM_EMPTY_SPAN = timedelta(hours=24)
+# The rollups answer while at most this far behind the log (seconds; the job runs every few).
+HISTOGRAM_ROLLUP_LAG = 60.0  # the period shown when nothing matches
+_LOCAL_STEPS: dict[str, b.Interval] = {
+    "hour": "hour",
+    "day": "day",
+    "week": "week",
+    "month": "month",
+}
+# The bars are drawn for the matching events' extent inside a longer period (since=1900…):
+# only the first bar reaches back to `since`, and at most this many are ever drawn.
+MAX_HISTOGRAM_BARS = 1000
+
+
+# What the rollups keep. Any other filter set (IP, text, target, request id, excludes, an
+# actor: the rollups key on the id, the activity filter matches the id or the name) is
+# counted over the events; a filter added to EventFilters later falls there by itself.
+_ROLLUP_FILTERS = frozenset(
+    {"actions", "module", "outcome", "source", "tenant_id", "since", "until"}
+)
+
+
+def rollups_answer(filters: EventFilters) -> bool:
+    """Whether the rollups carry every filter given."""
+    return all(
+        getattr(filters, f.name) == f.default
+        for f in fields(filters)
+        if f.name not in _ROLLUP_FILTERS
+    )
+
+
+def histogram_step(seconds: float) -> tuple[HistogramStep, int]:
+    for name, size in HISTOGRAM_STEPS:
+        if seconds <= size * HISTOGRAM_BARS:
+            return name, size
+    return HISTOGRAM_STEPS[-1]
+
+
+def histogram_starts(start: int, end: int, step: int, name: str, tz: ZoneInfo) -> list[int]:
+    """The bars' starts (epoch seconds, ascending; the first at or before `start`): minutes
+    and quarter hours on the UTC grid (the same in every zone: offsets are multiples of 15
+    minutes), hours, days and ISO weeks local to `tz` (a DST day is 23 or 25 hours)."""
+    if name in _LOCAL_STEPS:
+        return b.interval_starts(start, end, tz, _LOCAL_STEPS[name])
+    return list(range(start - start % step, end, step))
+
+
+def _at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _unavailable(audit: EventSink, tz_name: str, since: datetime, until: datetime) -> Histogram:
+    audit.describe(histogram="timed_out")
+    return Histogram(
+        available=False,
+        message="The histogram is not available for this filter: counting its events "
+        f"takes longer than {HISTOGRAM_BUDGET_MS} ms. The rows below are complete.",
+        tz=tz_name,
+        since=since,
+        until=until,
+    )
+
+
+async def histogram(
+    session: AsyncSession, audit: EventSink, filters: EventFilters, tz_name: str
+) -> Histogram:
+    """Events per minute, 15 minutes, local hour, day or week for exactly `filters` (the
+    activity history's), over [since, until), or the matching events' extent where not
+    given. From the rollups where they carry the filters (the ragged edges of a period off
+    their 15-minute grid counted over the events), else counted over the matching events
+    within HISTOGRAM_BUDGET_MS."""
+    tz = ZoneInfo(tz_name)
+    audit.describe(description="Viewed statistics: histogram", endpoint="histogram", tz=tz_name)
+    now = utcnow()
+    since, until = filters.since, filters.until
+    if since is None or until is None:
+
+        async def extent() -> tuple[datetime | None, datetime | None]:
+            return await events_repo.occurred_extent(session, filters)
+
+        cheap = rollups_answer(filters)
+        budget = HISTOGRAM_EXTENT_MS if cheap else HISTOGRAM_BUDGET_MS
+        found = await within_budget(session, budget, extent)
+        if found is None:
+            if not cheap:
+                # Finding the first and last match took the whole budget: counting them
+                # all would take longer still.
+                return _unavailable(audit, tz_name, since or now, until or now)
+            # The rollups count cheaply whatever the period: the whole log's (index ends).
+            found = await events_repo.occurred_extent(session, EventFilters())
+        first, last = found
+        if until is None:
+            # Past the latest match (an ingested event may be dated ahead of our clock).
+            until = max(now, last + timedelta(microseconds=1)) if last else now
+        if since is None:
+            since = min(first, until) if first else until - HISTOGRAM_EMPTY_SPAN
+    window = replace(filters, since=since, until=until)
+    start, end = math.floor(since.timestamp()), math.ceil(until.timestamp())
+    end = max(end, start + 1)
+    if (end - start) / HISTOGRAM_STEPS[-1][1] > HISTOGRAM_BARS:
+        # Decades asked for: bars over the years that have matching events (each end of an
+        # index; the whole log's when the filters make that slow).
+        found = await within_budget(
+            session, HISTOGRAM_EXTENT_MS, lambda: events_repo.occurred_extent(session, window)
+        )
+        first, last = found or await events_repo.occurred_extent(session, EventFilters())
+        if first is not None and last is not None:
+            start = max(start, math.floor(first.timestamp()))
+            end = min(end, max(start + 1, math.ceil(last.timestamp()) + 1))
+        if (end - start) / HISTOGRAM_STEPS[-1][1] > MAX_HISTOGRAM_BARS:
+            start = end - MAX_HISTOGRAM_BARS * 28 * 86400  # the newest ~77 years
+    name, size = histogram_step(end - start)
+    starts = histogram_starts(start, end, size, name, tz)
+    counts = [0] * len(starts)
+    source: Literal["rollups", "events"] = "events"
+    watermark: int | None = None
+    # The part of the period on the rollups' grid, and what lies beside it.
+    lo = b.ceil_bucket(math.ceil(since.timestamp()))
+    hi = b.floor_bucket(math.floor(until.timestamp()))
+    use_rollups = rollups_answer(filters) and size >= BUCKET_SECONDS and lo < hi
+    if use_rollups:
+        watermark, _ = await repo.read_watermark(session, ROLLUP)
+        # Rollups far behind the log (the job stopped, a bulk load not counted yet) would
+        # draw a history with holes: count over the events instead, within the budget.
+        behind = await lag_seconds(session, watermark)
+        if behind is not None and behind > HISTOGRAM_ROLLUP_LAG:
+            use_rollups, watermark = False, None
+            audit.describe(rollup_lag_seconds=round(behind, 1))
+    if use_rollups:
+        source = "rollups"
+        scope = repo.Scope(
+            lo,
+            hi,
+            tenant_id=filters.tenant_id,
+            source=filters.source,
+            module=filters.module,
+            actions=filters.actions,
+            outcome=filters.outcome,
+        )
+        for i, _, n in await repo.per_interval(session, scope, starts):
+            counts[max(i, 0)] += n  # before the first bar's start: still bar 0 (from since)
+        edges = [replace(window, until=_at(lo)), replace(window, since=_at(hi))]
+        edges = [e for e in edges if cast(datetime, e.since) < cast(datetime, e.until)]
+    else:
+        edges = [window]
+    for edge in edges:
+
+        async def count(edge: EventFilters = edge) -> list[tuple[int, int]]:
+            return await repo.events_per_interval(session, edge, starts, end)
+
+        rows = await within_budget(session, HISTOGRAM_BUDGET_MS, count)
+        if rows is None:
+            return _unavailable(audit, tz_name, since, until)
+        for i, n in rows:
+            counts[max(i, 0)] += n
+    ends = [*starts[1:], end]
+    bars = [
+        HistogramBar(
+            start=since if i == 0 else _at(s),
+            end=until if i == len(starts) - 1 else _at(e),
+            count=counts[i],
+        )
+        for i, (s, e) in enumerate(zip(starts, ends, strict=True))
+    ]
+    audit.describe(histogram=source, step=name, bars=len(bars))
+    return Histogram(
+        available=True,
+        source=source,
+        step=name,
+        tz=tz_name,
+        since=since,
+        until=until,
+        total=sum(counts),
+        watermark=watermark,
+        bars=bars,
+    )

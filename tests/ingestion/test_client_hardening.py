@@ -147,6 +147,8 @@ async def test_buffered_events_are_flushed_at_exit(h: Harness, db_url: str, tmp_
 
 
 @pytest.mark.slow
+# The wheel and its httpx-only install do not depend on the database: one dialect (CI time).
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_client_wheel_with_only_httpx(h: Harness, db_url: str, tmp_path: Path) -> None:
     key = await make_key(h)
     # Build from a copy: an in-tree build leaves build/ and *.egg-info behind.

@@ -123,7 +123,7 @@ class Bench:
         self.postmaster = self._postmaster()
 
     def save(self) -> None:
-        self.state_path.write_text(json.dumps(self.state, indent=1))
+        self.state_path.write_text(json.dumps(self.state, indent=1, default=str))
 
     def _postmaster(self) -> int | None:
         """The server's postmaster pid (for its CPU), if it runs on this machine."""
@@ -297,7 +297,7 @@ class Bench:
                  "--work-dir", str(self.args.work_dir), "_load", "--port", str(port),
                  "--api-key", key, "--token", token,
                  "--out", str(samples_path), "--until", midnight(end_day).isoformat(),
-                 "--run", run],
+                 "--run", run, "--ingest-clients", str(self.args.ingest_clients)],
                 stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             assert child.stdout is not None
@@ -548,7 +548,8 @@ async def load_main(args: argparse.Namespace, out: Any) -> None:
             await get("page_size=50&action=auth.login&outcome=success")
 
     print("ready", flush=True)
-    tasks = [asyncio.create_task(f()) for f in (ingest, ingest, pages)]
+    loops = [ingest] * args.ingest_clients + [pages]
+    tasks = [asyncio.create_task(f()) for f in loops]
     await stop.wait()
     await asyncio.wait(tasks, timeout=10)
     for task in tasks:
@@ -567,6 +568,9 @@ def main() -> None:
     parser.add_argument("--archive-events", type=int, default=1_100_000)
     parser.add_argument("--anonymize-events", type=int, default=1_000_000)
     parser.add_argument("--load-seconds", type=float, default=30)
+    parser.add_argument(
+        "--ingest-clients", type=int, default=2, help="concurrent 500-event batch posters"
+    )
     parser.add_argument("--verify-jobs", type=int, default=2)
     parser.add_argument("--verify-since", type=int, default=0)
     parser.add_argument("phases", nargs="+")

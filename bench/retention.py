@@ -15,8 +15,9 @@ the order given (each prints one JSON line; progress on stderr):
              step (retention/jobs.py ArchiveStep, the job's own code) runs once: events/s.
   purge      `audit-service serve` (jobs off) is started; a child process loops over
              `/admin/activity` pages (newest page, two cursor pages, a page inside the range
-             being deleted, a filtered page) and posts 500-event batches from 2 clients. It
-             runs --load-seconds as the baseline, the sequencer catches up, then the purge
+             being deleted, a filtered page) and posts 500-event batches from
+             --ingest-clients (2) connections. It runs --load-seconds as the baseline, the
+             sequencer catches up (while the load goes on), then the purge
              step (retention/purge.py run_purge) runs at a clock of 365 days after the
              archived days (rule "Everything else": delete at 365) while the load continues.
              Purge seconds; activity p50/p95 and ingest events/s, baseline vs during.

@@ -276,6 +276,18 @@ class Bench:
                   "--password-stdin", stdin=PASSWORD + "\n")  # fmt: skip
         key = self._cli(env, "api-keys", "create", "--name", "exam-platform",
                         "--scope", "events:write")  # fmt: skip
+        # What earlier phases' load left unsequenced first: the catch-up between baseline
+        # and purge must cover only the baseline's events (it runs while the load goes on).
+        engine = create_engine(self.url)
+        try:
+            t = time.perf_counter()
+            backlog = await make_sequencer().catch_up(create_sessionmaker(engine), no_fence)
+            log(
+                f"purge: sequenced a backlog of {backlog.sequenced}"
+                f" in {time.perf_counter() - t:.1f} s"
+            )
+        finally:
+            await engine.dispose()
         port = free_port()
         service = start_service(str(Path(sys.executable).with_name("audit-service")), env, port)
         samples_path = self.args.work_dir / f"load-{run}.jsonl"

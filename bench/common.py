@@ -9,6 +9,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -172,3 +173,33 @@ class ServiceBench:
 
     def pg_pids(self) -> list[int]:
         return [self.postmaster, *children(self.postmaster)]
+
+
+def start_service(
+    cli: str, env: Mapping[str, str], port: int, cpus: list[int] | None = None
+) -> subprocess.Popen[bytes]:
+    """`audit-service serve` on 127.0.0.1:`port` with `env` (jobs as `env` says), once its
+    /healthz answers (pinned to `cpus` if given)."""
+    pin = ["taskset", "-c", ",".join(map(str, cpus))] if cpus else []
+    argv = ["serve", "--no-migrate", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen([*pin, cli, *argv, "--log-level", "warning"], env=env, cwd=REPO)
+    deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None or time.time() > deadline:
+            stop_service(proc)
+            raise RuntimeError("the service did not start")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT, then SIGKILL after 30 s."""
+    proc.send_signal(2)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

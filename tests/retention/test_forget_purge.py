@@ -176,3 +176,59 @@ async def test_purge_bookkeeping_resumes_an_unfinished_tombstone(h: Harness) -> 
     async with h.app.state.sessionmaker() as session:
         (purge,) = (await session.scalars(select(RetentionPurge))).all()
     assert purge.deleted == 5 and purge.finished_at is not None
+
+
+async def _interleaved(h: Harness) -> list[int]:
+    """Ids follow insertion, recorded_at does not quite: rows recorded on another day (one of
+    a critical rule, one of a day with no segment) sit between the rows of a due segment."""
+    policies = await set_policies(h)
+    ids = await add_events(
+        h,
+        [
+            row(at(400, 1)),
+            row(at(399, 1), action="auth.login_failed", outcome="failure"),
+            row(at(399, 2)),
+            row(at(400, 2)),
+        ],
+    )
+    await seal(h)
+    await add_segment(h, policies["rest"], at(400).date(), "a" * 64)
+    return ids
+
+
+async def test_rows_of_other_days_inside_a_segments_id_span_split_its_ranges(h: Harness) -> None:
+    first, critical, unarchived, last = await _interleaved(h)
+    report = await run_purge(h.app.state.sessionmaker, h.app.state.settings, NOW)
+    assert report.deleted == 2
+    assert await existing(h, [first, critical, unarchived, last]) == [critical, unarchived]
+    (tomb,) = await _tombstones(h)
+    assert tomb.event_metadata["id_ranges"] == [[first, first], [last, last]]
+    await seal(h)
+    result = await verify_all(h)
+    assert result.status == "intact", [p.line() for p in result.problems]
+    assert result.purged == 2
+
+
+async def test_the_path_keeps_rows_of_other_days_inside_a_tombstones_range(h: Harness) -> None:
+    from audit_service.audit_log.context import system_event
+    from audit_service.retention import forget_repository as repo
+
+    first, critical, unarchived, last = await _interleaved(h)
+    # A tombstone whose one range spans them (as planning before 0026 wrote it).
+    async with h.app.state.sessionmaker() as session:
+        pk = await repo.insert_event(
+            session,
+            system_event(
+                repo.PURGED,
+                "retention",
+                "spanning",
+                id_ranges=[[first, last]],
+                manifest_hashes=["a" * 64],
+            ),
+        )
+        await session.commit()
+    await seal(h)
+    async with h.app.state.sessionmaker() as session:
+        assert await repo.purge_batch(session, pk, 10) == 2
+        await session.commit()
+    assert await existing(h, [first, critical, unarchived, last]) == [critical, unarchived]

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 from starlette.responses import RedirectResponse
 
 from audit_service.audit_log.context import audited
@@ -23,10 +22,10 @@ from audit_service.auth import service as auth_service
 from audit_service.auth.schemas import SCOPES, ApiKeyCreate, UserCreate, UserUpdate
 from audit_service.console import auth
 from audit_service.console.auth import Admin
+from audit_service.console.forms import validated_form
 from audit_service.console.routing import ConsoleRoute
 from audit_service.console.templating import render
 from audit_service.core.dependencies import SettingsDep
-from audit_service.core.errors import ValidationFailed, field_errors
 from audit_service.forwarding import service as forwarding
 from audit_service.forwarding.schemas import ReplayIn, StatusOut
 from audit_service.ingestion import service as ingestion
@@ -71,17 +70,6 @@ def _notice(notice: str | None) -> str | None:
     return NOTICES.get(notice or "")
 
 
-def _validated(model: Any, values: dict[str, Any]) -> Any:
-    """A form's fields through the API's own input model: the same rules, as a 422 page."""
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        errors = field_errors(exc.errors(include_url=False))
-        raise ValidationFailed(
-            f"{len(errors)} invalid field(s): nothing was changed.", errors=errors
-        ) from None
-
-
 def _page(request: Request, template: str, section: str, **context: Any) -> Response:
     return render(
         request,
@@ -124,7 +112,7 @@ async def create_user(
     full_name: Annotated[str, Form(max_length=200)] = "",
     email: Annotated[str, Form(max_length=320)] = "",
 ) -> Response:
-    data = _validated(
+    data = validated_form(
         UserCreate,
         {
             "username": username,
@@ -152,7 +140,7 @@ async def update_user(
         values["role"] = role
     if is_active in ("true", "false"):
         values["is_active"] = is_active == "true"
-    data = _validated(UserUpdate, values)
+    data = validated_form(UserUpdate, values)
     actor = auth_service.actor_of(admin.user)
     await auth_service.update_user(session, audit, actor, user_id, data)
     return _back("users", "user-updated")
@@ -203,7 +191,7 @@ async def create_api_key(
     name: Annotated[str, Form(max_length=200)],
     scopes: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
-    data = _validated(ApiKeyCreate, {"name": name, "scopes": scopes or list(SCOPES)})
+    data = validated_form(ApiKeyCreate, {"name": name, "scopes": scopes or list(SCOPES)})
     actor = auth_service.actor_of(admin.user)
     created = await auth_service.create_api_key(session, audit, actor, data)
     # The secret is shown once, on this answer (no-store), and never again.
@@ -334,7 +322,7 @@ async def replay_destination(
     since: Annotated[str, Form(max_length=40)] = "",
     until: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
-    data = _validated(ReplayIn, {"since": since or None, "until": until or None})
+    data = validated_form(ReplayIn, {"since": since or None, "until": until or None})
     await forwarding.start_replay(session, audit, destination_id, data)
     return _back("forwarding", "replay-started")
 

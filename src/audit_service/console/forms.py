@@ -5,11 +5,13 @@ refused). Errors become the console's 422 page (routing.ConsoleRoute)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+
+from audit_service.core.errors import ValidationFailed, field_errors
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,3 +39,15 @@ def parse_query(request: Request, model: type[M], lists: frozenset[str] = frozen
     except ValidationError as exc:
         errors = [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+def validated_form(model: type[M], values: dict[str, Any]) -> M:
+    """A POSTed form's fields through the API's own input model: the same rules; a refusal
+    is the API's 422 (shown as a page, or at its form by the caller)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        errors = field_errors(exc.errors(include_url=False))
+        raise ValidationFailed(
+            f"{len(errors)} invalid field(s): nothing was changed.", errors=errors
+        ) from None

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse
@@ -26,9 +25,10 @@ from audit_service.audit_log.sink import EventSink
 from audit_service.console import auth
 from audit_service.console.admin import SECTIONS
 from audit_service.console.auth import Admin, ConsolePrincipal, Viewer
+from audit_service.console.forms import validated_form
 from audit_service.console.routing import ConsoleRoute
 from audit_service.console.templating import render
-from audit_service.core.errors import AppError, Conflict, FieldError, ValidationFailed, field_errors
+from audit_service.core.errors import AppError, Conflict, FieldError, ValidationFailed
 from audit_service.retention import service
 from audit_service.retention.policy import MATCH_KEYS
 from audit_service.retention.schemas import HoldIn, PolicyIn, PolicyOut, PolicyUpdate
@@ -173,17 +173,6 @@ def _text(form: FormData, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _validated(model: type[BaseModel], values: dict[str, Any]) -> Any:
-    """The form's fields through the API's own input model: the same rules."""
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        errors = field_errors(exc.errors(include_url=False))
-        raise ValidationFailed(
-            f"{len(errors)} invalid field(s): nothing was changed.", errors=errors
-        ) from None
-
-
 def _policy_values(form: FormData) -> dict[str, Any]:
     """A rule form's fields as the API's JSON body. The full forms (create, edit) send every
     field: an empty match field is no condition, empty days are null ("keep forever"), an
@@ -258,7 +247,7 @@ async def create_policy(
 ) -> Response:
     form = await request.form()
     try:
-        data = _validated(PolicyIn, _policy_values(form))
+        data = validated_form(PolicyIn, _policy_values(form))
         await service.create_policy(session, audit, data)
     except (ValidationFailed, Conflict) as exc:
         return await _refused(request, session, admin, "new-policy", exc, form)
@@ -273,7 +262,7 @@ async def update_policy(
     form = await request.form()
     values = _policy_values(form)
     try:
-        data = _validated(PolicyUpdate, values)
+        data = validated_form(PolicyUpdate, values)
         await service.update_policy(session, audit, policy_id, data)
     except (ValidationFailed, Conflict) as exc:
         return await _refused(request, session, admin, f"policy-{policy_id}", exc, form)
@@ -294,7 +283,7 @@ async def create_hold(
 ) -> Response:
     form = await request.form()
     try:
-        data = _validated(HoldIn, _hold_values(form))
+        data = validated_form(HoldIn, _hold_values(form))
         await service.create_hold(session, audit, data)
     except ValidationFailed as exc:
         return await _refused(request, session, admin, "new-hold", exc, form)

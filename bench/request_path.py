@@ -11,7 +11,9 @@ sets headers and bodies and prints latency percentiles):
   (b') me_off  the same with AUDIT_RECORD_REQUESTS=false (the recorder middleware still runs:
                request id, session handling; only the event and its write are skipped);
   (c) events   single `POST /events` with an API key (one stored event per request);
-  (d) predict  `POST /predict` with a bearer token, recorded.
+  (d) predict  `POST /predict` with a bearer token, recorded;
+  me_nocache, events_nocache: (b) and (c) with AUDIT_CACHE_SECONDS=0 (core/cache.py off), so
+               the cache's share is measured on the same code.
 
 Per phase: requests/s, p50/p99 (wrk), and CPU per request of the server and of PostgreSQL from
 /proc/PID/stat (utime + stime before and after). CPU per request holds up when neighbours steal
@@ -61,7 +63,7 @@ ADMIN_PASSWORD = "bench-admin-password-123"
 SERVER_CPU = "1"
 LOAD_CPU = "0"
 HUGE = "100000000/second"
-PHASES = ["bare", "me", "events", "predict", "me_off"]
+PHASES = ["bare", "me", "events", "predict", "me_off", "me_nocache", "events_nocache"]
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 # --- servers (this script re-run with --serve) ----------------------------------------------
@@ -339,7 +341,9 @@ def scripts(token: str, key: str) -> dict[str, str]:
         "bare": lua_script("GET", "/ping", {}, None),
         "me": lua_script("GET", "/me", bearer, None),
         "me_off": lua_script("GET", "/me", bearer, None),
+        "me_nocache": lua_script("GET", "/me", bearer, None),
         "events": lua_script("POST", "/events", {"X-API-Key": key, **json_h}, EVENT),
+        "events_nocache": lua_script("POST", "/events", {"X-API-Key": key, **json_h}, EVENT),
         "predict": lua_script("POST", "/predict", {**bearer, **json_h}, PREDICT),
     }
 
@@ -364,6 +368,7 @@ def profile_phase(
         return summarise(raw)
 
 
+PROFILED = ("bare", "me", "events", "predict")
 MEDIAN_KEYS = (
     "rps", "p50_ms", "p99_ms", "server_cpu_ms_per_req", "postgres_cpu_ms_per_req",
     "server_cpu_cores", "rows_per_req",
@@ -452,6 +457,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ("service", path_env, ["me", "events", "predict"], label),
                 ("service", {**path_env, "AUDIT_RECORD_REQUESTS": "false"}, ["me_off"], label),
             ]
+            if not label:  # this checkout's cache (core/cache.py) off: same code, no cache
+                plan.append(
+                    ("service", {**path_env, "AUDIT_CACHE_SECONDS": "0"},
+                     ["me_nocache", "events_nocache"], label)
+                )  # fmt: skip
         runs: dict[str, list[dict[str, Any]]] = {}
         for round_no in range(args.rounds):
             # Odd rounds run the service variants in reverse order: neither gets the quieter
@@ -471,7 +481,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         phase["round"] = round_no + 1
                         print(json.dumps(phase), file=sys.stderr, flush=True)
                         runs.setdefault(name + label, []).append(phase)
-                        if args.profile and round_no == 0 and name != "me_off":
+                        if args.profile and round_no == 0 and name in PROFILED:
                             profiles[name + label] = profile_phase(
                                 name + label, process.pid, base, lua[name], args
                             )
@@ -510,6 +520,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "me_vs_bare_cpu": cpu_ratio("me", "bare"),
             "me_on_vs_off_rps": ratio("me", "me_off"),
             "me_on_vs_off_cpu": cpu_ratio("me", "me_off"),
+            "me_cache_vs_nocache_cpu": cpu_ratio("me", "me_nocache"),
+            "events_cache_vs_nocache_cpu": cpu_ratio("events", "events_nocache"),
             "events_per_s": phases.get("events", {}).get("rps"),
             "events_p99_ms": phases.get("events", {}).get("p99_ms"),
             "predict_vs_bare_rps": ratio("predict", "bare"),

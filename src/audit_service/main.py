@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,8 +27,10 @@ from audit_service.auth.endpoints import router as auth_router
 from audit_service.auth.jobs import housekeeping_jobs
 from audit_service.console.app import install_console
 from audit_service.console.headers import ConsoleHeadersMiddleware
+from audit_service.core.cache import SESSION_KEY as CACHE_KEY
+from audit_service.core.cache import SharedCache
 from audit_service.core.config import Settings
-from audit_service.core.db import create_engine, create_sessionmaker
+from audit_service.core.db import create_engine, create_sessionmaker, is_postgres
 from audit_service.core.docs import install_offline_docs
 from audit_service.core.errors import install_error_handlers, problem_responses
 from audit_service.core.jobs import Job, JobRuntime
@@ -130,7 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             idle_in_transaction_timeout=settings.idle_in_transaction_timeout,
         )
         app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
+        # Only PostgreSQL can tell the other processes what changed (NOTIFY): on SQLite the
+        # cache never turns on (core/cache.py).
+        cache = app.state.cache = SharedCache(settings.cache_seconds)
+        app.state.sessionmaker = create_sessionmaker(engine, info={CACHE_KEY: cache})
         app.state.signing_key = settings.signing_key()
         app.state.rate_limiter = RateLimiter(settings.rate_limit_storage)
         app.state.predictor = load_model()
@@ -139,6 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         writer.start()
         app.state.maintenance = MaintenanceCache(app.state.sessionmaker)
         app.state.recorder = Recorder(app.state.sessionmaker, writer, settings.record_requests)
+        listening = (
+            asyncio.create_task(cache.listen(engine), name="cache-listener")
+            if is_postgres(engine) and settings.cache_seconds > 0
+            else None
+        )
         jobs: JobRuntime | None = None
         try:
             await bootstrap_admin(app, settings)
@@ -152,6 +164,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if jobs is not None:
                 await jobs.stop(settings.job_stop_timeout)
             await writer.stop()
+            if listening is not None:
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listening
             await engine.dispose()
 
     app = FastAPI(

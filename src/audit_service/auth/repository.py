@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from audit_service.auth.models import ApiKey, LoginCounter, RevokedToken, User
+from audit_service.core.cache import MISS, usable
 from audit_service.core.db import upsert_for
 from audit_service.kit.models import UTCDateTime
 
@@ -23,16 +24,39 @@ async def get_user(session: AsyncSession, user_id: int) -> User | None:
     return await session.get(User, user_id)
 
 
+# What a cached user holds: every column but the password hash (only a password change reads
+# it, and that loads the row itself: see service.change_password).
+_CACHED_USER_COLUMNS = tuple(
+    c.key for c in User.__mapper__.column_attrs if c.key != "password_hash"
+)
+_CACHED_KEY_COLUMNS = tuple(c.key for c in ApiKey.__mapper__.column_attrs)
+
+
 async def get_user_and_revocation(
     session: AsyncSession, user_id: int, jti: str
 ) -> tuple[User | None, bool]:
-    """The user, and whether the token `jti` was revoked: one statement, one round trip (the
-    request path's authentication; was a `get` and an `EXISTS`, each its own round trip)."""
+    """The user, and whether the token `jti` was revoked: the request path's authentication.
+
+    From the process's cache when it has both (core/cache.py: no round trip at all), else one
+    statement for both (was a `get` and an `EXISTS`). A cached user is a new, session-less
+    `User` without `password_hash`: reading it is all callers may do.
+    """
+    cache = usable(session, "user", "revoked_token")
+    if cache is not None:
+        values = cache.get("user", user_id)
+        if values is not MISS and cache.get("revoked_token", jti) is False:
+            return User(**values), False
+        stamps = cache.stamp("user"), cache.stamp("revoked_token")
     revoked = exists().where(RevokedToken.jti == jti).label("revoked")
     row = (await session.execute(select(User, revoked).where(User.id == user_id))).first()
     if row is None:
         return None, False
-    return row[0], bool(row[1])
+    user, is_revoked = row[0], bool(row[1])
+    if cache is not None:
+        cache.put("user", user_id, {c: getattr(user, c) for c in _CACHED_USER_COLUMNS}, stamps[0])
+        if not is_revoked:  # revoked tokens are refused: not worth keeping
+            cache.put("revoked_token", jti, False, stamps[1])
+    return user, is_revoked
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
@@ -113,7 +137,18 @@ async def get_api_key(session: AsyncSession, key_id: int) -> ApiKey | None:
 
 
 async def get_api_key_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
-    return await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    """The key with this prefix; from the process's cache when it has it (a session-less
+    `ApiKey`, for reading). Unknown prefixes are not cached: each is a 401 anyway."""
+    cache = usable(session, "api_key")
+    if cache is not None:
+        values = cache.get("api_key", prefix)
+        if values is not MISS:
+            return ApiKey(**{**values, "scopes": list(values["scopes"])})
+        stamp = cache.stamp("api_key")
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if cache is not None and key is not None:
+        cache.put("api_key", prefix, {c: getattr(key, c) for c in _CACHED_KEY_COLUMNS}, stamp)
+    return key
 
 
 async def list_api_keys(session: AsyncSession, *, offset: int, limit: int) -> list[ApiKey]:

@@ -205,6 +205,12 @@ async def change_password(
     Guesses at the current password count against the same lockout as logins: a stolen
     token must not become a way to brute-force the password.
     """
+    # The authenticated `user` may be the process's cached copy, which has no password hash
+    # and is not in the session (changing it would store nothing): work on the row itself.
+    loaded = await repo.get_user(session, user.id)
+    if loaded is None:
+        raise Unauthorized("Invalid or expired token")
+    user = loaded
     _target(sink, user, f"User '{user.username}' changed their password")
     await _reserve_attempt(session, sink, settings, user.username)
     if not await verify_password_async(data.current_password, user.password_hash):

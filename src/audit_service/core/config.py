@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     # Exports in flight per process: each holds a database connection for its whole stream.
     max_concurrent_exports: int = Field(default=4, ge=1)
+    # PostgreSQL: how long a process may keep a user, API key, token revocation or action
+    # schema it read (core/cache.py). Changes reach every process within milliseconds by
+    # LISTEN/NOTIFY; this bounds staleness if the notices stop unnoticed. 0: no cache.
+    cache_seconds: float = Field(default=2.0, ge=0, le=60, description="seconds")
 
     # Background jobs (core/jobs.py): `serve` runs them in-process unless this is false (then
     # run `audit-service worker` somewhere); any number of processes may run them.

@@ -116,8 +116,11 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+def create_sessionmaker(
+    engine: AsyncEngine, info: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    # `info` is copied into every session's own (the process's cache, core/cache.py).
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=True, info=info)
 
 
 def is_postgres(bind: AsyncEngine | AsyncSession) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import JSON, CursorResult, Table, delete, func, select, text, up
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from audit_service.core.cache import MISS, usable
 from audit_service.core.db import is_postgres, lock_for_transaction
 from audit_service.ingestion.models import ActionSchema, SourceAction
 from audit_service.kit.models import UTCDateTime, utcnow
@@ -20,14 +21,32 @@ async def get_schema(session: AsyncSession, action: str) -> ActionSchema | None:
     return await session.get(ActionSchema, action)
 
 
+_SCHEMA_COLUMNS = tuple(c.key for c in ActionSchema.__mapper__.column_attrs)
+
+
 async def get_schemas(session: AsyncSession, actions: Collection[str]) -> dict[str, ActionSchema]:
+    """The registered schemas of these actions (most have none). From the process's cache
+    when it knows every one of them, absent schemas included (core/cache.py); cached rows are
+    session-less, for reading."""
     if not actions:
         return {}
+    cache = usable(session, "action_schema")
+    if cache is not None:
+        known = {action: cache.get("action_schema", action) for action in actions}
+        if MISS not in known.values():
+            return {a: ActionSchema(**v) for a, v in known.items() if v is not None}
+        stamp = cache.stamp("action_schema")
     # Most requests carry one action: plain equality is a cheaper statement than IN (…).
     (first, *others) = actions
     where = ActionSchema.action.in_(actions) if others else ActionSchema.action == first
     stmt = select(ActionSchema).where(where)
-    return {row.action: row for row in await session.scalars(stmt)}
+    found = {row.action: row for row in await session.scalars(stmt)}
+    if cache is not None:
+        for action in actions:
+            row = found.get(action)
+            values = None if row is None else {c: getattr(row, c) for c in _SCHEMA_COLUMNS}
+            cache.put("action_schema", action, values, stamp)
+    return found
 
 
 async def list_schemas(session: AsyncSession) -> list[ActionSchema]:
@@ -94,10 +113,21 @@ _source_action = cast(Table, SourceAction.__table__)
 
 
 async def known_actions(session: AsyncSession, source: str, actions: Collection[str]) -> set[str]:
+    """Which of `actions` `source` has used before: from the process's cache when it knows
+    them all (only known pairs are kept, so a new action always asks the database)."""
+    cache = usable(session, "source_action")
+    if cache is not None:
+        if all(cache.get("source_action", (source, a)) is True for a in actions):
+            return set(actions)
+        stamp = cache.stamp("source_action")
     stmt = select(SourceAction.action).where(
         SourceAction.source == source, SourceAction.action.in_(actions)
     )
-    return set(await session.scalars(stmt))
+    found = set(await session.scalars(stmt))
+    if cache is not None:
+        for action in found:
+            cache.put("source_action", (source, action), True, stamp)
+    return found
 
 
 async def add_actions(

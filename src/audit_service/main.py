@@ -19,7 +19,7 @@ from audit_service.audit_log.context import SYSTEM, system_event
 from audit_service.audit_log.middleware import Recorder, RecorderMiddleware
 from audit_service.audit_log.writer import GroupCommitWriter
 from audit_service.auth import service as auth_service
-from audit_service.auth.dependencies import get_principal, limit_ingestion
+from audit_service.auth.dependencies import get_current_user, limit_ingestion
 from audit_service.auth.endpoints import admin_router as users_router
 from audit_service.auth.endpoints import api_keys_router
 from audit_service.auth.endpoints import public_router as login_router
@@ -250,7 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Public routes are mounted explicitly; everything else needs a principal.
     app.include_router(health_router)
     app.include_router(login_router)
-    protected = [Depends(get_principal)]  # the default rate limit, then authentication
+    protected = [Depends(get_current_user)]  # the default rate limit, then authentication
     # Maintenance mode answers 503 on these (admins and /admin/* excepted): not on health,
     # login or ingestion, which are mounted without it.
     gated = [*protected, Depends(maintenance_gate)]

@@ -27,7 +27,7 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/login/form", auto_error=False)
 BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-async def get_principal(request: Request, token: BearerToken) -> tuple[User, TokenClaims]:
+async def get_current_user(request: Request, token: BearerToken) -> User:
     """The caller: the default rate limit first, then authentication.
 
     The limit is per user when a token with our signature is shown, else per client IP.
@@ -36,7 +36,9 @@ async def get_principal(request: Request, token: BearerToken) -> tuple[User, Tok
 
     One dependency reading the app's state directly, where it was nine (limit, claims,
     session, settings, limiter, key, audit ...): FastAPI's resolution costs tens of µs per
-    node, which was ~18 % of an authenticated request's CPU (bench/request_path.py).
+    node, which was ~18 % of an authenticated request's CPU (bench/request_path.py). It is
+    also the routers' own dependency, so FastAPI resolves it once per request; the verified
+    claims wait in `request.state` for the one endpoint that needs them (logout).
     """
     state = request.app.state
     audit: RequestAudit = request.state.audit
@@ -46,17 +48,19 @@ async def get_principal(request: Request, token: BearerToken) -> tuple[User, Tok
     who = f"user:{claims.sub}" if claims else f"ip:{audit.ip}"
     limiter: RateLimiter = state.rate_limiter
     await limiter.hit(state.settings.default_rate_limit, "default", who)
-    return await service.authenticate(audit.session(), audit, token, claims)
-
-
-Principal = Annotated[tuple[User, TokenClaims], Depends(get_principal)]
-
-
-async def get_current_user(principal: Principal) -> User:
-    return principal[0]
+    user, request.state.claims = await service.authenticate(audit.session(), audit, token, claims)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_principal(request: Request, user: CurrentUser) -> tuple[User, TokenClaims]:
+    claims: TokenClaims = request.state.claims
+    return user, claims
+
+
+Principal = Annotated[tuple[User, TokenClaims], Depends(get_principal)]
 
 
 def require_role(*roles: str) -> object:

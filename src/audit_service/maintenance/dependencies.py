@@ -13,7 +13,8 @@ from audit_service.maintenance.service import RETRY_AFTER_SECONDS, MaintenanceCa
 async def maintenance_gate(request: Request, user: CurrentUser) -> None:
     """503 while maintenance is on, except for admins and the /admin routes (which need a
     role anyway). Health, login and ingestion are mounted without this gate."""
-    if user.role == "admin" or request.url.path.startswith("/admin/"):
+    # The scope's path: `request.url` would build a URL object on every request.
+    if user.role == "admin" or request.scope["path"].startswith("/admin/"):
         return
     cache: MaintenanceCache = request.app.state.maintenance
     state = await cache.current()

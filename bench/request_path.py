@@ -368,7 +368,7 @@ def profile_phase(
         return summarise(raw)
 
 
-PROFILED = ("bare", "me", "events", "predict")
+PROFILED = ("bare", "me", "me_off", "events", "predict")
 MEDIAN_KEYS = (
     "rps", "p50_ms", "p99_ms", "server_cpu_ms_per_req", "postgres_cpu_ms_per_req",
     "server_cpu_cores", "rows_per_req",

@@ -190,7 +190,8 @@ class RequestAudit:
 
     async def close(self) -> None:
         session, self._session = self._session, None
-        if session is not None:
+        # Without a transaction a session holds no connection and no state worth closing.
+        if session is not None and session.in_transaction():
             try:
                 await session.close()
             except Exception as exc:

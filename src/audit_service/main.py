@@ -142,7 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rate_limiter = RateLimiter(settings.rate_limit_storage)
         app.state.predictor = load_model()
         writer = GroupCommitWriter(engine, on_batch=app.state.metrics.observe_batch)
-        app.state.metrics.watch(writer=writer, engine=engine)
+        app.state.metrics.watch(writer=writer, engine=engine, cache=cache)
         writer.start()
         app.state.maintenance = MaintenanceCache(app.state.sessionmaker)
         app.state.recorder = Recorder(app.state.sessionmaker, writer, settings.record_requests)

@@ -29,6 +29,11 @@ def _value(samples: dict[Any, float], name: str, **labels: str) -> float | None:
 
 
 async def test_metrics_count_routes_writer_and_pool(h: Harness) -> None:
+    if h.engine.dialect.name == "postgresql":  # the cache's listener connects at start
+        for _ in range(500):
+            if h.app.state.cache.enabled:
+                break
+            await asyncio.sleep(0.01)
     headers = await h.auth()
     for _ in range(3):
         assert (await h.client.get("/me", headers=headers)).status_code == 200
@@ -61,6 +66,15 @@ async def test_metrics_count_routes_writer_and_pool(h: Harness) -> None:
     assert _value(s, "audit_recorder_queue_depth") == 0
     assert _value(s, "audit_db_pool_in_use") is not None
     assert _value(s, "audit_db_pool_size") is not None
+    # The cache: never used on SQLite; on PostgreSQL each GET /me looked its user up there.
+    assert _value(s, "audit_cache_enabled") == (1 if h.app.state.cache.enabled else 0)
+    lookups = (_value(s, "audit_cache_hits_total") or 0) + (
+        _value(s, "audit_cache_misses_total") or 0
+    )
+    if h.engine.dialect.name == "postgresql":
+        assert lookups >= 3
+    else:
+        assert _value(s, "audit_cache_enabled") == 0 and lookups == 0
     # /metrics itself is not recorded
     assert await h.count_events() == before
 

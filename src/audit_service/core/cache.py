@@ -70,6 +70,7 @@ class SharedCache:
         self._listening = False
         # The server process of the LISTEN connection (pg_stat_activity), for operators.
         self.listener_pid: int | None = None
+        self._warned = False
         self.hits = 0
         self.misses = 0
 
@@ -123,7 +124,10 @@ class SharedCache:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("cache: change notices unavailable (caching off): %s", exc)
+                # Once per outage, not every second of it (reset once listening again).
+                if not self._warned:
+                    log.warning("cache: change notices unavailable (caching off): %s", exc)
+                self._warned = True
             await asyncio.sleep(1.0)
 
     async def _listen_once(self, engine: AsyncEngine, beat: float) -> None:
@@ -141,6 +145,7 @@ class SharedCache:
             await driver.add_listener(CHANNEL, on_notice)
             self.listener_pid = driver.get_server_pid()
             self._set_listening(True)
+            self._warned = False
             try:
                 while True:
                     with contextlib.suppress(TimeoutError):

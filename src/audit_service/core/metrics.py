@@ -29,6 +29,7 @@ class _LiveCollector(Collector):
     def __init__(self) -> None:
         self.writer: Any = None
         self.engine: Any = None
+        self.cache: Any = None
 
     def collect(self) -> Iterator[Metric]:
         writer = self.writer
@@ -49,6 +50,20 @@ class _LiveCollector(Collector):
                 ("failures", "audit_recorder_failures", "Events the writer could not store"),
             ):
                 value = getattr(writer, attr, None)
+                if isinstance(value, int):
+                    yield CounterMetricFamily(name, doc, value=value)
+        cache = self.cache
+        if cache is not None:
+            yield GaugeMetricFamily(
+                "audit_cache_enabled",
+                "1 while this process hears the database's change notices and caches",
+                value=int(bool(getattr(cache, "enabled", False))),
+            )
+            for attr, name, doc in (
+                ("hits", "audit_cache_hits", "Cache lookups answered from memory"),
+                ("misses", "audit_cache_misses", "Cache lookups that went to the database"),
+            ):
+                value = getattr(cache, attr, None)
                 if isinstance(value, int):
                     yield CounterMetricFamily(name, doc, value=value)
         pool = getattr(getattr(self.engine, "sync_engine", None), "pool", None)
@@ -93,10 +108,11 @@ class Metrics:
         self.registry.register(self._live)
         self._children: dict[tuple[str, str, int], Any] = {}
 
-    def watch(self, *, writer: Any = None, engine: Any = None) -> None:
-        """Report this writer's and engine's state (made in the app's lifespan)."""
+    def watch(self, *, writer: Any = None, engine: Any = None, cache: Any = None) -> None:
+        """Report this writer's, engine's and cache's state (made in the app's lifespan)."""
         self._live.writer = writer
         self._live.engine = engine
+        self._live.cache = cache
 
     def observe_batch(self, rows: int, seconds: float, ok: bool) -> None:
         """The writer's `on_batch` callback."""

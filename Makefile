@@ -29,8 +29,10 @@ test: $(STAMP) assets
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	# One worker per core (at most 4), each with its own private PostgreSQL; a file's tests
-	# stay on one worker, so its module fixtures are built once.
-	$(BIN)/pytest -n auto --maxprocesses 4 --dist loadfile
+	# stay on one worker, so its module fixtures are built once. Files are handed out in
+	# tests/conftest.py's order (the slow ones first), not xdist's (most tests first), so no
+	# minute-long file is left to run alone at the end.
+	$(BIN)/pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 	scripts/check-typescript-client.sh
 
 lint: $(STAMP)

@@ -22,6 +22,9 @@ from audit_service.integrity.jobs import make_sequencer
 from audit_service.stats import rollup
 from tests.console.conftest import Api, Browsing, LiveServer
 
+# A real browser against a live server, like test_browser_activity.py: slow, so it starts early.
+pytestmark = pytest.mark.slow
+
 XSS = '"><svg onload=alert(1)>'
 AUDITOR = "audra"
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import uvicorn
 
 from audit_service.main import create_app
@@ -37,6 +38,8 @@ CHECKS = ",".join(
 )
 
 
+# A time-boxed run of MAX_SECONDS: slow, so it starts first (tests/conftest.py orders files).
+@pytest.mark.slow
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     pg_only_url: str, tmp_path: Path, smtp: SmtpServer
 ) -> None:

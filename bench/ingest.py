@@ -16,7 +16,7 @@ on CPU 0 instead, the core the service would otherwise use.
 
 Prints one JSON line (progress on stderr). Reproduce:
 
-    /tmp/venv/bin/python bench/ingest.py [--events 200000 --single-seconds 20]
+    .venv/bin/python bench/ingest.py [--events 200000 --single-seconds 20 --jobs off|on]
 """
 
 from __future__ import annotations
@@ -213,7 +213,10 @@ def _status_kb(pid: int, field: str) -> int:
 
 class Bench(ServiceBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(args)
+        # Background jobs (the log sequencer, rollups, detections, forwarding) follow every
+        # stored event in the same process and database: off, the ingest path alone; on,
+        # what a single `serve` doing everything sustains.
+        super().__init__(args, {"AUDIT_RUN_JOBS": "true" if args.jobs == "on" else "false"})
         self.port = free_port()
         self.service = subprocess.Popen(
             [
@@ -421,6 +424,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": batch,
         "copy": copies,
         "single": single,
+        "jobs": args.jobs,
         "pinning": (
             {"service": bench.service_cpus, "postgres_and_clients": bench.other_cpus}
             if bench.service_cpus
@@ -445,6 +449,12 @@ def main() -> None:
     parser.add_argument("--single-warmup", type=float, default=3.0)
     parser.add_argument(
         "--single-events", type=int, default=150_000, help="distinct bodies for (c)"
+    )
+    parser.add_argument(
+        "--jobs",
+        choices=("off", "on"),
+        default="off",
+        help="background jobs in the service process (off: the ingest path alone)",
     )
     parser.add_argument(
         "--pin",

@@ -124,7 +124,11 @@ class GroupCommitWriter:
         item = _Pending(row, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(item)
         try:
-            await asyncio.wait_for(asyncio.shield(item.future), self._timeout)
+            # asyncio.timeout, not wait_for: no extra waiter future and callbacks per request
+            # (wait_for was ~2 % of a cached `GET /me`). The shield keeps the timeout from
+            # cancelling the item's future, which the batch still resolves.
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(item.future)
         except TimeoutError as exc:
             if not item.in_flight:
                 item.abandoned = True  # never written: batch assembly skips it

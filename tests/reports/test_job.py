@@ -15,8 +15,11 @@ from tests.conftest import make_settings, start_harness
 from tests.reports.smtp import SmtpServer
 
 
-async def test_the_job_sends_a_due_report(pg_url: str, smtp: SmtpServer) -> None:
-    settings = make_settings(pg_url, run_jobs=True, smtp_url=smtp.url, report_poll_interval=0.2)
+async def test_the_job_sends_a_due_report(pg_only_url: str, smtp: SmtpServer) -> None:
+    # A clean database, not earlier tests' leftovers as the jobs' backlog.
+    settings = make_settings(
+        pg_only_url, run_jobs=True, smtp_url=smtp.url, report_poll_interval=0.2
+    )
     started = utcnow()
     async for h in start_harness(settings):
         admin = await h.auth()

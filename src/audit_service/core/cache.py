@@ -13,7 +13,8 @@ How it stays correct (PostgreSQL only; on SQLite nothing is cached):
   and only if, that transaction commits — whichever process, CLI or psql made it.
 - Each service process holds one connection that LISTENs (`listen()`); on a notice it drops
   every entry of that table. The process that made the change also drops them itself right
-  after its commit (`note_commit`), so its own next request never sees the old row.
+  after its commit (`note_commit`, from the tables core/db notes per session), so its own
+  next request never sees the old row.
 - A read that races a change cannot store the old row: `stamp()` is taken before the read and
   `put()` refuses to store if a notice arrived in between.
 - While the listening connection is down (not yet open, lost, or failing its heartbeat) the
@@ -34,17 +35,17 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import Session
+
+from audit_service.core.db import tables_written
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "audit_cache"
 # The tables whose rows may be cached; each has the notifying trigger (migration 0027).
 WATCHED_TABLES = ("user", "api_key", "revoked_token", "action_schema", "source_action")
-# Where a session finds its process's cache (async_sessionmaker(info=...)), and the tables it
-# wrote (to drop after its commit).
+# Where a session finds its process's cache (async_sessionmaker(info=...)).
 SESSION_KEY = "audit_service.cache"
-_WROTE_TABLES = "audit_service.cache_wrote"
 # Bounds the entries per table: a flood of distinct tokens or keys must not grow memory.
 MAX_ENTRIES = 10_000
 
@@ -68,7 +69,7 @@ class SharedCache:
         # Bumped on every drop of a table: a read stamped before it cannot be stored.
         self._generation = dict.fromkeys(WATCHED_TABLES, 0)
         self._listening = False
-        # The server process of the LISTEN connection (pg_stat_activity), for operators.
+        # The server process of the LISTEN connection (as pg_stat_activity shows it).
         self.listener_pid: int | None = None
         self._warned = False
         self.hits = 0
@@ -174,26 +175,8 @@ def usable(session: AsyncSession, *tables: str) -> SharedCache | None:
     cache = cache_of(sync)
     if cache is None or not cache.enabled:
         return None
-    wrote = sync.info.get(_WROTE_TABLES, ())
+    wrote = tables_written(sync)
     return None if any(table in wrote for table in tables) else cache
-
-
-def _note(session: Session, table: str | None) -> None:
-    if table in WATCHED_TABLES:
-        session.info.setdefault(_WROTE_TABLES, set()).add(table)
-
-
-@event.listens_for(Session, "after_flush")
-def _note_flush(session: Session, _flush_context: UOWTransaction) -> None:
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        _note(session, getattr(type(obj), "__tablename__", None))
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _note_dml(state: ORMExecuteState) -> None:
-    if state.is_insert or state.is_update or state.is_delete:
-        mapper = state.bind_mapper
-        _note(state.session, getattr(mapper.class_, "__tablename__", None) if mapper else None)
 
 
 @event.listens_for(Session, "after_commit")
@@ -201,5 +184,5 @@ def note_commit(session: Session) -> None:
     """The writing process drops what it changed at once, without waiting for its notice."""
     cache = cache_of(session)
     if cache is not None:
-        for table in session.info.get(_WROTE_TABLES, ()):
+        for table in tables_written(session):
             cache.invalidate(table)

@@ -134,19 +134,31 @@ def session_wrote(session: AsyncSession) -> bool:
     The mark is never cleared: sessions live for one request, and a savepoint's release
     (which fires commit events) must not hide the writes made inside it.
     """
-    return bool(session.sync_session.info.get(WROTE))
+    return bool(tables_written(session.sync_session))
+
+
+def tables_written(session: Session) -> set[str]:
+    """The tables this session changed ("" for a write whose table is not known); the cache
+    drops them after its commit and never serves them to it before (core/cache.py)."""
+    written: set[str] = session.info.get(WROTE, set())
+    return written
+
+
+def _mark(session: Session, table: Any) -> None:
+    session.info.setdefault(WROTE, set()).add(table if isinstance(table, str) else "")
 
 
 @event.listens_for(Session, "after_flush")
 def _mark_flush(session: Session, _flush_context: Any) -> None:
-    if session.new or session.dirty or session.deleted:
-        session.info[WROTE] = True
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        _mark(session, getattr(type(obj), "__tablename__", None))
 
 
 @event.listens_for(Session, "do_orm_execute")
 def _mark_dml(state: ORMExecuteState) -> None:
     if state.is_insert or state.is_update or state.is_delete:
-        state.session.info[WROTE] = True
+        # `update(ApiKey)` and `insert(table)` alike name their table.
+        _mark(state.session, getattr(getattr(state.statement, "table", None), "name", None))
 
 
 async def ping(engine: AsyncEngine) -> bool:
